@@ -1,0 +1,17 @@
+"""genpix: train VAEs, GANs and diffusion models on your own images, and generate with them."""
+
+__version__ = "0.1.0"
+
+
+def load_pipeline(path_or_name: str, device: str = "cpu"):
+    """Load any model genpix can run (a model directory or a bundled model's name) as a pipeline.
+
+    Returns a pipeline whose ``__call__`` returns an object with ``images`` (list of PIL images)
+    and ``info`` (the generation parameters).
+    """
+    from genpix.pipelines import load_pipeline as _load
+
+    return _load(path_or_name, device=device)
+
+
+__all__ = ["__version__", "load_pipeline"]

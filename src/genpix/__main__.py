@@ -1,0 +1,3 @@
+from genpix.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,170 @@
+"""``genpix sample``, ``latent-grid`` and ``interpolate``: pictures from a trained model."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+from genpix.cli.common import add_device, add_seed, finite_float, need, positive_int
+
+
+def register(commands) -> None:
+    p = commands.add_parser("sample", help="generate images with a model",
+                            description="Generate images with a model folder or a bundled model.")
+    p.add_argument("model", metavar="MODEL", help="model folder or bundled model name (genpix models)")
+    p.add_argument("-n", "--num-images", type=positive_int, default=16, help="images to generate (default 16)")
+    p.add_argument("-o", "--out", help="folder for one PNG per image (default: outputs, unless --npy/--grid)")
+    p.add_argument("--npy", help="also write the images as a uint8 array (N, H, W, C) to this .npy file")
+    p.add_argument("--grid", help="also write all images as one grid picture to this file")
+    p.add_argument("--steps", type=positive_int, help="sampling steps (diffusion models)")
+    p.add_argument("--sampler", help="sampler name (diffusion models)")
+    p.add_argument("--cfg-scale", type=finite_float, help="classifier-free guidance scale")
+    p.add_argument("--prompt", help="text prompt (text-conditioned models)")
+    p.add_argument("--negative-prompt", help="negative prompt (text-conditioned models)")
+    p.add_argument("--class", dest="class_name", help="class name (class-conditioned models)")
+    add_seed(p)
+    add_device(p)
+    p.set_defaults(run=run_sample)
+
+    p = commands.add_parser("latent-grid", help="decode a grid over two latent directions (seed fig. 17.5)")
+    p.add_argument("model", metavar="MODEL")
+    p.add_argument("-o", "--out", default="latent-grid.png", help="picture to write (default latent-grid.png)")
+    p.add_argument("--size", type=positive_int, default=30, help="cells per side (default 30)")
+    p.add_argument("--range", dest="extent", type=finite_float, default=1.0,
+                   help="walk each axis over [-R, R] (default 1; in std units for pca)")
+    p.add_argument("--dims", default=None,
+                   help="two latent dimensions 'i,j', or 'pca' for the principal directions of the "
+                        "encoded test images (default: 0,1 for a 2-D latent, else pca)")
+    p.add_argument("--data", help="images for --dims pca (default: the model's dataset, test split)")
+    add_device(p)
+    p.set_defaults(run=run_latent_grid)
+
+    p = commands.add_parser("interpolate", help="walk the latent space between two images or seeds")
+    p.add_argument("model", metavar="MODEL")
+    p.add_argument("--from", dest="start", required=True, help="an image file (encoded) or an integer seed")
+    p.add_argument("--to", dest="end", required=True, help="an image file (encoded) or an integer seed")
+    p.add_argument("--frames", type=int, default=8, help="pictures along the walk, ends included (default 8)")
+    p.add_argument("--mode", choices=("lerp", "slerp", "both"), default="slerp",
+                   help="linear, spherical, or both as two rows (default slerp)")
+    p.add_argument("-o", "--out", default="interpolation.png",
+                   help="strip picture to write; an animated .gif is written beside it")
+    add_device(p)
+    p.set_defaults(run=run_interpolate)
+
+
+def _next_index(folder: Path) -> int:
+    numbers = [int(m.group(1)) for f in folder.glob("*.png") if (m := re.fullmatch(r"(\d{5,})", f.stem))]
+    return max(numbers, default=-1) + 1
+
+
+def run_sample(args: argparse.Namespace) -> int:
+    from genpix.device import resolve_device, set_cpu_threads
+    from genpix.io.images import make_grid, save_npy, save_png
+    from genpix.pipelines import load_pipeline
+
+    set_cpu_threads()
+    pipe = load_pipeline(args.model, device=resolve_device(args.device))
+    out = pipe(n=args.num_images, seed=args.seed, steps=args.steps, sampler=args.sampler,
+               cfg_scale=args.cfg_scale, prompt=args.prompt, negative_prompt=args.negative_prompt,
+               class_name=args.class_name)
+    folder = args.out or (None if (args.npy or args.grid) else "outputs")
+    if folder:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        first = _next_index(folder)
+        for i, (image, text) in enumerate(zip(out.images, out.infotexts)):
+            save_png(image, folder / f"{first + i:05d}.png", text)
+        print(f"wrote {len(out.images)} images to {folder}/{first:05d}.png ...")
+    if args.npy:
+        save_npy(out.tensors, args.npy)
+        print(f"wrote array {tuple(out.tensors.shape[i] for i in (0, 2, 3, 1))} to {args.npy}")
+    if args.grid:
+        save_png(make_grid(out.images), args.grid, out.infotexts[0])
+        print(f"wrote grid to {args.grid}")
+    return 0
+
+
+def _load_vae(model: str, device):
+    from genpix.errors import GenpixError
+    from genpix.io.checkpoint import read_model_dir
+    from genpix.pipelines.models import load_vae, resolve_model
+
+    model_dir = read_model_dir(resolve_model(model))
+    if model_dir.family != "vae":
+        raise GenpixError(f"{model}: this command needs a model with an encoder (vae), not {model_dir.family}")
+    return model_dir, load_vae(model_dir).to(device)
+
+
+def run_latent_grid(args: argparse.Namespace) -> int:
+    import torch
+
+    from genpix.data import load_dataset
+    from genpix.device import resolve_device, set_cpu_threads
+    from genpix.pipelines.latent_grid import LatentPlane, latent_grid
+
+    set_cpu_threads()
+    device = resolve_device(args.device)
+    model_dir, vae = _load_vae(args.model, device)
+    latent_dim = vae.config.latent_dim
+    dims = args.dims or ("0,1" if latent_dim == 2 else "pca")
+    if dims == "pca":
+        data_info = model_dir.config.get("data", {})
+        spec = args.data or data_info.get("spec")
+        need(spec is not None, "--dims pca needs images to encode: pass --data")
+        data = load_dataset(spec, split="test", image_size=vae.config.image_size,
+                            channels=vae.config.channels, limit=2000)
+        with torch.no_grad():
+            codes = vae.encode(data.images.float().div(255).to(device))[0].cpu()
+        plane = LatentPlane.principal(codes)
+    else:
+        parts = dims.split(",")
+        need(len(parts) == 2 and all(p.strip().isdigit() for p in parts),
+             f"--dims must be 'i,j' or 'pca', got {dims!r}")
+        i, j = (int(p) for p in parts)
+        need(i != j and max(i, j) < latent_dim,
+             f"--dims {dims}: need two different dimensions below {latent_dim}")
+        plane = LatentPlane.axes(latent_dim, (i, j))
+    need(args.extent > 0, f"--range must be positive, got {args.extent}")
+    picture = latent_grid(lambda z: vae.decode(z.to(device)).cpu(), plane, n=args.size, extent=args.extent)
+    from genpix.io.atomic import write_atomic
+
+    write_atomic(args.out, lambda p: picture.save(p, format="PNG"))
+    print(f"wrote {args.size}x{args.size} latent grid to {args.out}")
+    return 0
+
+
+def run_interpolate(args: argparse.Namespace) -> int:
+    import torch
+
+    from genpix.data import load_image_file
+    from genpix.device import resolve_device, set_cpu_threads
+    from genpix.io.images import make_grid, save_gif, save_png, to_pil
+    from genpix.pipelines.interpolation import interpolate
+    from genpix.pipelines.latent_decoder import seeded_normal
+
+    set_cpu_threads()
+    need(args.frames >= 2, f"--frames must be at least 2, got {args.frames}")
+    device = resolve_device(args.device)
+    _, vae = _load_vae(args.model, device)
+
+    def point(value: str) -> torch.Tensor:
+        if value.lstrip("-").isdigit():
+            return seeded_normal((vae.config.latent_dim,), [int(value)])[0]
+        image = load_image_file(value, image_size=vae.config.image_size, channels=vae.config.channels)
+        with torch.no_grad():
+            return vae.encode(torch.from_numpy(image)[None].float().div(255).to(device))[0][0].cpu()
+
+    z0, z1 = point(args.start), point(args.end)
+    modes = ("lerp", "slerp") if args.mode == "both" else (args.mode,)
+    rows = []
+    with torch.no_grad():
+        for mode in modes:
+            rows.append(to_pil(vae.decode(interpolate(z0, z1, args.frames, mode).to(device)).cpu()))
+    strip = make_grid([im for row in rows for im in row], columns=args.frames)
+    out = Path(args.out)
+    save_png(strip, out, f"Interpolation: {args.mode}, Frames: {args.frames}, From: {args.start}, To: {args.end}")
+    gif = out.with_suffix(".gif")
+    save_gif([im.resize((im.width * 4, im.height * 4), 0) for im in rows[-1]], gif)
+    print(f"wrote {out} and {gif}")
+    return 0

@@ -1,0 +1,161 @@
+"""``genpix train FAMILY``: one command shape for every model family."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from genpix.cli.common import add_device, finite_float, need, positive_int
+from genpix.config import ConfigError, from_dict, to_dict
+from genpix.errors import GenpixError
+
+
+@dataclass(frozen=True)
+class Family:
+    """How the CLI builds one family's model config and training task."""
+
+    name: str
+    help: str
+    config_cls: type
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    make_task: Callable[..., Any]  # (model_config, train_config, device, args) -> Task
+    default_lr: float
+    default_out: str
+
+
+def _vae_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--latent-dim", type=int, help="dimension of z (default 2, the seed's plane)")
+    p.add_argument("--hidden-dim", type=int, help="dense layer before mu/logvar (default 16)")
+    p.add_argument("--widths", type=lambda s: tuple(int(x) for x in s.split(",")),
+                   help="channels of the strided convolutions, e.g. 32,64 (default)")
+    p.add_argument("--reconstruction", choices=("bce", "mse"), help="reconstruction term (default bce)")
+    p.add_argument("--beta", type=finite_float, help="weight of the KL term (default 1)")
+
+
+def _vae_task(model_config, train_config, device, args):
+    from genpix.training.vae import VAETask
+
+    return VAETask(model_config, lr=train_config.lr, device=device, seed=train_config.seed)
+
+
+def families() -> dict[str, Family]:
+    from genpix.models.vae import VAEConfig
+
+    return {
+        "vae": Family("vae", "convolutional VAE (seed listings 17.1-17.5)", VAEConfig,
+                      _vae_arguments, _vae_task, default_lr=1e-3, default_out="runs/vae"),
+    }
+
+
+TRAIN_FIELDS = ("steps", "batch_size", "lr", "lr_schedule", "warmup_steps", "seed", "log_every",
+                "sample_every", "checkpoint_every")
+
+
+def register(commands) -> None:
+    train = commands.add_parser("train", help="train a generator on a dataset or an image folder")
+    kinds = train.add_subparsers(dest="family", metavar="FAMILY")
+    kinds.required = True
+    for family in families().values():
+        p = kinds.add_parser(family.name, help=family.help, description=f"Train a {family.help}.")
+        p.add_argument("--data", help="fashion-mnist, mnist, digits, shapes, emoji, or a folder of images "
+                                      "(default with --resume: the run's dataset)")
+        p.add_argument("--data-dir", help="folder holding the dataset's files (IDX for (fashion-)mnist)")
+        p.add_argument("--out", help=f"run folder (default {family.default_out})")
+        p.add_argument("--steps", type=int, help="optimiser steps in all (default 2000)")
+        p.add_argument("--batch-size", type=int, help="images per step (default 128)")
+        p.add_argument("--lr", type=finite_float, help=f"learning rate (default {family.default_lr:g})")
+        p.add_argument("--lr-schedule", choices=("constant", "cosine", "inverse_time"))
+        p.add_argument("--warmup-steps", type=int)
+        p.add_argument("--image-size", type=int, help="resize images to N x N (default: the dataset's size)")
+        p.add_argument("--channels", type=int, choices=(1, 3), help="1 = grayscale, 3 = RGB")
+        p.add_argument("--limit", type=positive_int, help="use only the first N training images")
+        p.add_argument("--seed", type=int, help="random seed (default 0)")
+        p.add_argument("--log-every", type=int, help="steps per log.jsonl line (default 1)")
+        p.add_argument("--sample-every", type=int, help="steps between sample grids (default 500)")
+        p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default 500)")
+        p.add_argument("--config", help="JSON file with 'model' and 'train' sections; flags override it")
+        p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+        p.add_argument("--quiet", action="store_true", help="no progress bar")
+        add_device(p)
+        family.add_arguments(p)
+        p.set_defaults(run=run_train, family_spec=family)
+
+
+def _explicit(args: argparse.Namespace, names) -> dict[str, Any]:
+    return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+
+
+def _read_json(path: str) -> dict[str, Any]:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise GenpixError(f"--config {path}: no such file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise GenpixError(f"--config {path}: not valid JSON ({error})") from None
+    need(isinstance(data, dict) and set(data) <= {"model", "train"},
+         f"--config {path}: expected an object with 'model' and/or 'train' sections")
+    return data
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from genpix.data import load_dataset
+    from genpix.device import resolve_device, set_cpu_threads
+    from genpix.training.trainer import TrainConfig, Trainer
+
+    family: Family = args.family_spec
+    out = Path(args.out or family.default_out)
+    previous: dict[str, Any] = {}
+    if args.resume:
+        config_path = out / "config.json"
+        need(config_path.is_file(), f"--resume: {out} holds no run to resume (no config.json)")
+        previous = json.loads(config_path.read_text())
+    file_config = _read_json(args.config) if args.config else {}
+
+    data_info = previous.get("data", {})
+    spec = args.data or data_info.get("spec")
+    need(spec is not None, "--data is required (fashion-mnist, mnist, digits, shapes, emoji or a folder)")
+    image_size = args.image_size or data_info.get("image_size")
+    channels = args.channels or data_info.get("channels")
+    limit = args.limit or data_info.get("limit")
+    data = load_dataset(spec, split="train", image_size=image_size, channels=channels,
+                        data_dir=args.data_dir, limit=limit)
+    test = load_dataset(spec, split="test", image_size=data.image_size, channels=data.channels,
+                        data_dir=args.data_dir, limit=2000)
+
+    model_names = [f.name for f in fields(family.config_cls)]
+    explicit = _explicit(args, model_names)
+    if previous:
+        saved = previous["model"]
+        for key, value in explicit.items():
+            need(saved.get(key) == (list(value) if isinstance(value, tuple) else value),
+                 f"--resume: --{key.replace('_', '-')} {value} differs from the run's {saved.get(key)}")
+        model_values = saved
+    else:
+        model_values = {**file_config.get("model", {}), **explicit,
+                        "image_size": data.image_size, "channels": data.channels}
+    model_config = from_dict(family.config_cls, model_values, where="model")
+
+    train_values = {"lr": family.default_lr, **previous.get("train", {}),
+                    **file_config.get("train", {}), **_explicit(args, TRAIN_FIELDS)}
+    train_config = from_dict(TrainConfig, train_values, where="train")
+
+    device = resolve_device(args.device)
+    set_cpu_threads()
+    task = family.make_task(model_config, train_config, device, args)
+    run_config = {"data": {"spec": spec, "image_size": data.image_size, "channels": data.channels,
+                           "limit": limit, "class_names": list(data.class_names or [])}}
+    trainer = Trainer(task, train_config, out, device=device, run_config=run_config,
+                      progress=not args.quiet)
+    metrics = trainer.fit(data, test_data=test, resume=args.resume)
+    print(f"saved {family.name} model to {out}")
+    if metrics:
+        print("held-out " + ", ".join(f"{k}: {v:.4g}" if isinstance(v, float) else f"{k}: {v}"
+                                      for k, v in metrics.items()))
+    return 0
+
+
+__all__ = ["register", "families", "Family", "ConfigError", "to_dict"]

@@ -1,0 +1,219 @@
+"""genpix's model format: a folder with ``config.json`` and ``model.safetensors``.
+
+config.json::
+
+    {"genpix": "0.1.0", "family": "vae", "model": {...}, "data": {...}, "train": {...}, "step": 500}
+
+model.safetensors holds each network's ``state_dict`` under its role's prefix
+(``vae.encoder.0.weight``, ``generator.net.0.weight``, ``ema.…``). A training checkpoint adds
+``optimizer.safetensors`` (every tensor of the optimisers' states) and ``state.json`` (the rest:
+step, param_groups, scalar optimiser state). Pickle is never used.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from genpix import __version__
+from genpix.errors import GenpixError
+from genpix.io.atomic import atomic_directory, write_atomic
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+OPTIMIZER_NAME = "optimizer.safetensors"
+STATE_NAME = "state.json"
+FAMILIES = ("vae", "gan", "ddpm", "autoencoder", "ldm")
+CONFIG_KEYS = ("genpix", "family", "model", "data", "train", "step", "metrics")
+
+
+class CheckpointError(GenpixError):
+    """A model folder or checkpoint that is missing, corrupt or of an unknown kind."""
+
+
+@dataclass
+class ModelDir:
+    """The contents of a model folder: its config and its weights by role."""
+
+    path: Path
+    config: dict[str, Any]
+    weights: dict[str, dict[str, torch.Tensor]]  # role -> state_dict
+
+    @property
+    def family(self) -> str:
+        return self.config["family"]
+
+
+def flatten_weights(modules: dict[str, torch.nn.Module | dict[str, torch.Tensor]]) -> dict:
+    """{role: module or state_dict} -> {"role.key": contiguous CPU tensor}."""
+    flat = {}
+    for role, module in modules.items():
+        state = module.state_dict() if isinstance(module, torch.nn.Module) else module
+        for key, tensor in state.items():
+            flat[f"{role}.{key}"] = tensor.detach().to("cpu").contiguous()
+    return flat
+
+
+def split_weights(flat: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
+    """Inverse of :func:`flatten_weights`."""
+    roles: dict[str, dict[str, torch.Tensor]] = {}
+    for key, tensor in flat.items():
+        role, _, rest = key.partition(".")
+        roles.setdefault(role, {})[rest] = tensor
+    return roles
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"{path} is not valid JSON ({error})") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} must hold a JSON object")
+    return data
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing")
+    try:
+        return load_file(path)
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({error})") from None
+
+
+def validate_config(config: dict[str, Any], where: str) -> dict[str, Any]:
+    unknown = sorted(set(config) - set(CONFIG_KEYS))
+    if unknown:
+        raise CheckpointError(
+            f"{where}: unknown key {unknown[0]!r}; allowed keys: {', '.join(CONFIG_KEYS)}"
+        )
+    family = config.get("family")
+    if family not in FAMILIES:
+        raise CheckpointError(
+            f"{where}: unknown family {family!r}; known families: {', '.join(FAMILIES)}"
+        )
+    if not isinstance(config.get("model"), dict):
+        raise CheckpointError(f"{where}: 'model' must be an object with the network's config")
+    return config
+
+
+def read_model_dir(path: str | Path) -> ModelDir:
+    """Read and check a model folder; every problem is a one-line CheckpointError."""
+    path = Path(path)
+    if not path.is_dir():
+        raise CheckpointError(f"{path} is not a model folder (expected {CONFIG_NAME} + {WEIGHTS_NAME})")
+    config = validate_config(_read_json(path / CONFIG_NAME), str(path / CONFIG_NAME))
+    weights = split_weights(_read_safetensors(path / WEIGHTS_NAME))
+    return ModelDir(path, config, weights)
+
+
+def write_model_dir(path: str | Path, config: dict[str, Any], modules: dict) -> Path:
+    """Write config.json and model.safetensors into ``path``, each file atomically."""
+    path = Path(path)
+    config = {"genpix": __version__, **config}
+    validate_config(config, "config")
+    flat = flatten_weights(modules)
+    write_atomic(path / WEIGHTS_NAME, lambda p: save_file(flat, p))
+    write_atomic(path / CONFIG_NAME, lambda p: p.write_text(json.dumps(config, indent=2)))
+    return path
+
+
+# --- optimiser state -------------------------------------------------------------------------
+
+
+def _split_optimizer_state(states: dict[str, dict]) -> tuple[dict, dict]:
+    """{name: optimizer.state_dict()} -> (tensors for safetensors, the JSON-able rest)."""
+    tensors, rest = {}, {}
+    for name, state in states.items():
+        scalars: dict[str, dict[str, Any]] = {}
+        for index, values in state["state"].items():
+            for key, value in values.items():
+                if torch.is_tensor(value):
+                    tensors[f"{name}.{index}.{key}"] = value.detach().to("cpu").contiguous()
+                else:
+                    scalars.setdefault(str(index), {})[key] = value
+        rest[name] = {"param_groups": state["param_groups"], "scalars": scalars}
+    return tensors, rest
+
+
+def _join_optimizer_state(tensors: dict, rest: dict) -> dict[str, dict]:
+    states = {}
+    for name, info in rest.items():
+        state: dict[int, dict[str, Any]] = {}
+        for index, scalars in info["scalars"].items():
+            state.setdefault(int(index), {}).update(scalars)
+        # JSON turned tuples (Adam's betas) into lists; params stays a list
+        groups = [{k: tuple(v) if isinstance(v, list) and k != "params" else v for k, v in g.items()}
+                  for g in info["param_groups"]]
+        states[name] = {"state": state, "param_groups": groups}
+    for key, tensor in tensors.items():
+        name, index, field = key.rsplit(".", 2)
+        states[name]["state"].setdefault(int(index), {})[field] = tensor
+    return states
+
+
+def write_training_checkpoint(
+    path: str | Path,
+    config: dict[str, Any],
+    modules: dict,
+    optimizers: dict[str, torch.optim.Optimizer],
+    state: dict[str, Any],
+) -> Path:
+    """Write a complete resumable checkpoint folder atomically (all files or none)."""
+    config = {"genpix": __version__, **config}
+    validate_config(config, "config")
+    opt_tensors, opt_rest = _split_optimizer_state(
+        {name: opt.state_dict() for name, opt in optimizers.items()}
+    )
+    with atomic_directory(path) as tmp:
+        save_file(flatten_weights(modules), tmp / WEIGHTS_NAME)
+        save_file(opt_tensors, tmp / OPTIMIZER_NAME)
+        (tmp / STATE_NAME).write_text(json.dumps({**state, "optimizers": opt_rest}, indent=2))
+        (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2))
+    return Path(path)
+
+
+@dataclass
+class TrainingCheckpoint:
+    model: ModelDir
+    optimizers: dict[str, dict]  # name -> optimizer state_dict
+    state: dict[str, Any]  # step and whatever the trainer stored
+
+
+def read_training_checkpoint(path: str | Path) -> TrainingCheckpoint:
+    path = Path(path)
+    model = read_model_dir(path)
+    state = _read_json(path / STATE_NAME)
+    tensors = _read_safetensors(path / OPTIMIZER_NAME)
+    try:
+        optimizers = _join_optimizer_state(tensors, state.pop("optimizers"))
+        int(state["step"])
+    except (KeyError, ValueError, TypeError) as error:
+        raise CheckpointError(f"{path / STATE_NAME} is incomplete ({error})") from None
+    return TrainingCheckpoint(model, optimizers, state)
+
+
+def load_module_weights(module: torch.nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
+    """Strictly load ``state`` into ``module``; a mismatch names the first offending key."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+        key = (missing or unexpected)[0]
+        kind = "missing" if missing else "unexpected"
+        raise CheckpointError(f"{where}: {kind} weight {key!r} ({len(missing)} missing, {len(unexpected)} unexpected)")
+    for key, tensor in state.items():
+        if own[key].shape != tensor.shape:
+            raise CheckpointError(
+                f"{where}: weight {key!r} has shape {tuple(tensor.shape)}, the model expects {tuple(own[key].shape)}"
+            )
+    module.load_state_dict(state)

@@ -1,0 +1,21 @@
+"""Pipelines compose loaded components into generation calls."""
+
+from __future__ import annotations
+
+import torch
+
+from genpix.errors import GenpixError
+from genpix.io.checkpoint import read_model_dir
+from genpix.pipelines.latent_decoder import LatentDecoderPipeline
+from genpix.pipelines.models import load_vae, resolve_model
+
+
+def load_pipeline(path_or_name: str, device: str | torch.device = "cpu"):
+    """Load a model folder or a bundled model's name as a pipeline (see genpix.load_pipeline)."""
+    model_dir = read_model_dir(resolve_model(path_or_name))
+    name = model_dir.path.name
+    if model_dir.family == "vae":
+        vae = load_vae(model_dir).to(device)
+        return LatentDecoderPipeline(vae.decode, vae.config.latent_dim, model_name=name,
+                                     family="vae", device=device)
+    raise GenpixError(f"{model_dir.path}: sampling {model_dir.family!r} models is not supported yet")

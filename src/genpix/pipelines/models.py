@@ -1,0 +1,52 @@
+"""Finding and loading a MODEL argument: a model folder or a bundled model's name."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+from genpix.config import from_dict
+from genpix.errors import GenpixError
+from genpix.io.checkpoint import CheckpointError, ModelDir, load_module_weights, read_model_dir
+from genpix.models.vae import VAE, VAEConfig
+
+
+def bundled_root() -> Path:
+    return Path(str(resources.files("genpix") / "bundled"))
+
+
+def bundled_models() -> dict[str, Path]:
+    """Bundled model name -> folder (models shipped inside the package)."""
+    root = bundled_root()
+    if not root.is_dir():
+        return {}
+    return {p.name: p for p in sorted(root.iterdir()) if (p / "config.json").is_file()}
+
+
+def resolve_model(name_or_path: str | Path) -> Path:
+    """A folder path as given, else a bundled model's folder; else a one-line error."""
+    path = Path(name_or_path)
+    if path.exists():
+        return path
+    bundled = bundled_models()
+    if str(name_or_path) in bundled:
+        return bundled[str(name_or_path)]
+    names = ", ".join(bundled) or "none installed"
+    raise GenpixError(f"no model folder or bundled model named {str(name_or_path)!r} "
+                      f"(bundled models: {names})")
+
+
+def build_network(model_dir: ModelDir, role: str, config_cls, network_cls) -> torch.nn.Module:
+    """Rebuild a network from config.json and load its weights strictly."""
+    config = from_dict(config_cls, model_dir.config["model"], where=f"{model_dir.path}/config.json model")
+    network = network_cls(config)
+    if role not in model_dir.weights:
+        raise CheckpointError(f"{model_dir.path}/model.safetensors has no {role!r} weights")
+    load_module_weights(network, model_dir.weights[role], f"{model_dir.path}/model.safetensors")
+    return network.eval()
+
+
+def load_vae(model_dir: ModelDir) -> VAE:
+    return build_network(model_dir, "vae", VAEConfig, VAE)

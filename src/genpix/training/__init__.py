@@ -1,0 +1,1 @@
+"""The training loop every family shares, and one small task per family."""

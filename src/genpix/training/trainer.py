@@ -1,0 +1,220 @@
+"""The training loop shared by every family: data order, LR schedule, logs, pictures,
+atomic checkpoints and exact resume.
+
+Determinism: the batch at step s and the random state used inside step s are pure functions of
+(seed, s) (:mod:`genpix.training.batches`), so a run resumed from the checkpoint at step k
+reaches the same weights as an uninterrupted run, step for step.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from tqdm import tqdm
+
+from genpix.config import check, to_dict
+from genpix.data import ImageDataset
+from genpix.errors import GenpixError
+from genpix.io.checkpoint import (
+    CheckpointError,
+    load_module_weights,
+    read_training_checkpoint,
+    write_model_dir,
+    write_training_checkpoint,
+)
+from genpix.training.batches import batch_indices, derive_seed
+from genpix.training.task import Batch, Task
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 2000  # optimiser steps in all (a resumed run continues up to this)
+    batch_size: int = 128  # images per step
+    lr: float = 1e-3  # base learning rate
+    lr_schedule: Literal["constant", "cosine", "inverse_time"] = "constant"
+    warmup_steps: int = 0  # linear warm-up from 0 before the schedule
+    seed: int = 0
+    log_every: int = 1  # steps between lines in log.jsonl (metrics averaged over them)
+    sample_every: int = 500  # steps between sample pictures in samples/
+    checkpoint_every: int = 500  # steps between resumable checkpoints in checkpoints/
+    keep_checkpoints: int = 2  # how many resumable checkpoints to keep
+
+    def __post_init__(self) -> None:
+        check(self.steps >= 1, f"--steps must be at least 1, got {self.steps}")
+        check(self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}")
+        check(self.lr > 0 and math.isfinite(self.lr), f"--lr must be a positive number, got {self.lr}")
+        check(self.warmup_steps >= 0, f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        for name in ("log_every", "sample_every", "checkpoint_every", "keep_checkpoints"):
+            check(getattr(self, name) >= 1, f"{name} must be at least 1, got {getattr(self, name)}")
+
+
+def lr_factor(config: TrainConfig, step: int) -> float:
+    """Multiplier of the base LR at ``step``: linear warm-up, then the chosen decay."""
+    if step < config.warmup_steps:
+        return (step + 1) / config.warmup_steps
+    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+    if config.lr_schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    if config.lr_schedule == "inverse_time":
+        # the seed's InverseTimeDecay: lr / (1 + decay_rate * step / decay_steps), rate 0.5 per 10%
+        return 1.0 / (1.0 + 5.0 * progress)
+    return 1.0
+
+
+class TrainingDiverged(GenpixError):
+    """A loss became NaN or infinite."""
+
+
+def checkpoint_dirs(out: Path) -> list[Path]:
+    """Complete checkpoints in ``out/checkpoints``, oldest first."""
+    root = out / "checkpoints"
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-"))
+
+
+def to_batch(data: ImageDataset, indices: torch.Tensor, device: torch.device, images: torch.Tensor) -> Batch:
+    x = images[indices.to(images.device)].to(device, non_blocking=True).float().div_(255)
+    labels = data.labels[indices].to(device) if data.labels is not None else None
+    captions = [data.captions[i] for i in indices.tolist()] if data.captions is not None else None
+    return Batch(x, labels, captions)
+
+
+class Trainer:
+    """Runs a :class:`Task` on a dataset, writing everything under ``out``::
+
+        out/config.json, out/model.safetensors   the latest weights (a loadable model folder)
+        out/log.jsonl                            one JSON line per ``log_every`` steps
+        out/samples/NAME-STEP.png                pictures from ``task.snapshot``
+        out/checkpoints/step-NNNNNNNN/           resumable checkpoints, written atomically
+        out/metrics.json                         held-out figures from ``task.evaluate``
+    """
+
+    def __init__(self, task: Task, config: TrainConfig, out: str | Path, *, device: torch.device,
+                 run_config: dict[str, Any], progress: bool = True) -> None:
+        self.task, self.config, self.out = task, config, Path(out)
+        self.device, self.progress = device, progress
+        self.run_config = run_config  # the "data" section and anything else config.json records
+
+    # --- files ---------------------------------------------------------------------------------
+
+    def _full_config(self, step: int, **extra: Any) -> dict[str, Any]:
+        return {"family": self.task.family, "model": self.task.model_config(),
+                "train": to_dict(self.config), "step": step, **self.run_config, **extra}
+
+    def _checkpoint(self, step: int) -> None:
+        path = self.out / "checkpoints" / f"step-{step:08d}"
+        write_training_checkpoint(path, self._full_config(step), self.task.modules(),
+                                  self.task.optimizers(), {"step": step})
+        write_model_dir(self.out, self._full_config(step), self.task.modules())
+        for old in checkpoint_dirs(self.out)[: -self.config.keep_checkpoints]:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def _resume(self) -> int:
+        """Load the newest readable checkpoint; return its step. Corrupt ones are skipped."""
+        errors = []
+        for path in reversed(checkpoint_dirs(self.out)):
+            try:
+                ckpt = read_training_checkpoint(path)
+                if ckpt.model.config["model"] != self.task.model_config():
+                    raise GenpixError(f"{path} holds a different model config than this run")
+                for role, module in self.task.modules().items():
+                    load_module_weights(module, ckpt.model.weights.get(role, {}), f"{path} ({role})")
+                for name, optimizer in self.task.optimizers().items():
+                    optimizer.load_state_dict(ckpt.optimizers[name])
+            except (CheckpointError, KeyError) as error:
+                errors.append(f"{path.name}: {error}")
+                continue
+            if errors:
+                warnings.warn(f"skipped unreadable checkpoint(s): {'; '.join(errors)}", stacklevel=2)
+            return int(ckpt.state["step"])
+        if errors:
+            raise CheckpointError(f"no readable checkpoint in {self.out / 'checkpoints'}: {errors[0]}")
+        raise CheckpointError(f"--resume: no checkpoint in {self.out / 'checkpoints'} to resume from")
+
+    def _truncate_log(self, step: int) -> None:
+        """Drop log lines past ``step`` (written after the checkpoint a resume starts from)."""
+        log = self.out / "log.jsonl"
+        if log.exists():
+            lines = [ln for ln in log.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
+            log.write_text("".join(ln + "\n" for ln in lines))
+
+    # --- the loop ------------------------------------------------------------------------------
+
+    def fit(self, data: ImageDataset, *, test_data: ImageDataset | None = None,
+            resume: bool = False) -> dict[str, float]:
+        cfg = self.config
+        optimizers = self.task.optimizers()
+        # the optimisers as the task built them hold the base LRs; a checkpoint holds scaled ones
+        base_lrs = {name: [g["lr"] for g in opt.param_groups] for name, opt in optimizers.items()}
+        if resume:
+            start = self._resume()
+            self._truncate_log(start)
+        elif checkpoint_dirs(self.out):
+            raise GenpixError(f"{self.out} already holds a training run; pass --resume to continue it "
+                              f"or choose another --out")
+        else:
+            start = 0
+        self.out.mkdir(parents=True, exist_ok=True)
+        images = data.images.to(self.device) if self.device.type == "cuda" else data.images
+        bar = tqdm(total=cfg.steps, initial=start, disable=not self.progress, dynamic_ncols=True,
+                   desc=f"train {self.task.family}")
+        window: dict[str, list[torch.Tensor]] = {}
+        last_checkpoint = start
+        tic = time.perf_counter()
+        with open(self.out / "log.jsonl", "a", encoding="utf-8") as log:
+            for step in range(start, cfg.steps):
+                factor = lr_factor(cfg, step)
+                for name, opt in optimizers.items():
+                    for group, base in zip(opt.param_groups, base_lrs[name]):
+                        group["lr"] = base * factor
+                torch.manual_seed(derive_seed(cfg.seed, step, 0x57E9))
+                batch = to_batch(data, batch_indices(len(data), cfg.batch_size, cfg.seed, step),
+                                 self.device, images)
+                metrics = self.task.train_step(batch)
+                for key, value in metrics.items():
+                    window.setdefault(key, []).append(value.detach().float())
+                done = step + 1
+                due_checkpoint = done % cfg.checkpoint_every == 0 or done == cfg.steps
+                if done % cfg.log_every == 0 or due_checkpoint:
+                    means = {k: torch.stack(v).mean().item() for k, v in window.items()}
+                    window.clear()
+                    bad = [k for k, v in means.items() if not math.isfinite(v)]
+                    if bad:
+                        kept = f"step {last_checkpoint}" if last_checkpoint else "none written yet"
+                        raise TrainingDiverged(
+                            f"{bad[0]} became {means[bad[0]]} at step {done}; training stopped. "
+                            f"Last good checkpoint: {kept} in {self.out} (try a lower --lr)")
+                    elapsed = time.perf_counter() - tic
+                    record = {"step": done, **{k: round(v, 6) for k, v in means.items()},
+                              "lr_factor": round(factor, 6),
+                              "images_per_s": round((done - start) * cfg.batch_size / elapsed, 2)}
+                    log.write(json.dumps(record) + "\n")
+                    log.flush()
+                    bar.set_postfix({k: f"{v:.4g}" for k, v in list(means.items())[:4]}, refresh=False)
+                if done % cfg.sample_every == 0 or done == cfg.steps:
+                    self._write_pictures(batch, done)
+                if due_checkpoint:
+                    self._checkpoint(done)
+                    last_checkpoint = done
+                bar.update(1)
+        bar.close()
+        metrics = self.task.evaluate(test_data) if test_data is not None and len(test_data) else {}
+        if metrics:
+            (self.out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+            write_model_dir(self.out, self._full_config(cfg.steps, metrics=metrics), self.task.modules())
+        return metrics
+
+    def _write_pictures(self, batch: Batch, step: int) -> None:
+        folder = self.out / "samples"
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, picture in self.task.snapshot(batch).items():
+            picture.save(folder / f"{name}-{step:08d}.png")
