@@ -102,6 +102,8 @@ def _read_json(path: str) -> dict[str, Any]:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    import torch
+
     from genpix.data import load_dataset
     from genpix.device import resolve_device, set_cpu_threads
     from genpix.training.trainer import TrainConfig, Trainer
@@ -145,6 +147,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     device = resolve_device(args.device)
     set_cpu_threads()
+    torch.manual_seed(train_config.seed)  # the initial weights depend on the seed alone
     task = family.make_task(model_config, train_config, device, args)
     run_config = {"data": {"spec": spec, "image_size": data.image_size, "channels": data.channels,
                            "limit": limit, "class_names": list(data.class_names or [])}}
