@@ -139,3 +139,26 @@ def test_real_process_exit_status(tmp_path):
                             capture_output=True, text=True)
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("genpix: error:")
+
+
+def test_train_on_a_folder_of_one_image(tmp_path, run_cli):
+    folder = tmp_path / "pics"
+    folder.mkdir()
+    Image.new("RGB", (50, 40), (200, 10, 10)).save(folder / "a.png")
+    status, _, err = run_cli("train", "vae", "--data", folder, "--image-size", "16", "--widths", "8,16",
+                             "--steps", "2", "--quiet", "--out", tmp_path / "run")
+    assert status == 0, err
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["model"]["channels"] == 3
+
+
+def test_folder_with_unreadable_files_warns_once(tmp_path, run_cli):
+    folder = tmp_path / "pics"
+    folder.mkdir()
+    for i in range(3):
+        Image.new("L", (20, 20), 60 * i).save(folder / f"{i}.png")
+    (folder / "notes.png").write_text("not an image")
+    status, _, err = run_cli("train", "vae", "--data", folder, "--image-size", "16", "--widths", "8,16",
+                             "--steps", "2", "--quiet", "--out", tmp_path / "run")
+    assert status == 0, err
+    warnings = [line for line in err.splitlines() if line.startswith("genpix: warning:")]
+    assert len(warnings) == 1 and "notes.png" in warnings[0]
