@@ -34,21 +34,30 @@ def register(commands) -> None:
     p.add_argument("--range", dest="extent", type=finite_float, default=1.0,
                    help="walk each axis over [-R, R] (default 1; in std units for pca)")
     p.add_argument("--dims", default=None,
-                   help="two latent dimensions 'i,j', or 'pca' for the principal directions of the "
-                        "encoded test images (default: 0,1 for a 2-D latent, else pca)")
+                   help="two latent dimensions 'i,j' (the others 0); 'pca': the principal directions of "
+                        "the encoded test images (VAE only); 'random': two random orthonormal "
+                        "directions drawn with --seed (any model). Default: 0,1 for a 2-D latent, "
+                        "else pca for a VAE and random for a GAN")
     p.add_argument("--data", help="images for --dims pca (default: the model's dataset, test split)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the --dims random directions (default 0)")
+    p.add_argument("--class", dest="class_name",
+                   help="class to draw (class-conditional models; default: the first class)")
     add_device(p)
     p.set_defaults(run=run_latent_grid)
 
     p = commands.add_parser("interpolate", help="walk the latent space between two images or seeds")
     p.add_argument("model", metavar="MODEL")
-    p.add_argument("--from", dest="start", required=True, help="an image file (encoded) or an integer seed")
-    p.add_argument("--to", dest="end", required=True, help="an image file (encoded) or an integer seed")
+    p.add_argument("--from", dest="start", required=True,
+                   help="an integer seed, or an image file to encode (VAE only: a GAN has no encoder)")
+    p.add_argument("--to", dest="end", required=True,
+                   help="an integer seed, or an image file to encode (VAE only)")
     p.add_argument("--frames", type=int, default=8, help="pictures along the walk, ends included (default 8)")
     p.add_argument("--mode", choices=("lerp", "slerp", "both"), default="slerp",
                    help="linear, spherical, or both as two rows (default slerp)")
     p.add_argument("-o", "--out", default="interpolation.png",
                    help="strip picture to write; an animated .gif is written beside it")
+    p.add_argument("--class", dest="class_name",
+                   help="class to draw (class-conditional models; default: the first class)")
     add_device(p)
     p.set_defaults(run=run_interpolate)
 
@@ -86,6 +95,7 @@ def run_sample(args: argparse.Namespace) -> int:
 
 
 def _load_vae(model: str, device):
+    """(model folder, VAE) for commands that need the encoder too (reconstruct)."""
     from genpix.errors import GenpixError
     from genpix.io.checkpoint import read_model_dir
     from genpix.pipelines.models import load_vae, resolve_model
@@ -94,6 +104,26 @@ def _load_vae(model: str, device):
     if model_dir.family != "vae":
         raise GenpixError(f"{model}: this command needs a model with an encoder (vae), not {model_dir.family}")
     return model_dir, load_vae(model_dir).to(device)
+
+
+def _load_latent_model(model: str, device):
+    """(model folder, LatentDecoderPipeline) of a VAE or GAN; other families are a one-line error."""
+    from genpix.io.checkpoint import read_model_dir
+    from genpix.pipelines.models import load_latent_decoder, resolve_model
+
+    model_dir = read_model_dir(resolve_model(model))
+    return model_dir, load_latent_decoder(model_dir, device)
+
+
+def _class_labels(pipe, name: str | None, n: int):
+    """Labels (n,) of class ``name`` (default the first) for a class-conditional model, else None."""
+    import torch
+
+    if pipe.class_names is None:
+        if name:
+            pipe.class_index(name)  # the one-line "not class-conditional" error
+        return None
+    return torch.full((n,), pipe.class_index(name) if name else 0, dtype=torch.long)
 
 
 def run_latent_grid(args: argparse.Namespace) -> int:
@@ -105,28 +135,36 @@ def run_latent_grid(args: argparse.Namespace) -> int:
 
     set_cpu_threads()
     device = resolve_device(args.device)
-    model_dir, vae = _load_vae(args.model, device)
-    latent_dim = vae.config.latent_dim
-    dims = args.dims or ("0,1" if latent_dim == 2 else "pca")
+    model_dir, pipe = _load_latent_model(args.model, device)
+    latent_dim = pipe.latent_dim
+    dims = args.dims or ("0,1" if latent_dim == 2 else "pca" if pipe.encode else "random")
     if dims == "pca":
+        need(pipe.encode is not None, f"--dims pca needs a model with an encoder, and a {pipe.family} "
+                                      f"has none: use --dims random or --dims i,j")
         data_info = model_dir.config.get("data", {})
         spec = args.data or data_info.get("spec")
         need(spec is not None, "--dims pca needs images to encode: pass --data")
-        data = load_dataset(spec, split="test", image_size=vae.config.image_size,
-                            channels=vae.config.channels, limit=2000)
+        model = model_dir.config["model"]
+        data = load_dataset(spec, split="test", image_size=model["image_size"],
+                            channels=model["channels"], limit=2000)
         with torch.no_grad():
-            codes = vae.encode(data.images.float().div(255).to(device))[0].cpu()
+            codes = pipe.encode(data.images.float().div(255).to(device)).cpu()
         plane = LatentPlane.principal(codes)
+    elif dims == "random":
+        need(latent_dim >= 2, f"--dims random needs a latent of 2 or more dimensions, not {latent_dim}")
+        plane = LatentPlane.random(latent_dim, args.seed)
     else:
         parts = dims.split(",")
         need(len(parts) == 2 and all(p.strip().isdigit() for p in parts),
-             f"--dims must be 'i,j' or 'pca', got {dims!r}")
+             f"--dims must be 'i,j', 'pca' or 'random', got {dims!r}")
         i, j = (int(p) for p in parts)
         need(i != j and max(i, j) < latent_dim,
              f"--dims {dims}: need two different dimensions below {latent_dim}")
         plane = LatentPlane.axes(latent_dim, (i, j))
     need(args.extent > 0, f"--range must be positive, got {args.extent}")
-    picture = latent_grid(lambda z: vae.decode(z.to(device)).cpu(), plane, n=args.size, extent=args.extent)
+    _class_labels(pipe, args.class_name, 1)  # an unknown class fails before any decoding
+    picture = latent_grid(lambda z: pipe.decode_latents(z, _class_labels(pipe, args.class_name, len(z))),
+                          plane, n=args.size, extent=args.extent)
     from genpix.io.atomic import write_atomic
 
     write_atomic(args.out, lambda p: picture.save(p, format="PNG"))
@@ -146,21 +184,22 @@ def run_interpolate(args: argparse.Namespace) -> int:
     set_cpu_threads()
     need(args.frames >= 2, f"--frames must be at least 2, got {args.frames}")
     device = resolve_device(args.device)
-    _, vae = _load_vae(args.model, device)
+    model_dir, pipe = _load_latent_model(args.model, device)
+    model = model_dir.config["model"]
 
     def point(value: str) -> torch.Tensor:
         if value.lstrip("-").isdigit():
-            return seeded_normal((vae.config.latent_dim,), [int(value)])[0]
-        image = load_image_file(value, image_size=vae.config.image_size, channels=vae.config.channels)
+            return seeded_normal((pipe.latent_dim,), [int(value)])[0]
+        need(pipe.encode is not None, f"{value!r}: a {pipe.family} model cannot encode images (it has "
+                                      f"no encoder); give integer seeds to --from and --to")
+        image = load_image_file(value, image_size=model["image_size"], channels=model["channels"])
         with torch.no_grad():
-            return vae.encode(torch.from_numpy(image)[None].float().div(255).to(device))[0][0].cpu()
+            return pipe.encode(torch.from_numpy(image)[None].float().div(255).to(device))[0].cpu()
 
     z0, z1 = point(args.start), point(args.end)
+    labels = _class_labels(pipe, args.class_name, args.frames)
     modes = ("lerp", "slerp") if args.mode == "both" else (args.mode,)
-    rows = []
-    with torch.no_grad():
-        for mode in modes:
-            rows.append(to_pil(vae.decode(interpolate(z0, z1, args.frames, mode).to(device)).cpu()))
+    rows = [to_pil(pipe.decode_latents(interpolate(z0, z1, args.frames, mode), labels)) for mode in modes]
     strip = make_grid([im for row in rows for im in row], columns=args.frames)
     out = Path(args.out)
     save_png(strip, out, f"Interpolation: {args.mode}, Frames: {args.frames}, From: {args.start}, To: {args.end}")

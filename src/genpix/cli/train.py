@@ -26,6 +26,7 @@ class Family:
     make_task: Callable[..., Any]  # (model_config, train_config, device, args) -> Task
     default_lr: float
     default_out: str
+    train_defaults: tuple[tuple[str, Any], ...] = ()  # TrainConfig values this family prefers
 
 
 def _vae_arguments(p: argparse.ArgumentParser) -> None:
@@ -70,13 +71,59 @@ def _gan_task(model_config, train_config, device, args):
                    diagnostics_every=every)
 
 
+def _int_tuple(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {text!r}") from None
+
+
+def _ddpm_arguments(p: argparse.ArgumentParser) -> None:
+    from genpix.diffusion.config import SCHEDULES
+    from genpix.models.unet import PRESETS, count_parameters, preset_config
+
+    sizes = ", ".join(f"{name} {count_parameters(preset_config(name, image_size=32)) / 1e6:.1f}M"
+                      for name in PRESETS)
+    p.add_argument("--preset", choices=tuple(PRESETS), help=f"U-Net size, parameters at 1 channel: {sizes} "
+                                                            f"(default tiny)")
+    p.add_argument("--base-channels", type=positive_int, help="override the preset's first-level channels")
+    p.add_argument("--channel-mult", type=_int_tuple, help="override the channel multipliers, e.g. 1,2,2")
+    p.add_argument("--num-res-blocks", type=positive_int, help="override residual blocks per level")
+    p.add_argument("--attention-levels", type=_int_tuple, help="levels with self-attention, e.g. 2 (0 = full size)")
+    p.add_argument("--dropout", type=finite_float, help="dropout in residual blocks (default 0)")
+    p.add_argument("--schedule", choices=SCHEDULES, help="noise schedule (default linear 1e-4..0.02; "
+                                                         "signal_cosine is the seed's continuous one)")
+    p.add_argument("--timesteps", type=positive_int, help="T of the discrete schedules (default 1000)")
+    p.add_argument("--prediction", choices=("eps", "v", "x0"), help="what the network predicts (default eps)")
+    p.add_argument("--loss", choices=("mse", "mae"), help="mse (Ho et al.) or mae (the seed) (default mse)")
+    p.add_argument("--min-snr-gamma", type=finite_float, help="min-SNR loss weighting, e.g. 5 (default off)")
+    p.add_argument("--cond", choices=("none", "class"), help="class: class-conditional with label dropout "
+                                                             "for classifier-free guidance (default none)")
+    p.add_argument("--cond-drop-prob", type=finite_float, help="label dropout probability (default 0.1)")
+    p.add_argument("--ema-decay", type=finite_float, help="EMA decay of the sampling weights (default 0.999)")
+    p.add_argument("--grad-clip", type=finite_float, help="max gradient norm, 0 = off (default 1)")
+    p.add_argument("--weight-decay", type=finite_float, help="AdamW weight decay (default 0)")
+    p.add_argument("--mixed-precision", choices=("no", "bf16", "fp16"),
+                   help="autocast dtype on CUDA (default bf16; the CPU always trains in float32)")
+
+
+def _ddpm_task(model_config, train_config, device, args):
+    from genpix.training.ddpm import DDPMTask
+
+    return DDPMTask(model_config, lr=train_config.lr, device=device, seed=train_config.seed)
+
+
 def families() -> dict[str, Family]:
     from genpix.models.gan import GANConfig
+    from genpix.diffusion.config import DDPMConfig
     from genpix.models.vae import VAEConfig
 
     return {
         "vae": Family("vae", "convolutional VAE (seed listings 17.1-17.5)", VAEConfig,
                       _vae_arguments, _vae_task, default_lr=1e-3, default_out="runs/vae"),
+        "ddpm": Family("ddpm", "pixel-space diffusion U-Net (DDPM / DDIM, seeds 000-003)", DDPMConfig,
+                       _ddpm_arguments, _ddpm_task, default_lr=1e-3, default_out="runs/ddpm",
+                       train_defaults=(("warmup_steps", 100), ("lr_schedule", "cosine"))),
         "gan": Family("gan", "DCGAN (Radford et al. 2016; seed 003, seed 004 section 16.8.2)", GANConfig,
                       _gan_arguments, _gan_task, default_lr=2e-4, default_out="runs/gan"),
     }
@@ -177,9 +224,11 @@ def run_train(args: argparse.Namespace) -> int:
                         "image_size": data.image_size, "channels": data.channels}
         if "num_classes" in model_names:  # class-conditional families size their embeddings by it
             model_values["num_classes"] = len(data.class_names or ())
+        if "num_classes" in model_names:  # class-conditional families size their embeddings by it
+            model_values["num_classes"] = len(data.class_names or ())
     model_config = from_dict(family.config_cls, model_values, where="model")
 
-    train_values = {"lr": family.default_lr, **previous.get("train", {}),
+    train_values = {"lr": family.default_lr, **dict(family.train_defaults), **previous.get("train", {}),
                     **file_config.get("train", {}), **_explicit(args, TRAIN_FIELDS)}
     train_config = from_dict(TrainConfig, train_values, where="train")
 

@@ -18,4 +18,8 @@ def load_pipeline(path_or_name: str, device: str | torch.device = "cpu"):
         vae = load_vae(model_dir).to(device)
         return LatentDecoderPipeline(vae.decode, vae.config.latent_dim, model_name=name,
                                      family="vae", device=device)
+    if model_dir.family == "ddpm":
+        from genpix.pipelines.diffusion import load_diffusion_pipeline
+
+        return load_diffusion_pipeline(model_dir, device)
     raise GenpixError(f"{model_dir.path}: sampling {model_dir.family!r} models is not supported yet")

@@ -1,4 +1,4 @@
-"""Generation by decoding z ~ N(0, I): the VAE decoder (and, later, a GAN generator)."""
+"""Generation by decoding z ~ N(0, I): the VAE decoder or a GAN generator."""
 
 from __future__ import annotations
 
@@ -33,21 +33,50 @@ def slerp(t: float, v0: torch.Tensor, v1: torch.Tensor, eps: float = 1e-7) -> to
 
 
 class LatentDecoderPipeline:
-    """z (B, latent_dim) ~ N(0, I) per seed -> decode(z) -> images (B, C, H, W) in [0, 1]."""
+    """z (B, latent_dim) ~ N(0, I) per seed -> decode(z) -> images (B, C, H, W) in [0, 1].
 
-    def __init__(self, decode: Callable[[torch.Tensor], torch.Tensor], latent_dim: int, *,
-                 model_name: str, family: str, device: torch.device | str = "cpu") -> None:
-        self.decode, self.latent_dim = decode, latent_dim
+    ``value_range`` is the range of decode's output, mapped to [0, 1] (a GAN generator's tanh
+    gives [-1, 1]). A class-conditional model has ``class_names`` and is called as
+    ``decode(z, labels)``. ``encode`` (images in [0, 1] -> z), where the model has an encoder.
+    """
+
+    def __init__(self, decode: Callable[..., torch.Tensor], latent_dim: int, *,
+                 model_name: str, family: str, device: torch.device | str = "cpu",
+                 value_range: tuple[float, float] = (0.0, 1.0),
+                 class_names: tuple[str, ...] | None = None,
+                 encode: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+        self.decode, self.latent_dim, self.encode = decode, latent_dim, encode
         self.model_name, self.family, self.device = model_name, family, torch.device(device)
+        self.value_range, self.class_names = value_range, class_names
+
+    def class_index(self, name: str) -> int:
+        """The label of a class name (case-insensitive); a one-line error lists the classes."""
+        if self.class_names is None:
+            raise GenpixError(f"this {self.family} model is not class-conditional; --class needs a "
+                              f"model trained with --cond class")
+        folded = [c.casefold() for c in self.class_names]
+        if name.casefold() not in folded:
+            raise GenpixError(f"unknown class {name!r}; this model's classes: {', '.join(self.class_names)}")
+        return folded.index(name.casefold())
 
     @torch.no_grad()
-    def decode_latents(self, z: torch.Tensor) -> torch.Tensor:
-        """(B, latent_dim) -> (B, C, H, W) in [0, 1] on the CPU, in chunks of 256."""
-        parts = [self.decode(chunk.to(self.device)).float().cpu() for chunk in z.split(256)]
+    def decode_latents(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, latent_dim) [+ labels (B,)] -> (B, C, H, W) in [0, 1] on the CPU, in chunks of 256."""
+        if (self.class_names is not None) != (labels is not None):
+            raise GenpixError(f"this {self.family} model needs class labels" if labels is None
+                              else f"this {self.family} model is not class-conditional")
+        lo, hi = self.value_range
+        parts = []
+        for start in range(0, len(z), 256):
+            cond = () if labels is None else (labels[start : start + 256].to(self.device),)
+            x = self.decode(z[start : start + 256].to(self.device), *cond).float().cpu()
+            parts.append((x - lo) / (hi - lo))
         return torch.cat(parts)
 
     def __call__(self, n: int = 1, seed: int = 0, latents: torch.Tensor | None = None,
-                 **unsupported: Any) -> PipelineOutput:
+                 class_name: str | None = None, **unsupported: Any) -> PipelineOutput:
+        """Image i from seed + i; a class-conditional model draws ``class_name`` (default: class
+        (seed + i) mod K, so each image still depends on its seed only)."""
         given = {k: v for k, v in unsupported.items() if v not in (None, "", 0)}
         if given:
             raise GenpixError(f"a {self.family} model takes no {', '.join(sorted(given))} "
@@ -56,9 +85,15 @@ class LatentDecoderPipeline:
             raise GenpixError(f"number of images must be at least 1, got {n}")
         seeds = [seed + i for i in range(n)]
         z = seeded_normal((self.latent_dim,), seeds) if latents is None else latents
-        images = self.decode_latents(z)
+        labels = None
+        if class_name:
+            labels = torch.full((len(z),), self.class_index(class_name), dtype=torch.long)
+        elif self.class_names is not None:
+            labels = torch.tensor(seeds[: len(z)]).remainder(len(self.class_names))
+        images = self.decode_latents(z, labels)
         size = f"{images.shape[-1]}x{images.shape[-2]}"
+        classes = [None] * len(seeds) if labels is None else [self.class_names[i] for i in labels.tolist()]
         infotexts = [format_infotext({"Seed": s, "Size": size, "Model": self.model_name,
-                                      "Family": self.family}) for s in seeds]
+                                      "Family": self.family, "Class": c}) for s, c in zip(seeds, classes)]
         return PipelineOutput(to_pil(images), images, infotexts,
                               {"seeds": seeds, "model": self.model_name, "family": self.family})

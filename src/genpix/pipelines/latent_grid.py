@@ -1,7 +1,8 @@
 """The 2-D latent manifold picture of the seed (listing 17.6, figure 17.5), with axis ticks.
 
 For a 2-D latent the grid walks z[0] and z[1]; for more dimensions it walks two chosen
-dimensions (others at 0) or the two principal directions of the encoded data.
+dimensions (others at 0), the two principal directions of the encoded data (a model with an
+encoder), or two random orthonormal directions (any model, e.g. a GAN's generator).
 """
 
 from __future__ import annotations
@@ -28,6 +29,13 @@ class LatentPlane:
     def axes(latent_dim: int, dims: tuple[int, int] = (0, 1)) -> "LatentPlane":
         eye = torch.eye(latent_dim)
         return LatentPlane(torch.zeros(latent_dim), eye[list(dims)], (f"z[{dims[0]}]", f"z[{dims[1]}]"))
+
+    @staticmethod
+    def random(latent_dim: int, seed: int = 0) -> "LatentPlane":
+        """Two random orthonormal directions through 0 (QR of a seeded Gaussian (latent_dim, 2))."""
+        gaussian = torch.randn(latent_dim, 2, generator=torch.Generator().manual_seed(seed))
+        q, _ = torch.linalg.qr(gaussian)
+        return LatentPlane(torch.zeros(latent_dim), q.T.contiguous(), ("u1", "u2"))
 
     @staticmethod
     def principal(codes: torch.Tensor) -> "LatentPlane":

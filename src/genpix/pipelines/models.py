@@ -10,7 +10,9 @@ import torch
 from genpix.config import from_dict
 from genpix.errors import GenpixError
 from genpix.io.checkpoint import CheckpointError, ModelDir, load_module_weights, read_model_dir
+from genpix.models.gan import GANConfig, Generator
 from genpix.models.vae import VAE, VAEConfig
+from genpix.pipelines.latent_decoder import LatentDecoderPipeline
 
 
 def bundled_root() -> Path:
@@ -50,3 +52,32 @@ def build_network(model_dir: ModelDir, role: str, config_cls, network_cls) -> to
 
 def load_vae(model_dir: ModelDir) -> VAE:
     return build_network(model_dir, "vae", VAEConfig, VAE)
+
+
+def load_generator(model_dir: ModelDir) -> Generator:
+    return build_network(model_dir, "generator", GANConfig, Generator)
+
+
+LATENT_FAMILIES = ("vae", "gan")  # families that generate by decoding z ~ N(0, I)
+
+
+def load_latent_decoder(model_dir: ModelDir, device: str | torch.device = "cpu") -> LatentDecoderPipeline:
+    """A VAE's decoder (with its encoder) or a GAN's generator as a LatentDecoderPipeline."""
+    name = model_dir.path.name
+    if model_dir.family == "vae":
+        vae = load_vae(model_dir).to(device)
+        return LatentDecoderPipeline(vae.decode, vae.config.latent_dim, model_name=name, family="vae",
+                                     device=device, encode=lambda x: vae.encode(x)[0])
+    if model_dir.family == "gan":
+        generator = load_generator(model_dir).to(device)
+        config = generator.config
+        class_names = None
+        if config.conditional:
+            class_names = tuple(model_dir.config.get("data", {}).get("class_names") or ())
+            if len(class_names) != config.num_classes:
+                raise CheckpointError(f"{model_dir.path}/config.json: a class-conditional model needs "
+                                      f"{config.num_classes} names in data.class_names")
+        return LatentDecoderPipeline(generator, config.latent_dim, model_name=name, family="gan",
+                                     device=device, value_range=(-1.0, 1.0), class_names=class_names)
+    raise GenpixError(f"{model_dir.path}: a {model_dir.family} model does not decode a latent z "
+                      f"(this needs one of: {', '.join(LATENT_FAMILIES)})")

@@ -42,3 +42,6 @@ class Task(Protocol):
 
     def evaluate(self, data: ImageDataset) -> dict[str, float]:
         """Held-out figures printed at the end of training (e.g. PSNR, SSIM)."""
+
+    # Optional: ``diagnose(step, data, out) -> dict | None``, called after every step; a record it
+    # returns is appended to out/diagnostics.jsonl (e.g. the GAN's mode-collapse figures).

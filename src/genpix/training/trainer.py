@@ -94,6 +94,7 @@ class Trainer:
         out/config.json, out/model.safetensors   the latest weights (a loadable model folder)
         out/log.jsonl                            one JSON line per ``log_every`` steps
         out/samples/NAME-STEP.png                pictures from ``task.snapshot``
+        out/diagnostics.jsonl                    records from ``task.diagnose`` (optional), when due
         out/checkpoints/step-NNNNNNNN/           resumable checkpoints, written atomically
         out/metrics.json                         held-out figures from ``task.evaluate``
     """
@@ -142,10 +143,10 @@ class Trainer:
 
     def _truncate_log(self, step: int) -> None:
         """Drop log lines past ``step`` (written after the checkpoint a resume starts from)."""
-        log = self.out / "log.jsonl"
-        if log.exists():
-            lines = [ln for ln in log.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
-            log.write_text("".join(ln + "\n" for ln in lines))
+        for log in (self.out / "log.jsonl", self.out / "diagnostics.jsonl"):
+            if log.exists():
+                lines = [ln for ln in log.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
+                log.write_text("".join(ln + "\n" for ln in lines))
 
     # --- the loop ------------------------------------------------------------------------------
 
@@ -202,6 +203,7 @@ class Trainer:
                     bar.set_postfix({k: f"{v:.4g}" for k, v in list(means.items())[:4]}, refresh=False)
                 if done % cfg.sample_every == 0 or done == cfg.steps:
                     self._write_pictures(batch, done)
+                self._diagnose(data, done)
                 if due_checkpoint:
                     self._checkpoint(done)
                     last_checkpoint = done
@@ -212,6 +214,14 @@ class Trainer:
             (self.out / "metrics.json").write_text(json.dumps(metrics, indent=2))
             write_model_dir(self.out, self._full_config(cfg.steps, metrics=metrics), self.task.modules())
         return metrics
+
+    def _diagnose(self, data: ImageDataset, step: int) -> None:
+        """Append ``task.diagnose``'s record, when the task has one and it is due, to diagnostics.jsonl."""
+        diagnose = getattr(self.task, "diagnose", None)
+        record = diagnose(step, data, self.out) if diagnose is not None else None
+        if record:
+            with open(self.out / "diagnostics.jsonl", "a", encoding="utf-8") as f:
+                f.write(json.dumps({"step": step, **record}) + "\n")
 
     def _write_pictures(self, batch: Batch, step: int) -> None:
         folder = self.out / "samples"
