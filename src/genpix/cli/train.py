@@ -224,8 +224,6 @@ def run_train(args: argparse.Namespace) -> int:
                         "image_size": data.image_size, "channels": data.channels}
         if "num_classes" in model_names:  # class-conditional families size their embeddings by it
             model_values["num_classes"] = len(data.class_names or ())
-        if "num_classes" in model_names:  # class-conditional families size their embeddings by it
-            model_values["num_classes"] = len(data.class_names or ())
     model_config = from_dict(family.config_cls, model_values, where="model")
 
     train_values = {"lr": family.default_lr, **dict(family.train_defaults), **previous.get("train", {}),

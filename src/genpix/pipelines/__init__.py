@@ -6,18 +6,14 @@ import torch
 
 from genpix.errors import GenpixError
 from genpix.io.checkpoint import read_model_dir
-from genpix.pipelines.latent_decoder import LatentDecoderPipeline
-from genpix.pipelines.models import load_vae, resolve_model
+from genpix.pipelines.models import LATENT_FAMILIES, load_latent_decoder, resolve_model
 
 
 def load_pipeline(path_or_name: str, device: str | torch.device = "cpu"):
     """Load a model folder or a bundled model's name as a pipeline (see genpix.load_pipeline)."""
     model_dir = read_model_dir(resolve_model(path_or_name))
-    name = model_dir.path.name
-    if model_dir.family == "vae":
-        vae = load_vae(model_dir).to(device)
-        return LatentDecoderPipeline(vae.decode, vae.config.latent_dim, model_name=name,
-                                     family="vae", device=device)
+    if model_dir.family in LATENT_FAMILIES:
+        return load_latent_decoder(model_dir, device)
     if model_dir.family == "ddpm":
         from genpix.pipelines.diffusion import load_diffusion_pipeline
 
