@@ -1,0 +1,115 @@
+"""Generation with a pixel-space diffusion model: unconditional, or class-conditional with
+classifier-free guidance. Images come out as (B, C, H, W) in [0, 1]; the model works in [-1, 1]."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from genpix.config import from_dict
+from genpix.diffusion import samplers
+from genpix.diffusion.config import DDPMConfig
+from genpix.diffusion.denoiser import CFGDenoiser
+from genpix.errors import GenpixError
+from genpix.io.checkpoint import CheckpointError, ModelDir, load_module_weights
+from genpix.io.images import format_infotext, to_pil
+from genpix.models.unet import UNet
+from genpix.pipelines.latent_decoder import seeded_normal
+from genpix.pipelines.output import PipelineOutput
+
+DEFAULT_STEPS, DEFAULT_SAMPLER, DEFAULT_CFG_SCALE = 50, "DDIM", 3.0
+
+
+class DiffusionPipeline:
+    """pipe(n=16, seed=0, steps=50, sampler="DDIM", cfg_scale=3.0, class_name="sneaker").
+
+    Image i starts from noise seeded ``seed + i`` and draws its sampler noise from its own
+    generator, so it is the same whatever ``n`` or the batch size. Without ``class_name`` a
+    class-conditional model samples unconditionally (the null class).
+    """
+
+    def __init__(self, unet: UNet, config: DDPMConfig, *, class_names: tuple[str, ...] = (),
+                 model_name: str = "ddpm", device: torch.device | str = "cpu", batch_size: int = 64) -> None:
+        self.unet, self.config, self.class_names = unet.eval(), config, tuple(class_names)
+        self.model_name, self.device, self.batch_size = model_name, torch.device(device), batch_size
+        self.denoiser = config.denoiser(self.unet)
+
+    def class_index(self, name: str | int) -> int:
+        """A class name (case-insensitive) or index -> index; unknown names list the classes."""
+        if not self.config.class_conditional:
+            raise GenpixError(f"{self.model_name} is not class-conditional; it takes no class")
+        names = [n.lower() for n in self.class_names]
+        if isinstance(name, int) or str(name).isdigit():
+            if 0 <= int(name) < self.config.num_classes:
+                return int(name)
+        elif str(name).lower() in names:
+            return names.index(str(name).lower())
+        raise GenpixError(f"unknown class {name!r}; this model knows: {', '.join(self.class_names)}")
+
+    def _denoiser(self, labels: torch.Tensor | None, cfg_scale: float):
+        if labels is None:
+            return self.denoiser
+        null = torch.full_like(labels, self.config.num_classes)
+        if cfg_scale == 1:
+            return lambda x, sigma: self.denoiser(x, sigma, class_labels=labels)
+        return CFGDenoiser(self.denoiser, {"class_labels": labels}, {"class_labels": null}, cfg_scale)
+
+    @torch.no_grad()
+    def __call__(self, n: int = 1, seed: int = 0, steps: int | None = None, sampler: str | None = None,
+                 cfg_scale: float | None = None, class_name: str | int | None = None, *,
+                 schedule: str = "uniform", eta: float | None = None, latents: torch.Tensor | None = None,
+                 callback: Callable[[dict[str, Any]], None] | None = None, prompt: str | None = None,
+                 negative_prompt: str | None = None) -> PipelineOutput:
+        if prompt or negative_prompt:
+            raise GenpixError(f"{self.model_name} is not text-conditioned; use --class for class models")
+        if n < 1:
+            raise GenpixError(f"number of images must be at least 1, got {n}")
+        steps = DEFAULT_STEPS if steps is None else steps
+        sampler = sampler or DEFAULT_SAMPLER
+        fn = samplers.get(sampler)  # unknown names fail before any work
+        sigmas = self.denoiser.sigmas(steps, schedule)
+        options = {} if eta is None else {"eta": eta}
+        label = None if class_name is None else self.class_index(class_name)
+        if cfg_scale is not None and label is None:
+            raise GenpixError("--cfg-scale needs a class (--class NAME) to guide towards")
+        cfg_scale = DEFAULT_CFG_SCALE if cfg_scale is None else cfg_scale
+        seeds = [seed + i for i in range(n)]
+        c, s = self.config.channels, self.config.image_size
+        noise = seeded_normal((c, s, s), seeds) if latents is None else latents
+        parts = []
+        for start in range(0, n, self.batch_size):
+            chunk = slice(start, start + self.batch_size)
+            x = noise[chunk].to(self.device) * (sigmas[0].item() ** 2 + 1) ** 0.5
+            generators = [torch.Generator().manual_seed(sd) for sd in seeds[chunk]]
+            labels = None if label is None else torch.full((x.shape[0],), label, device=self.device)
+            x0 = fn(self._denoiser(labels, cfg_scale), x, sigmas, generator=generators,
+                    callback=callback, **options)
+            parts.append(((x0.float() + 1) / 2).clamp(0, 1).cpu())
+        images = torch.cat(parts)
+        params = {"Steps": steps, "Sampler": sampler, "Schedule type": schedule if schedule != "uniform" else None,
+                  "CFG scale": cfg_scale if label is not None else None, "Eta": eta,
+                  "Class": self.class_names[label] if label is not None else None,
+                  "Size": f"{s}x{s}", "Model": self.model_name, "Family": "ddpm"}
+        infotexts = [format_infotext({**params, "Seed": sd}) for sd in seeds]
+        info = {"seeds": seeds, "model": self.model_name, "family": "ddpm", "steps": steps, "sampler": sampler,
+                "cfg_scale": params["CFG scale"], "class_name": params["Class"]}
+        return PipelineOutput(to_pil(images), images, infotexts, info)
+
+
+def load_diffusion_pipeline(model_dir: ModelDir, device: str | torch.device = "cpu") -> DiffusionPipeline:
+    """A ddpm model folder -> pipeline sampling with its EMA weights (role "ema")."""
+    config = from_dict(DDPMConfig, model_dir.config["model"], where=f"{model_dir.path}/config.json model")
+    role = "ema" if "ema" in model_dir.weights else "unet"
+    if role not in model_dir.weights:
+        raise CheckpointError(f"{model_dir.path}/model.safetensors has no 'ema' or 'unet' weights")
+    unet = UNet(config.unet_config())
+    weights = {k: v.float() for k, v in model_dir.weights[role].items()}  # bundled models store fp16
+    load_module_weights(unet, weights, f"{model_dir.path}/model.safetensors ({role})")
+    class_names = tuple(model_dir.config.get("data", {}).get("class_names") or ())
+    if config.class_conditional and len(class_names) != config.num_classes:
+        raise CheckpointError(f"{model_dir.path}/config.json: a class-conditional model needs "
+                              f"{config.num_classes} names in data.class_names")
+    return DiffusionPipeline(unet.to(device), config, class_names=class_names,
+                             model_name=model_dir.path.name, device=device)

@@ -1,0 +1,132 @@
+"""Training task of pixel-space diffusion: Algorithm 1 of Ho et al. (2020) (or the seed's
+continuous cosine schedule), with EMA weights, gradient clipping, CUDA autocast and label dropout
+for classifier-free guidance."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from PIL import Image
+
+from genpix.config import to_dict
+from genpix.data import ImageDataset
+from genpix.diffusion import samplers
+from genpix.diffusion.config import DDPMConfig
+from genpix.diffusion.denoiser import training_target
+from genpix.diffusion.losses import diffusion_loss, min_snr_weight
+from genpix.io.images import make_grid, to_pil
+from genpix.models.unet import UNet
+from genpix.training.task import Batch
+
+
+class DDPMTask:
+    family = "ddpm"
+
+    def __init__(self, config: DDPMConfig, *, lr: float, device: torch.device, seed: int = 0,
+                 preview: int = 16, preview_steps: int = 20) -> None:
+        self.config, self.device = config, device
+        self.unet = UNet(config.unet_config()).to(device)
+        self.ema = copy.deepcopy(self.unet).requires_grad_(False)
+        self.optimizer = torch.optim.AdamW(self.unet.parameters(), lr=lr, weight_decay=config.weight_decay)
+        self.first_param = next(self.unet.parameters())
+        amp = device.type == "cuda" and config.mixed_precision != "no"
+        self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.mixed_precision) if amp else None
+        self.scaler = torch.amp.GradScaler("cuda") if self.autocast_dtype == torch.float16 else None
+        self.preview_noise = torch.randn(preview, config.channels, config.image_size, config.image_size,
+                                         generator=torch.Generator().manual_seed(seed))
+        self.preview_steps = preview_steps
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        return {"unet": self.unet, "ema": self.ema}
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"adamw": self.optimizer}
+
+    def model_config(self) -> dict[str, Any]:
+        return to_dict(self.config)
+
+    def loss(self, network: torch.nn.Module, batch: Batch) -> torch.Tensor:
+        """Algorithm 1: x_t = alpha x0 + sigma_vp eps at a random t; error of the network's output
+        against its target (eps, v or x0), per-sample weighted by min-SNR when asked."""
+        cfg = self.config
+        x0 = batch.images * 2 - 1  # the model works in [-1, 1]
+        t, alpha, sigma_vp = cfg.noise_levels(x0.shape[0], x0.device)
+        eps = torch.randn_like(x0)
+        a, s = alpha[:, None, None, None], sigma_vp[:, None, None, None]
+        labels = None
+        if cfg.class_conditional:
+            drop = torch.rand(x0.shape[0], device=x0.device) < cfg.cond_drop_prob
+            labels = torch.where(drop, torch.full_like(batch.labels, cfg.num_classes), batch.labels)
+        with torch.autocast("cuda", dtype=self.autocast_dtype or torch.bfloat16,
+                            enabled=self.autocast_dtype is not None):
+            output = network(a * x0 + s * eps, t, labels)
+        weight = (min_snr_weight(alpha**2 / sigma_vp**2, cfg.min_snr_gamma, cfg.prediction)
+                  if cfg.min_snr_gamma else None)
+        return diffusion_loss(output, training_target(cfg.prediction, x0, eps, a, s), cfg.loss, weight)
+
+    def train_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        self.unet.train()
+        loss = self.loss(self.unet, batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
+        else:
+            loss.backward()
+        metrics = {"loss": loss.detach()}
+        if self.config.grad_clip > 0:
+            metrics["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.unet.parameters(), self.config.grad_clip)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self._update_ema()
+        return metrics
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        """theta_ema <- d theta_ema + (1 - d) theta, d = min(decay, (1 + n) / (10 + n)) after n
+        optimiser steps (the warm-up keeps early averages from remembering the random init)."""
+        n = int(self.optimizer.state[self.first_param].get("step", 0))
+        decay = min(self.config.ema_decay, (1 + n) / (10 + n))
+        ema, live = list(self.ema.parameters()), list(self.unet.parameters())
+        torch._foreach_lerp_(ema, live, 1 - decay)
+        for b_ema, b in zip(self.ema.buffers(), self.unet.buffers()):
+            b_ema.copy_(b)
+
+    @torch.no_grad()
+    def snapshot(self, batch: Batch) -> dict[str, Image.Image]:
+        """A grid of EMA samples from fixed noise (DDIM, ``preview_steps`` steps); for a class model
+        image i shows class i mod num_classes, guided with scale 3."""
+        self.ema.eval()
+        cfg = self.config
+        denoiser = cfg.denoiser(self.ema)
+        n = self.preview_noise.shape[0]
+        if cfg.class_conditional:
+            from genpix.diffusion.denoiser import CFGDenoiser
+
+            labels = torch.arange(n, device=self.device) % cfg.num_classes
+            denoiser = CFGDenoiser(denoiser, {"class_labels": labels},
+                                   {"class_labels": torch.full_like(labels, cfg.num_classes)}, 3.0)
+        x0 = samplers.sample(denoiser, self.preview_noise.to(self.device), self.preview_steps, "DDIM",
+                             generator=torch.Generator().manual_seed(0))
+        columns = cfg.num_classes if cfg.class_conditional and cfg.num_classes <= n else None
+        return {"samples": make_grid(to_pil((x0.float().cpu() + 1) / 2), columns=columns)}
+
+    @torch.no_grad()
+    def evaluate(self, data: ImageDataset, limit: int = 256) -> dict[str, float]:
+        """Mean loss of the EMA network on up to ``limit`` held-out images, at fixed random t and eps."""
+        self.ema.eval()
+        state = torch.random.get_rng_state()
+        torch.manual_seed(1234)
+        try:
+            images = data.images[:limit].to(self.device).float().div(255)
+            labels = data.labels[:limit].to(self.device) if data.labels is not None else None
+            losses = [self.loss(self.ema, Batch(images[i:i + 64], None if labels is None else labels[i:i + 64], None))
+                      for i in range(0, len(images), 64)]
+        finally:
+            torch.random.set_rng_state(state)
+        return {"test_loss": torch.stack(losses).mean().item(), "images": len(images)}
