@@ -23,6 +23,8 @@ def register(commands) -> None:
     p.add_argument("--prompt", help="text prompt (text-conditioned models)")
     p.add_argument("--negative-prompt", help="negative prompt (text-conditioned models)")
     p.add_argument("--class", dest="class_name", help="class name (class-conditioned models)")
+    p.add_argument("--trajectory", help="diffusion models: also write the denoising strip of the first "
+                                        "image (x_t above the predicted x0, about 10 columns) to this file")
     add_seed(p)
     add_device(p)
     p.set_defaults(run=run_sample)
@@ -67,16 +69,76 @@ def _next_index(folder: Path) -> int:
     return max(numbers, default=-1) + 1
 
 
-def run_sample(args: argparse.Namespace) -> int:
-    from genpix.device import resolve_device, set_cpu_threads
-    from genpix.io.images import make_grid, save_npy, save_png
-    from genpix.pipelines import load_pipeline
+def generation_options(args: argparse.Namespace, pipe) -> dict:
+    """The options the user gave that this pipeline takes; one given that it doesn't -> error."""
+    given = {"steps": args.steps, "sampler": args.sampler, "cfg_scale": args.cfg_scale,
+             "prompt": args.prompt, "negative_prompt": args.negative_prompt, "class_name": args.class_name}
+    given = {k: v for k, v in given.items() if v is not None}
+    accepted = getattr(pipe, "parameters", frozenset())
+    refused = sorted(k for k in given if k not in accepted)
+    if refused:
+        from genpix.errors import GenpixError
 
-    set_cpu_threads()
-    pipe = load_pipeline(args.model, device=resolve_device(args.device))
-    out = pipe(n=args.num_images, seed=args.seed, steps=args.steps, sampler=args.sampler,
-               cfg_scale=args.cfg_scale, prompt=args.prompt, negative_prompt=args.negative_prompt,
-               class_name=args.class_name)
+        flags = ", ".join("--" + ("class" if k == "class_name" else k.replace("_", "-")) for k in refused)
+        why = " (it is not text-conditioned)" if {"prompt", "negative_prompt"} & set(refused) else ""
+        raise GenpixError(f"{pipe.model_name} ({pipe.family}) takes no {flags}{why}")
+    return given
+
+
+def run_pipeline(pipe, n: int, seed: int, options: dict, trajectory: str | None = None, **extra):
+    """Call ``pipe`` with a progress bar on stderr (for pipelines with steps); optionally record
+    the denoising trajectory of the first image and write it as a strip picture."""
+    from tqdm import tqdm
+
+    if "callback" not in getattr(pipe, "parameters", ()):
+        if trajectory:
+            from genpix.errors import GenpixError
+
+            raise GenpixError(f"--trajectory needs a diffusion model; {pipe.model_name} is a {pipe.family}")
+        return pipe(n=n, seed=seed, **options, **extra)
+    frames: list = []
+    bars: list = []  # made at the first step, so an error before it prints no empty bar
+
+    def callback(info: dict) -> None:
+        if not bars:
+            bars.append(tqdm(total=info["total"], desc="sampling", unit="step", dynamic_ncols=True))
+        bars[0].update(1)
+        if trajectory and info["step"] <= info["total"] // max(1, -(-n // getattr(pipe, "batch_size", n))):
+            frames.append((info["sigma_next"], info["x"][:1].cpu(), info["denoised"][:1].cpu()))
+
+    try:
+        out = pipe(n=n, seed=seed, callback=callback, **options, **extra)
+    finally:
+        for bar in bars:
+            bar.close()
+    if trajectory:
+        write_trajectory(frames, trajectory)
+    return out
+
+
+def write_trajectory(frames: list, path: str) -> None:
+    """x_t (rescaled to the data range) above the predicted x0, every k-th step, about 10 columns."""
+    import torch
+
+    from genpix.io.images import make_grid, save_png, to_pil
+
+    k = max(1, len(frames) // 10)
+    chosen = frames[k - 1 :: k]
+    if chosen[-1] is not frames[-1]:
+        chosen.append(frames[-1])
+    # x = x0 + sigma eps in the sigma form; x / sqrt(1 + sigma^2) is the variance-preserving x_t
+    noisy = [x / (1 + sigma**2) ** 0.5 for sigma, x, _ in chosen]
+    denoised = [d for _, _, d in chosen]
+    pictures = to_pil((torch.cat(noisy + denoised).float().clamp(-1, 1) + 1) / 2)
+    save_png(make_grid(pictures, columns=len(chosen)), path,
+             f"Trajectory: {len(frames)} steps, every {k}; top x_t, bottom predicted x0")
+    print(f"wrote trajectory to {path}")
+
+
+def write_outputs(out, args: argparse.Namespace) -> None:
+    """PNG files (numbered after any already in the folder), --npy and --grid."""
+    from genpix.io.images import make_grid, save_npy, save_png
+
     folder = args.out or (None if (args.npy or args.grid) else "outputs")
     if folder:
         folder = Path(folder)
@@ -91,6 +153,16 @@ def run_sample(args: argparse.Namespace) -> int:
     if args.grid:
         save_png(make_grid(out.images), args.grid, out.infotexts[0])
         print(f"wrote grid to {args.grid}")
+
+
+def run_sample(args: argparse.Namespace) -> int:
+    from genpix.device import resolve_device, set_cpu_threads
+    from genpix.pipelines import load_pipeline
+
+    set_cpu_threads()
+    pipe = load_pipeline(args.model, device=resolve_device(args.device))
+    out = run_pipeline(pipe, args.num_images, args.seed, generation_options(args, pipe), args.trajectory)
+    write_outputs(out, args)
     return 0
 
 

@@ -30,6 +30,11 @@ class DiffusionPipeline:
     class-conditional model samples unconditionally (the null class).
     """
 
+    family = "ddpm"
+    # the keyword arguments __call__ takes (what an API may pass on to this pipeline)
+    parameters = frozenset({"n", "seed", "steps", "sampler", "cfg_scale", "class_name", "schedule", "eta",
+                            "latents", "callback", "init_images", "strength"})
+
     def __init__(self, unet: UNet, config: DDPMConfig, *, class_names: tuple[str, ...] = (),
                  model_name: str = "ddpm", device: torch.device | str = "cpu", batch_size: int = 64) -> None:
         self.unet, self.config, self.class_names = unet.eval(), config, tuple(class_names)
@@ -61,7 +66,12 @@ class DiffusionPipeline:
                  cfg_scale: float | None = None, class_name: str | int | None = None, *,
                  schedule: str = "uniform", eta: float | None = None, latents: torch.Tensor | None = None,
                  callback: Callable[[dict[str, Any]], None] | None = None, prompt: str | None = None,
-                 negative_prompt: str | None = None) -> PipelineOutput:
+                 negative_prompt: str | None = None, init_images: torch.Tensor | None = None,
+                 strength: float = 0.75) -> PipelineOutput:
+        """Generate ``n`` images; with ``init_images`` (B, C, H, W) in [0, 1] (B = 1 or n), noise
+        them to the level ``strength`` of the way to pure noise and denoise them back (SDEdit,
+        Meng et al. 2022; seed 003's "reverse engineering"): strength 0 returns the image, 1
+        ignores it."""
         if prompt or negative_prompt:
             raise GenpixError(f"{self.model_name} is not text-conditioned; use --class for class models")
         if n < 1:
@@ -70,6 +80,8 @@ class DiffusionPipeline:
         sampler = sampler or DEFAULT_SAMPLER
         fn = samplers.get(sampler)  # unknown names fail before any work
         sigmas = self.denoiser.sigmas(steps, schedule)
+        if init_images is not None:
+            sigmas, init_images = self._img2img_start(sigmas, init_images, strength, n)
         options = {} if eta is None else {"eta": eta}
         label = None if class_name is None else self.class_index(class_name)
         if cfg_scale is not None and label is None:
@@ -79,16 +91,22 @@ class DiffusionPipeline:
         c, s = self.config.channels, self.config.image_size
         noise = seeded_normal((c, s, s), seeds) if latents is None else latents
         parts = []
+        total = (len(sigmas) - 1) * -(-n // self.batch_size)
+        progress = None if callback is None else _counting(callback, total)
         for start in range(0, n, self.batch_size):
             chunk = slice(start, start + self.batch_size)
-            x = noise[chunk].to(self.device) * (sigmas[0].item() ** 2 + 1) ** 0.5
+            if init_images is None:
+                x = noise[chunk].to(self.device) * (sigmas[0].item() ** 2 + 1) ** 0.5
+            else:  # x_t = x0 + sigma_t eps in the sigma form (q(x_t | x0), Ho et al. eq. 4)
+                x = init_images[chunk].to(self.device) + noise[chunk].to(self.device) * sigmas[0]
             generators = [torch.Generator().manual_seed(sd) for sd in seeds[chunk]]
             labels = None if label is None else torch.full((x.shape[0],), label, device=self.device)
-            x0 = fn(self._denoiser(labels, cfg_scale), x, sigmas, generator=generators,
-                    callback=callback, **options)
+            x0 = x if len(sigmas) < 2 else fn(self._denoiser(labels, cfg_scale), x, sigmas,
+                                               generator=generators, callback=progress, **options)
             parts.append(((x0.float() + 1) / 2).clamp(0, 1).cpu())
         images = torch.cat(parts)
-        params = {"Steps": steps, "Sampler": sampler, "Schedule type": schedule if schedule != "uniform" else None,
+        params = {"Steps": steps, "Sampler": sampler,
+                  "Denoising strength": strength if init_images is not None else None, "Schedule type": schedule if schedule != "uniform" else None,
                   "CFG scale": cfg_scale if label is not None else None, "Eta": eta,
                   "Class": self.class_names[label] if label is not None else None,
                   "Size": f"{s}x{s}", "Model": self.model_name, "Family": "ddpm"}
@@ -96,6 +114,37 @@ class DiffusionPipeline:
         info = {"seeds": seeds, "model": self.model_name, "family": "ddpm", "steps": steps, "sampler": sampler,
                 "cfg_scale": params["CFG scale"], "class_name": params["Class"]}
         return PipelineOutput(to_pil(images), images, infotexts, info)
+
+
+    def _img2img_start(self, sigmas: torch.Tensor, init_images: torch.Tensor, strength: float,
+                       n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The tail of ``sigmas`` that SDEdit runs, and the init images in [-1, 1], one per sample.
+
+        As sd-webui: of ``steps`` steps, the last ``int(strength * steps)`` run (at least one).
+        """
+        if not 0 <= strength <= 1:
+            raise GenpixError(f"strength must be between 0 and 1, got {strength}")
+        c, s = self.config.channels, self.config.image_size
+        if init_images.ndim != 4 or tuple(init_images.shape[1:]) != (c, s, s):
+            raise GenpixError(f"init image must be (B, {c}, {s}, {s}) for this model, "
+                              f"got {tuple(init_images.shape)}")
+        if init_images.shape[0] not in (1, n):
+            raise GenpixError(f"got {init_images.shape[0]} init images for {n} samples")
+        x0 = (init_images.float() * 2 - 1).expand(n, -1, -1, -1)
+        steps = len(sigmas) - 1
+        run = min(steps, int(strength * steps))
+        return sigmas[steps - run:], x0  # run == 0 leaves [0]: no step, the image comes back
+
+
+def _counting(callback: Callable[[dict[str, Any]], None], total: int) -> Callable[[dict[str, Any]], None]:
+    """Wrap a step callback so each call also carries "step" (1-based, over all chunks) and "total"."""
+    count = [0]
+
+    def step(info: dict[str, Any]) -> None:
+        count[0] += 1
+        callback({**info, "step": count[0], "total": total})
+
+    return step
 
 
 def load_diffusion_pipeline(model_dir: ModelDir, device: str | torch.device = "cpu") -> DiffusionPipeline:

@@ -40,6 +40,9 @@ class LatentDecoderPipeline:
     ``decode(z, labels)``. ``encode`` (images in [0, 1] -> z), where the model has an encoder.
     """
 
+    # the keyword arguments __call__ takes (what an API may pass on to this pipeline)
+    parameters = frozenset({"n", "seed", "latents", "class_name"})
+
     def __init__(self, decode: Callable[..., torch.Tensor], latent_dim: int, *,
                  model_name: str, family: str, device: torch.device | str = "cpu",
                  value_range: tuple[float, float] = (0.0, 1.0),
