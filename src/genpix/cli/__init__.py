@@ -10,7 +10,7 @@ import sys
 import warnings
 
 from genpix import __version__
-from genpix.cli import generate, info, train
+from genpix.cli import evaluate, generate, img2img, info, train
 from genpix.errors import GenpixError
 
 
@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"genpix {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     commands.required = True
-    for module in (train, generate, info):
+    for module in (train, generate, img2img, info, evaluate):
         module.register(commands)
     return parser
 
@@ -37,6 +37,7 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = [str(a) for a in (sys.argv[1:] if argv is None else argv)]  # for `train --nproc`
     shown = warnings.showwarning
     warnings.showwarning = _show_warning  # one line each, never a source excerpt
     try:

@@ -114,8 +114,8 @@ def _ddpm_task(model_config, train_config, device, args):
 
 
 def families() -> dict[str, Family]:
-    from genpix.models.gan import GANConfig
     from genpix.diffusion.config import DDPMConfig
+    from genpix.models.gan import GANConfig
     from genpix.models.vae import VAEConfig
 
     return {
@@ -144,7 +144,9 @@ def register(commands) -> None:
         p.add_argument("--data-dir", help="folder holding the dataset's files (IDX for (fashion-)mnist)")
         p.add_argument("--out", help=f"run folder (default {family.default_out})")
         p.add_argument("--steps", type=int, help="optimiser steps in all (default 2000)")
-        p.add_argument("--batch-size", type=int, help="images per step (default 128)")
+        p.add_argument("--batch-size", type=int, help="images per step in all (default 128); with several "
+                                                      "processes (torchrun, --nproc) the global batch, "
+                                                      "split evenly over them")
         p.add_argument("--lr", type=finite_float, help=f"learning rate (default {family.default_lr:g})")
         p.add_argument("--lr-schedule", choices=("constant", "cosine", "inverse_time"))
         p.add_argument("--warmup-steps", type=int)
@@ -159,8 +161,58 @@ def register(commands) -> None:
         p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
         add_device(p)
+        _distributed_arguments(p)
         family.add_arguments(p)
         p.set_defaults(run=run_train, family_spec=family)
+
+
+def _distributed_arguments(p: argparse.ArgumentParser) -> None:
+    from genpix.training.distributed import DEFAULT_TIMEOUT_S
+
+    p.add_argument("--nproc", type=positive_int, help="train on N processes on this machine (one per GPU; "
+                                                      "gloo on CPUs): runs this command under torchrun")
+    p.add_argument("--dist-backend", choices=("auto", "gloo", "nccl"), default="auto",
+                   help="collectives under torchrun (default auto: nccl on CUDA, gloo on the CPU)")
+    p.add_argument("--dist-timeout", type=finite_float, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
+                   help=f"how long a process waits for the others before the job fails "
+                        f"(default {DEFAULT_TIMEOUT_S:g})")
+
+
+def _launch_or_check(args: argparse.Namespace) -> int | None:
+    """``--nproc N`` outside torchrun: run this very command on N processes and return its status."""
+    from genpix.device import resolve_device
+    from genpix.training import distributed
+
+    need(args.dist_timeout > 0, f"--dist-timeout must be positive, got {args.dist_timeout:g}")
+    distributed.choose_backend(args.dist_backend, resolve_device(args.device))  # refuse NCCL on the CPU early
+    launched = distributed.launched()
+    need(not (launched and args.nproc and args.nproc != distributed.local_world_size()),
+         f"--nproc {args.nproc} differs from the {distributed.local_world_size()} processes torchrun "
+         f"started on this machine; leave --nproc out under torchrun")
+    world = distributed.world_size() if launched else args.nproc or 1
+    if args.batch_size:  # before any rendezvous (the trainer checks the final value again)
+        distributed.rank_rows(args.batch_size, 0, world)
+    return distributed.launch_local(world, args.argv) if not launched and world > 1 else None
+
+
+def _fit(trainer, data, test, resume: bool) -> dict[str, Any]:
+    """``trainer.fit``, leaving the process group however it ends; a failed collective (another
+    rank died, or waited past --dist-timeout) becomes a one-line error."""
+    import torch.distributed as dist
+
+    from genpix.training import distributed
+
+    rank = distributed.rank_and_world()[0]
+    try:
+        return trainer.fit(data, test_data=test, resume=resume)
+    except (dist.DistError, RuntimeError) as error:
+        if not distributed.is_collective_failure(error):
+            raise
+        raise GenpixError(f"training stopped on rank {rank}: no answer from the other processes "
+                          f"({distributed.first_line(error)}); one of them failed (see its message) "
+                          f"or was slower than --dist-timeout") from None
+    finally:
+        distributed.teardown()
 
 
 def _explicit(args: argparse.Namespace, names) -> dict[str, Any]:
@@ -183,10 +235,14 @@ def run_train(args: argparse.Namespace) -> int:
     import torch
 
     from genpix.data import DataError, load_dataset
-    from genpix.device import resolve_device, set_cpu_threads
+    from genpix.device import set_cpu_threads
+    from genpix.training import distributed
     from genpix.training.trainer import TrainConfig, Trainer
 
     family: Family = args.family_spec
+    status = _launch_or_check(args)
+    if status is not None:
+        return status
     out = Path(args.out or family.default_out)
     previous: dict[str, Any] = {}
     if args.resume:
@@ -230,16 +286,18 @@ def run_train(args: argparse.Namespace) -> int:
                     **file_config.get("train", {}), **_explicit(args, TRAIN_FIELDS)}
     train_config = from_dict(TrainConfig, train_values, where="train")
 
-    device = resolve_device(args.device)
-    set_cpu_threads()
+    device = distributed.setup(args.device, args.dist_backend, args.dist_timeout)
+    main = distributed.rank_and_world()[0] == 0
+    set_cpu_threads(distributed.cpu_threads_per_rank())
     torch.manual_seed(train_config.seed)  # the initial weights depend on the seed alone
     task = family.make_task(model_config, train_config, device, args)
     run_config = {"data": {"spec": spec, "image_size": data.image_size, "channels": data.channels,
                            "limit": limit, "class_names": list(data.class_names or [])}}
     trainer = Trainer(task, train_config, out, device=device, run_config=run_config,
                       progress=not args.quiet)
-    metrics = trainer.fit(data, test_data=test, resume=args.resume)
-    print(f"saved {family.name} model to {out}")
+    metrics = _fit(trainer, data, test, args.resume)
+    if main:
+        print(f"saved {family.name} model to {out}")
     if metrics:
         print("held-out " + ", ".join(f"{k}: {v:.4g}" if isinstance(v, float) else f"{k}: {v}"
                                       for k, v in metrics.items()))

@@ -1,4 +1,4 @@
-"""Download one file over HTTP(S) or file://, check its MD5, and move it into place atomically."""
+"""Download one file over HTTP(S) or file://, check its MD5 (or SHA-256), and move it into place atomically."""
 
 from __future__ import annotations
 
@@ -26,8 +26,12 @@ def default_cache_dir() -> Path:
     return Path(root) / "genpix"
 
 
-def download(url: str, dest: str | Path, md5: str, *, timeout: float = DOWNLOAD_TIMEOUT_S) -> Path:
+def download(url: str, dest: str | Path, md5: str, *, timeout: float = DOWNLOAD_TIMEOUT_S,
+             algorithm: str = "md5") -> Path:
     """Fetch `url` into `dest`, verifying its MD5 hex digest; return `dest`.
+
+    With `algorithm="sha256"`, `md5` is instead the start (at least 8 hex digits) of the SHA-256 hex
+    digest, as in torch hub file names.
 
     The bytes go to a temporary file beside `dest`, which is renamed onto `dest` only when the
     checksum matches, so `dest` never holds a partial or wrong file.
@@ -44,18 +48,20 @@ def download(url: str, dest: str | Path, md5: str, *, timeout: float = DOWNLOAD_
         raise DataError(f"cannot write {dest}: {exc}") from exc
     tmp = Path(tmp_name)
     try:
-        digest = _fetch(url, fd, timeout)
-        if digest != md5.lower():
-            raise DataError(f"checksum mismatch for {url}: MD5 {digest}, expected {md5}; the download was discarded")
+        digest = _fetch(url, fd, timeout, algorithm)
+        expected = md5.lower()
+        if digest != expected and not (algorithm != "md5" and len(expected) >= 8 and digest.startswith(expected)):
+            raise DataError(f"checksum mismatch for {url}: {algorithm.upper()} {digest}, expected {md5}; "
+                            f"the download was discarded")
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
     return dest
 
 
-def _fetch(url: str, fd: int, timeout: float) -> str:
-    """Stream `url` into the open file descriptor `fd` (closing it); return the MD5 hex digest."""
-    digest = hashlib.md5(usedforsecurity=False)
+def _fetch(url: str, fd: int, timeout: float, algorithm: str = "md5") -> str:
+    """Stream `url` into the open file descriptor `fd` (closing it); return its hex digest."""
+    digest = hashlib.new(algorithm, usedforsecurity=False)
     with os.fdopen(fd, "wb") as out:
         try:
             with urllib.request.urlopen(url, timeout=timeout) as response:

@@ -30,7 +30,7 @@ WEIGHTS_NAME = "model.safetensors"
 OPTIMIZER_NAME = "optimizer.safetensors"
 STATE_NAME = "state.json"
 FAMILIES = ("vae", "gan", "ddpm", "autoencoder", "ldm")
-CONFIG_KEYS = ("genpix", "family", "model", "data", "train", "step", "metrics")
+CONFIG_KEYS = ("genpix", "family", "model", "data", "train", "step", "distributed", "metrics")
 
 
 class CheckpointError(GenpixError):

@@ -89,19 +89,21 @@ class VAE(nn.Module):
         return torch.sigmoid(self.decode_logits(z))
 
     @staticmethod
-    def reparameterize(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-        """z = mu + exp(0.5 logvar) * eps, eps ~ N(0, I) (Kingma and Welling 2014, eq. 10)."""
-        return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+    def reparameterize(mu: torch.Tensor, logvar: torch.Tensor,
+                       eps: torch.Tensor | None = None) -> torch.Tensor:
+        """z = mu + exp(0.5 logvar) * eps, eps ~ N(0, I) (Kingma and Welling 2014, eq. 10);
+        ``eps`` (B, latent_dim) is drawn from the global RNG when not given."""
+        return mu + torch.exp(0.5 * logvar) * (torch.randn_like(mu) if eps is None else eps)
 
-    def loss(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The negative ELBO, averaged over the batch.
+    def loss(self, x: torch.Tensor, eps: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """The negative ELBO, averaged over the batch (``eps`` as in :meth:`reparameterize`).
 
         reconstruction: -log p(x|z) summed over pixels (BCE, or squared error for ``mse``);
         kl: KL(q(z|x) || N(0, I)) = -0.5 * sum(1 + logvar - mu^2 - exp(logvar)) over latent dims
         (Kingma and Welling 2014, appendix B); loss = reconstruction + beta * kl.
         """
         mu, logvar = self.encode(x)
-        logits = self.decode_logits(self.reparameterize(mu, logvar))
+        logits = self.decode_logits(self.reparameterize(mu, logvar, eps))
         if self.config.reconstruction == "bce":
             rec = F.binary_cross_entropy_with_logits(logits, x, reduction="none")
         else:

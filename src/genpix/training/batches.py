@@ -18,6 +18,18 @@ def derive_seed(*parts: int) -> int:
     return int((int(state[0]) << 31) ^ int(state[1])) & 0x7FFFFFFFFFFFFFFF
 
 
+def step_seed(seed: int, step: int, rank: int = 0) -> int:
+    """Seed of the global RNG during ``step`` on ``rank``: ranks other than 0 fold their rank in,
+    so each draws its own values (rank 0 keeps the single-process seed)."""
+    return derive_seed(seed, step, 0x57E9, *([rank] if rank else []))
+
+
+def batch_noise_seed(seed: int, step: int) -> int:
+    """Seed of ``Batch.generator`` during ``step``: the same on every rank, so noise drawn for
+    the global batch and sliced per rank (``Batch.randn``) does not depend on the world size."""
+    return derive_seed(seed, step, 0xB47C)
+
+
 def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
     generator = torch.Generator().manual_seed(derive_seed(seed, epoch, 0xDA7A))
     return torch.randperm(n, generator=generator)

@@ -8,6 +8,7 @@ reaches the same weights as an uninterrupted run, step for step.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shutil
@@ -30,14 +31,15 @@ from genpix.io.checkpoint import (
     write_model_dir,
     write_training_checkpoint,
 )
-from genpix.training.batches import batch_indices, derive_seed
+from genpix.training import distributed
+from genpix.training.batches import batch_indices, batch_noise_seed, step_seed
 from genpix.training.task import Batch, Task
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     steps: int = 2000  # optimiser steps in all (a resumed run continues up to this)
-    batch_size: int = 128  # images per step
+    batch_size: int = 128  # images per step in all (under torchrun: the global batch, split over the ranks)
     lr: float = 1e-3  # base learning rate
     lr_schedule: Literal["constant", "cosine", "inverse_time"] = "constant"
     warmup_steps: int = 0  # linear warm-up from 0 before the schedule
@@ -88,6 +90,15 @@ def to_batch(data: ImageDataset, indices: torch.Tensor, device: torch.device, im
     return Batch(x, labels, captions)
 
 
+def window_means(window: dict[str, list[torch.Tensor]]) -> dict[str, float]:
+    """Mean of each metric over the steps in ``window`` and over all ranks."""
+    keys = list(window)
+    if not keys:
+        return {}
+    local = torch.stack([torch.stack(window[k]).mean() for k in keys])
+    return dict(zip(keys, distributed.all_reduce_mean(local).tolist()))
+
+
 class Trainer:
     """Runs a :class:`Task` on a dataset, writing everything under ``out``::
 
@@ -109,7 +120,8 @@ class Trainer:
 
     def _full_config(self, step: int, **extra: Any) -> dict[str, Any]:
         return {"family": self.task.family, "model": self.task.model_config(),
-                "train": to_dict(self.config), "step": step, **self.run_config, **extra}
+                "train": to_dict(self.config), "step": step,
+                "distributed": distributed.describe(self.config.batch_size), **self.run_config, **extra}
 
     def _checkpoint(self, step: int) -> None:
         path = self.out / "checkpoints" / f"step-{step:08d}"
@@ -153,40 +165,45 @@ class Trainer:
     def fit(self, data: ImageDataset, *, test_data: ImageDataset | None = None,
             resume: bool = False) -> dict[str, float]:
         cfg = self.config
+        rank, world = distributed.rank_and_world()
+        main = rank == 0  # only rank 0 writes files and shows progress
+        rows = distributed.rank_rows(cfg.batch_size, rank, world)
         optimizers = self.task.optimizers()
         # the optimisers as the task built them hold the base LRs; a checkpoint holds scaled ones
         base_lrs = {name: [g["lr"] for g in opt.param_groups] for name, opt in optimizers.items()}
         if resume:
             start = self._resume()
-            self._truncate_log(start)
+            if main:
+                self._truncate_log(start)
         elif checkpoint_dirs(self.out):
             raise GenpixError(f"{self.out} already holds a training run; pass --resume to continue it "
                               f"or choose another --out")
         else:
             start = 0
-        self.out.mkdir(parents=True, exist_ok=True)
+        if main:
+            self.out.mkdir(parents=True, exist_ok=True)
+        self._distribute(world, distributed.ddp_wrapper(self.device))
         images = data.images.to(self.device) if self.device.type == "cuda" else data.images
-        bar = tqdm(total=cfg.steps, initial=start, disable=not self.progress, dynamic_ncols=True,
-                   desc=f"train {self.task.family}")
+        generator = torch.Generator(self.device)
+        bar = tqdm(total=cfg.steps, initial=start, disable=not (self.progress and main),
+                   dynamic_ncols=True, desc=f"train {self.task.family}")
         window: dict[str, list[torch.Tensor]] = {}
         last_checkpoint = start
         tic = time.perf_counter()
-        with open(self.out / "log.jsonl", "a", encoding="utf-8") as log:
+        with open(self.out / "log.jsonl", "a", encoding="utf-8") if main else contextlib.nullcontext() as log:
             for step in range(start, cfg.steps):
                 factor = lr_factor(cfg, step)
                 for name, opt in optimizers.items():
                     for group, base in zip(opt.param_groups, base_lrs[name]):
                         group["lr"] = base * factor
-                torch.manual_seed(derive_seed(cfg.seed, step, 0x57E9))
-                batch = to_batch(data, batch_indices(len(data), cfg.batch_size, cfg.seed, step),
-                                 self.device, images)
+                batch = self._batch(data, images, step, rank, rows, generator)
                 metrics = self.task.train_step(batch)
                 for key, value in metrics.items():
                     window.setdefault(key, []).append(value.detach().float())
                 done = step + 1
                 due_checkpoint = done % cfg.checkpoint_every == 0 or done == cfg.steps
                 if done % cfg.log_every == 0 or due_checkpoint:
-                    means = {k: torch.stack(v).mean().item() for k, v in window.items()}
+                    means = window_means(window)  # over all ranks: the global batch's figures
                     window.clear()
                     bad = [k for k, v in means.items() if not math.isfinite(v)]
                     if bad:
@@ -198,22 +215,51 @@ class Trainer:
                     record = {"step": done, **{k: round(v, 6) for k, v in means.items()},
                               "lr_factor": round(factor, 6),
                               "images_per_s": round((done - start) * cfg.batch_size / elapsed, 2)}
-                    log.write(json.dumps(record) + "\n")
-                    log.flush()
-                    bar.set_postfix({k: f"{v:.4g}" for k, v in list(means.items())[:4]}, refresh=False)
-                if done % cfg.sample_every == 0 or done == cfg.steps:
-                    self._write_pictures(batch, done)
-                self._diagnose(data, done)
+                    if main:
+                        log.write(json.dumps(record) + "\n")
+                        log.flush()
+                        bar.set_postfix({k: f"{v:.4g}" for k, v in list(means.items())[:4]}, refresh=False)
+                if main:
+                    if done % cfg.sample_every == 0 or done == cfg.steps:
+                        self._write_pictures(batch, done)
+                    self._diagnose(data, done)
+                    if due_checkpoint:
+                        self._checkpoint(done)
                 if due_checkpoint:
-                    self._checkpoint(done)
                     last_checkpoint = done
                 bar.update(1)
         bar.close()
+        self._distribute(world, distributed.unwrapped)
+        distributed.barrier(self.device)  # every rank returns once the run folder is complete
+        if not main:
+            return {}
         metrics = self.task.evaluate(test_data) if test_data is not None and len(test_data) else {}
         if metrics:
             (self.out / "metrics.json").write_text(json.dumps(metrics, indent=2))
             write_model_dir(self.out, self._full_config(cfg.steps, metrics=metrics), self.task.modules())
         return metrics
+
+    def _distribute(self, world: int, wrap) -> None:
+        """Route the task's forward passes through DDP (or back) when the run has several ranks."""
+        if world == 1:
+            return
+        distribute = getattr(self.task, "distribute", None)
+        if distribute is None:
+            raise GenpixError(f"the {self.task.family} family cannot train on several processes yet "
+                              f"(its task has no distribute() hook); run it without torchrun")
+        distribute(wrap)
+
+    def _batch(self, data: ImageDataset, images: torch.Tensor, step: int, rank: int, rows: slice,
+               generator: torch.Generator) -> Batch:
+        """This rank's rows of the global batch at ``step``, and the step's random state: the
+        global RNG seeded from (seed, step, rank), ``batch.generator`` from (seed, step) alone."""
+        cfg = self.config
+        torch.manual_seed(step_seed(cfg.seed, step, rank))
+        indices = batch_indices(len(data), cfg.batch_size, cfg.seed, step)[rows]
+        batch = to_batch(data, indices, self.device, images)
+        batch.generator = generator.manual_seed(batch_noise_seed(cfg.seed, step))
+        batch.offset, batch.global_size = rows.start, cfg.batch_size
+        return batch
 
     def _diagnose(self, data: ImageDataset, step: int) -> None:
         """Append ``task.diagnose``'s record, when the task has one and it is due, to diagnostics.jsonl."""

@@ -25,6 +25,7 @@ class VAETask:
         self.device = device
         self.vae = VAE(config).to(device)
         self.optimizer = torch.optim.Adam(self.vae.parameters(), lr=lr)
+        self.negative_elbo = self.vae.loss  # what train_step calls; under torchrun, through DDP (distribute)
         # one fixed noise batch, so the sample grids read frame to frame
         generator = torch.Generator().manual_seed(seed)
         self.fixed_z = torch.randn(preview, config.latent_dim, generator=generator).to(device)
@@ -38,9 +39,13 @@ class VAETask:
     def model_config(self) -> dict[str, Any]:
         return to_dict(self.config)
 
+    def distribute(self, wrap) -> None:
+        self.negative_elbo = wrap(self.vae, "loss")
+
     def train_step(self, batch: Batch) -> dict[str, torch.Tensor]:
         self.vae.train()
-        terms = self.vae.loss(batch.images)
+        # eps from the batch: the same noise per image whatever the number of processes
+        terms = self.negative_elbo(batch.images, batch.randn(self.config.latent_dim))
         self.optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
         self.optimizer.step()
