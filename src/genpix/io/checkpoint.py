@@ -30,7 +30,7 @@ WEIGHTS_NAME = "model.safetensors"
 OPTIMIZER_NAME = "optimizer.safetensors"
 STATE_NAME = "state.json"
 FAMILIES = ("vae", "gan", "ddpm", "autoencoder", "ldm")
-CONFIG_KEYS = ("genpix", "family", "model", "data", "train", "step", "distributed", "metrics")
+CONFIG_KEYS = ("genpix", "family", "model", "data", "train", "step", "distributed", "metrics", "notes")
 
 
 class CheckpointError(GenpixError):
@@ -103,7 +103,15 @@ def validate_config(config: dict[str, Any], where: str) -> dict[str, Any]:
         )
     if not isinstance(config.get("model"), dict):
         raise CheckpointError(f"{where}: 'model' must be an object with the network's config")
+    for section in ("data", "train"):
+        if not isinstance(config.get(section, {}), dict):
+            raise CheckpointError(f"{where}: {section!r} must be an object")
     return config
+
+
+def read_config(path: str | Path) -> dict[str, Any]:
+    """A run's or model's config.json, checked; every problem is a one-line CheckpointError."""
+    return validate_config(_read_json(Path(path)), str(path))
 
 
 def read_model_dir(path: str | Path) -> ModelDir:
@@ -111,7 +119,7 @@ def read_model_dir(path: str | Path) -> ModelDir:
     path = Path(path)
     if not path.is_dir():
         raise CheckpointError(f"{path} is not a model folder (expected {CONFIG_NAME} + {WEIGHTS_NAME})")
-    config = validate_config(_read_json(path / CONFIG_NAME), str(path / CONFIG_NAME))
+    config = read_config(path / CONFIG_NAME)
     weights = split_weights(_read_safetensors(path / WEIGHTS_NAME))
     return ModelDir(path, config, weights)
 
@@ -125,6 +133,25 @@ def write_model_dir(path: str | Path, config: dict[str, Any], modules: dict) -> 
     write_atomic(path / WEIGHTS_NAME, lambda p: save_file(flat, p))
     write_atomic(path / CONFIG_NAME, lambda p: p.write_text(json.dumps(config, indent=2)))
     return path
+
+
+def export_model_dir(src: str | Path, dest: str | Path, *, roles: tuple[str, ...] | None = None,
+                     dtype: torch.dtype | None = None, notes: dict[str, Any] | None = None) -> Path:
+    """Copy model folder ``src`` to ``dest`` keeping only ``roles`` (all when None), floating
+    weights cast to ``dtype`` (e.g. float16 to halve a bundled model), ``notes`` merged into
+    config.json's "notes" (recipe, hardware, measured quality). Each file is written atomically."""
+    model = read_model_dir(src)
+    keep = tuple(model.weights) if roles is None else roles
+    missing = [r for r in keep if r not in model.weights]
+    if missing:
+        raise CheckpointError(f"{model.path}/{WEIGHTS_NAME} has no {missing[0]!r} weights "
+                              f"(it has: {', '.join(model.weights)})")
+    cast = {role: {k: v.to(dtype) if dtype is not None and v.is_floating_point() else v
+                   for k, v in model.weights[role].items()} for role in keep}
+    config = {k: v for k, v in model.config.items() if k != "genpix"}
+    if notes:
+        config["notes"] = {**config.get("notes", {}), **notes}
+    return write_model_dir(dest, config, cast)
 
 
 # --- optimiser state -------------------------------------------------------------------------
