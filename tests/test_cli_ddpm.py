@@ -50,7 +50,7 @@ def test_sample_by_class_is_seeded_per_image(class_model, tmp_path, run_cli):
 
 @pytest.mark.parametrize("args, message", [
     (["--class", "sneaker"], "unknown class 'sneaker'; this model knows: 0, 1, 2"),
-    (["--sampler", "PLMS"], "unknown sampler 'PLMS'; choose one of: Euler, Euler a, DDIM, DDPM"),
+    (["--sampler", "PLMS 2"], "unknown sampler 'PLMS 2'; choose one of: DPM++ 2M, DPM++ SDE,"),
     (["--steps", "101"], "steps must be between 1 and the model's 100 timesteps, got 101"),
     (["--prompt", "a cat"], "not text-conditioned"),
 ])

@@ -60,17 +60,19 @@ def test_every_sigma_schedule_has_steps_plus_one_descending_values_ending_in_zer
 
 def test_bad_names_and_step_counts_are_one_line_errors_listing_the_choices():
     den = DiscreteDenoiser(None, AC)
-    with pytest.raises(GenpixError, match="unknown sigma schedule 'simple'; choose one of: uniform, leading"):
-        den.sigmas(10, "simple")
+    with pytest.raises(GenpixError, match="unknown schedule type 'cosine'; choose one of: Automatic, Uniform, Karras"):
+        den.sigmas(10, "cosine")
     with pytest.raises(GenpixError, match="unknown beta schedule 'sigmoid'; choose one of: linear, scaled_linear, cosine"):
         schedules.betas("sigmoid")
-    with pytest.raises(GenpixError, match="unknown sampler 'Heun'; choose one of: Euler, Euler a, DDIM, DDPM"):
-        samplers.get("Heun")
+    with pytest.raises(GenpixError, match="unknown sampler 'Heun 3'; choose one of: DPM\\+\\+ 2M, DPM\\+\\+ SDE"):
+        samplers.get("Heun 3")
     with pytest.raises(GenpixError, match="unknown parameterisation 'score'; choose one of: eps, v, x0"):
         DiscreteDenoiser(None, AC, "score")
-    with pytest.raises(GenpixError, match="between 1 and the model's 1000 timesteps, got 1001"):
+    with pytest.raises(GenpixError, match="steps must be between 1 and 1000, got 1001"):
         den.sigmas(1001)
-    with pytest.raises(GenpixError, match="at least 1, got 0"):
+    with pytest.raises(GenpixError, match="between 1 and the model's 100 timesteps, got 101"):
+        DiscreteDenoiser(None, AC[::10]).sigmas(101, "DDIM")
+    with pytest.raises(GenpixError, match="steps must be between 1 and 1000, got 0"):
         den.sigmas(0, "karras")
 
 

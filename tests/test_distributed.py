@@ -1,7 +1,10 @@
-"""Training under torchrun: real processes on this CPU with the gloo backend, a tiny VAE at 16 px.
+"""Training under torchrun: real processes on this CPU with the gloo backend, each family at tiny sizes.
 
-One 2-process run and one 1-process run of the same command (tests/ddp_worker.py records the
-weights after every step on every rank) back the checks on weights, files and resume.
+For every family one 2-process run (4 steps; tests/ddp_worker.py records each rank's whole state
+after every step) and one single-process run of the same command (6 steps, in this process) back
+the checks on weights, files and resume. The 2-process run must take the single-process steps to
+float32 rounding: the same global batch split over the ranks, the same per-image noise
+(``Batch.randn``/``rand``), gradients averaged by DDP, batch-norm statistics over the global batch.
 """
 
 import json
@@ -12,63 +15,96 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-TINY = ["--data", "digits", "--image-size", "16", "--limit", "256", "--batch-size", "16",
-        "--latent-dim", "2", "--widths", "8,16", "--quiet", "--device", "cpu", "--checkpoint-every", "2",
-        "--sample-every", "2"]
+COMMON = ["--data", "digits", "--image-size", "16", "--limit", "256", "--batch-size", "16", "--quiet",
+          "--device", "cpu", "--checkpoint-every", "2", "--sample-every", "2"]
+FAMILIES = {
+    "vae": ["--latent-dim", "2", "--widths", "8,16"],
+    # batch norm in G and D, class labels drawn per image, R1's gradient of D (a double backward)
+    "gan": ["--latent-dim", "8", "--width", "8", "--cond", "class", "--stabiliser", "r1",
+            "--diagnostics-every", "1000"],
+    # t, eps and label dropout drawn per image; the EMA copy beside the wrapped U-Net; a constant
+    # LR, as the 4- and 6-step runs' cosine schedules would differ
+    "ddpm": ["--base-channels", "8", "--channel-mult", "1,2", "--attention-levels", "1", "--cond", "class",
+             "--warmup-steps", "0", "--lr-schedule", "constant"],
+}
+PICTURES = {"vae": ("reconstructions", "samples"), "gan": ("samples",), "ddpm": ("samples",)}
+# largest |difference| allowed between weights on 2 processes and on 1 (after 4 steps, and after a
+# 2-process run resumed in one process at 6): float32 rounding of the sums (taken in another order),
+# which Adam's update g / (sqrt(v) + 1e-8) magnifies where a gradient is near 1e-8. Measured: 3e-8
+# (VAE), 2e-7 (GAN), 2.4e-5 and 4.9e-5 (DDPM, whose zero-initialised output layer makes the early
+# gradients tiny; one process on 1 thread against 2 threads differs by 1.7e-5 after 4 steps too)
+ATOL = {"vae": 1e-6, "gan": 1e-6, "ddpm": 2e-4}
+TINY = [*COMMON, *FAMILIES["vae"]]
 WORKER = str(Path(__file__).with_name("ddp_worker.py"))
 ENV = {**os.environ, "GENPIX_THREADS": "1", "OMP_NUM_THREADS": "1"}
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """(2-process run folder, 1-process run folder, observations dir): 4 steps on 2 ranks
-    (checkpoints at 2 and 4) and 6 steps in one process, started side by side."""
-    root = tmp_path_factory.mktemp("ddp")
-    two, one, seen_two, seen_one = root / "two", root / "one", root / "seen-two", root / "seen-one"
-    seen_two.mkdir(), seen_one.mkdir()
+@dataclass
+class Runs:
+    family: str
+    two: Path  # the 2-process run folder (4 steps, checkpoints at 2 and 4)
+    one: Path  # the 1-process run folder (6 steps, checkpoints kept at 4 and 6)
+    seen: dict[int, dict]  # rank -> {"state": (4, N) after each step, "checkpoints": written}
+
+
+@pytest.fixture(scope="module", params=list(FAMILIES))
+def runs(request, tmp_path_factory) -> Runs:
+    from genpix.cli import main
+
+    family = request.param
+    root = tmp_path_factory.mktemp(f"ddp-{family}")
+    two, one, seen = root / "two", root / "one", root / "seen"
+    seen.mkdir()
+    args = ["train", family, *COMMON, *FAMILIES[family]]
     ddp = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                            WORKER, str(seen_two), "train", "vae", *TINY, "--steps", "4", "--out", str(two)],
+                            WORKER, str(seen), *args, "--steps", "4", "--out", str(two)],
                            env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    single = subprocess.run([sys.executable, WORKER, str(seen_one), "train", "vae", *TINY, "--steps", "6",
-                             "--out", str(one)], env=ENV, capture_output=True, text=True, timeout=120)
-    output = ddp.communicate(timeout=120)[0]
+    try:
+        status = main([*args, "--steps", "6", "--out", str(one)])  # meanwhile, here in one process
+        output = ddp.communicate(timeout=180)[0]
+    finally:
+        ddp.kill()
     assert ddp.returncode == 0, output
-    assert single.returncode == 0, single.stderr
-    seen = {"two-0": seen_two / "rank-0.pt", "two-1": seen_two / "rank-1.pt", "one-0": seen_one / "rank-0.pt"}
-    return two, one, {name: torch.load(path) for name, path in seen.items()}
+    assert status == 0
+    return Runs(family, two, one, {rank: torch.load(seen / f"rank-{rank}.pt") for rank in (0, 1)})
+
+
+def assert_close(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], atol: float) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.allclose(a[key].double(), b[key].double(), rtol=0, atol=atol), \
+            f"{key}: max difference {(a[key].double() - b[key].double()).abs().max():.3g}"
 
 
 def test_both_ranks_hold_identical_weights_after_every_step(runs):
-    _, _, seen = runs
-    rank0, rank1 = seen["two-0"]["params"], seen["two-1"]["params"]
+    rank0, rank1 = runs.seen[0]["state"], runs.seen[1]["state"]
     assert rank0.shape[0] == rank1.shape[0] == 4
-    for step in range(4):
+    for step in range(4):  # parameters, EMA copy and batch-norm statistics, bit for bit
         assert torch.equal(rank0[step], rank1[step]), f"ranks differ after step {step + 1}"
     assert not torch.allclose(rank0[0], rank0[3])  # the steps did move the weights
 
 
 def test_two_processes_take_the_single_process_steps(runs):
-    _, _, seen = runs
-    two, one = seen["two-0"]["params"], seen["one-0"]["params"][:4]
-    for step in range(4):  # same global batch, same noise per image: the same step to float32 rounding
-        assert torch.allclose(two[step], one[step], rtol=0, atol=1e-6), f"step {step + 1}"
+    # the same global batch and noise per image: the same weights after 4 steps, to float32 rounding
+    step_4 = "checkpoints/step-00000004/model.safetensors"
+    assert_close(load_file(runs.two / step_4), load_file(runs.one / step_4), ATOL[runs.family])
 
 
 def test_only_rank_0_writes_logs_pictures_and_checkpoints(runs):
-    two, _, seen = runs
-    assert seen["two-0"]["checkpoints"] == 2 and seen["two-1"]["checkpoints"] == 0
+    two = runs.two
+    assert runs.seen[0]["checkpoints"] == 2 and runs.seen[1]["checkpoints"] == 0
     steps = [json.loads(line)["step"] for line in (two / "log.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4]
     assert sorted(p.name for p in (two / "checkpoints").iterdir()) == ["step-00000002", "step-00000004"]
     assert sorted(p.name for p in (two / "samples").iterdir()) == [
-        "reconstructions-00000002.png", "reconstructions-00000004.png", "samples-00000002.png",
-        "samples-00000004.png"]
+        f"{name}-{step:08d}.png" for name in PICTURES[runs.family] for step in (2, 4)]
     config = json.loads((two / "config.json").read_text())
     assert config["distributed"] == {"world_size": 2, "global_batch_size": 16, "batch_size_per_process": 8,
                                      "backend": "gloo"}
@@ -76,19 +112,34 @@ def test_only_rank_0_writes_logs_pictures_and_checkpoints(runs):
 
 
 def test_resume_in_one_process_continues_the_two_process_run(runs, run_cli, tmp_path):
-    two, one, _ = runs
     run = tmp_path / "run"
-    shutil.copytree(two, run)
-    status, out, err = run_cli("train", "vae", "--out", run, "--resume", "--steps", "6", "--quiet",
+    shutil.copytree(runs.two, run)
+    status, out, err = run_cli("train", runs.family, "--out", run, "--resume", "--steps", "6", "--quiet",
                                "--device", "cpu")
     assert status == 0, err
-    resumed, straight = load_file(run / "model.safetensors"), load_file(one / "model.safetensors")
-    assert resumed.keys() == straight.keys()
-    for key in resumed:
-        assert torch.allclose(resumed[key], straight[key], rtol=0, atol=1e-6), key
+    assert_close(load_file(run / "model.safetensors"), load_file(runs.one / "model.safetensors"),
+                 ATOL[runs.family])
     steps = [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4, 5, 6]
     assert json.loads((run / "config.json").read_text())["distributed"]["world_size"] == 1
+
+
+def test_global_batch_norm_keeps_the_tensors_and_is_plain_batch_norm_in_one_process():
+    from genpix.models.gan import Discriminator, GANConfig
+    from genpix.training.sync_batchnorm import GlobalBatchNorm2d, to_global_batchnorm, to_local_batchnorm
+
+    torch.manual_seed(0)
+    d = Discriminator(GANConfig(image_size=16, width=4))
+    before = {k: v.data_ptr() for k, v in d.state_dict().items()}
+    x = torch.randn(6, 1, 16, 16)
+    plain = d(x)
+    to_global_batchnorm(d)
+    assert any(isinstance(m, GlobalBatchNorm2d) for m in d.modules())
+    assert {k: v.data_ptr() for k, v in d.state_dict().items()} == before  # what the optimiser holds
+    torch.testing.assert_close(d(x), plain, rtol=0, atol=1e-6)  # no process group: batch norm as before
+    to_local_batchnorm(d)
+    assert not any(isinstance(m, GlobalBatchNorm2d) for m in d.modules())
+    assert {k: v.data_ptr() for k, v in d.state_dict().items()} == before
 
 
 def test_a_killed_rank_stops_the_whole_job(tmp_path):

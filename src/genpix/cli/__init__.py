@@ -10,7 +10,7 @@ import sys
 import warnings
 
 from genpix import __version__
-from genpix.cli import evaluate, generate, img2img, info, train
+from genpix.cli import bench, evaluate, export, generate, img2img, info, report, serve, train
 from genpix.errors import GenpixError
 
 
@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"genpix {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     commands.required = True
-    for module in (train, generate, img2img, info, evaluate):
+    for module in (train, generate, img2img, info, evaluate, serve, bench, export, report):
         module.register(commands)
     return parser
 

@@ -18,7 +18,8 @@ def register(commands) -> None:
     p.add_argument("--npy", help="also write the images as a uint8 array (N, H, W, C) to this .npy file")
     p.add_argument("--grid", help="also write all images as one grid picture to this file")
     p.add_argument("--steps", type=positive_int, help="sampling steps (diffusion models)")
-    p.add_argument("--sampler", help="sampler name (diffusion models)")
+    p.add_argument("--sampler", help="sampler name, e.g. 'Euler a' or 'DPM++ 2M Karras' (genpix samplers)")
+    add_sampler_options(p)
     p.add_argument("--cfg-scale", type=finite_float, help="classifier-free guidance scale")
     p.add_argument("--prompt", help="text prompt (text-conditioned models)")
     p.add_argument("--negative-prompt", help="negative prompt (text-conditioned models)")
@@ -64,6 +65,15 @@ def register(commands) -> None:
     p.set_defaults(run=run_interpolate)
 
 
+def add_sampler_options(p: argparse.ArgumentParser) -> None:
+    """--schedule, --eta, --s-churn, --s-noise (diffusion models; ranges checked by the samplers)."""
+    p.add_argument("--schedule", help="schedule type: Automatic (the sampler's default), Uniform, Karras, "
+                                      "Exponential, SGM Uniform, Simple, Normal, DDIM, Beta")
+    p.add_argument("--eta", type=finite_float, help="noise of ancestral/SDE samplers and DDIM, 0..1")
+    p.add_argument("--s-churn", type=finite_float, help="Euler/Heun/DPM2 churn (Karras et al.), 0..100")
+    p.add_argument("--s-noise", type=finite_float, help="scale of the samplers' fresh noise, 0..2")
+
+
 def _next_index(folder: Path) -> int:
     numbers = [int(m.group(1)) for f in folder.glob("*.png") if (m := re.fullmatch(r"(\d{5,})", f.stem))]
     return max(numbers, default=-1) + 1
@@ -72,7 +82,8 @@ def _next_index(folder: Path) -> int:
 def generation_options(args: argparse.Namespace, pipe) -> dict:
     """The options the user gave that this pipeline takes; one given that it doesn't -> error."""
     given = {"steps": args.steps, "sampler": args.sampler, "cfg_scale": args.cfg_scale,
-             "prompt": args.prompt, "negative_prompt": args.negative_prompt, "class_name": args.class_name}
+             "prompt": args.prompt, "negative_prompt": args.negative_prompt, "class_name": args.class_name,
+             **{k: getattr(args, k, None) for k in ("schedule", "eta", "s_churn", "s_noise")}}
     given = {k: v for k, v in given.items() if v is not None}
     accepted = getattr(pipe, "parameters", frozenset())
     refused = sorted(k for k in given if k not in accepted)

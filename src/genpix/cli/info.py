@@ -1,4 +1,4 @@
-"""``genpix datasets``, ``models`` and ``reconstruct``."""
+"""``genpix datasets``, ``models``, ``samplers`` and ``reconstruct``."""
 
 from __future__ import annotations
 
@@ -12,6 +12,9 @@ def register(commands) -> None:
     p.set_defaults(run=run_datasets)
     p = commands.add_parser("models", help="list the bundled models")
     p.set_defaults(run=run_models)
+    p = commands.add_parser("samplers", help="list the samplers (--sampler), their aliases, default schedules "
+                                             "and options, and the schedule types (--schedule)")
+    p.set_defaults(run=run_samplers)
     p = commands.add_parser("reconstruct", help="PSNR and SSIM of a VAE's reconstructions of held-out images")
     p.add_argument("model", metavar="MODEL")
     p.add_argument("--data", help="dataset or folder (default: the model's dataset)")
@@ -44,6 +47,19 @@ def run_models(args: argparse.Namespace) -> int:
         data = config.get("data", {})
         print(f"{name:20s} {config['family']:6s} {data.get('spec', '?')} "
               f"{data.get('image_size', '?')}px, trained {config.get('step', '?')} steps")
+    return 0
+
+
+def run_samplers(args: argparse.Namespace) -> int:
+    from genpix.diffusion import samplers, schedules
+
+    print(f"{'SAMPLER':19s} {'DEFAULT SCHEDULE':17s} {'OPTIONS':34s} ALIASES")
+    for entry in samplers.SAMPLER_INFO.values():
+        print(f"{entry.name:19s} {schedules.SCHEDULE_LABELS[entry.default_schedule]:17s} "
+              f"{', '.join(entry.options) or '-':34s} {', '.join(entry.aliases)}")
+    print(f"\nschedule types: {', '.join(schedules.SCHEDULE_LABELS.values())} "
+          f"(Automatic: the sampler's default)")
+    print("a schedule type may follow a sampler name, as in sd-webui before 1.9: 'DPM++ 2M Karras'")
     return 0
 
 

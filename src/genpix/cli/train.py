@@ -236,6 +236,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     from genpix.data import DataError, load_dataset
     from genpix.device import set_cpu_threads
+    from genpix.io.checkpoint import read_config
     from genpix.training import distributed
     from genpix.training.trainer import TrainConfig, Trainer
 
@@ -248,7 +249,10 @@ def run_train(args: argparse.Namespace) -> int:
     if args.resume:
         config_path = out / "config.json"
         need(config_path.is_file(), f"--resume: {out} holds no run to resume (no config.json)")
-        previous = json.loads(config_path.read_text())
+        previous = read_config(config_path)
+        need(previous["family"] == family.name,
+             f"--resume: {out} holds a {previous['family']} run, not {family.name}; resume it with "
+             f"`genpix train {previous['family']} --out {out} --resume`")
     file_config = _read_json(args.config) if args.config else {}
 
     data_info = previous.get("data", {})

@@ -92,16 +92,16 @@ class DDPMConfig:
                                             max_signal_rate=self.max_signal_rate, time_scale=self.timesteps)
         return DiscreteDenoiser(network, self.alphas_cumprod(), self.prediction)
 
-    def noise_levels(self, batch: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Random training noise levels: (network time t (B,), alpha (B,), sigma_vp (B,)), with
-        x_t = alpha x0 + sigma_vp eps. Discrete: t ~ U{0..T-1} (Ho et al. 2020, Algorithm 1);
-        continuous: diffusion time ~ U(0, 1) (seed 000's call())."""
+    def noise_levels(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Training noise levels from uniform draws ``u`` in [0, 1), one per image (B,) (e.g.
+        ``batch.rand()``): (network time t (B,), alpha (B,), sigma_vp (B,)), with
+        x_t = alpha x0 + sigma_vp eps. Discrete: t = floor(u T) ~ U{0..T-1} (Ho et al. 2020,
+        Algorithm 1); continuous: diffusion time u ~ U(0, 1) (seed 000's call())."""
         if self.continuous:
-            times = torch.rand(batch, device=device)
-            noise, signal = schedules.signal_cosine(times, self.min_signal_rate, self.max_signal_rate)
-            return times * self.timesteps, signal, noise
-        t = torch.randint(0, self.timesteps, (batch,), device=device)
-        alpha_bar = self.alphas_cumprod().to(device)[t]
+            noise, signal = schedules.signal_cosine(u, self.min_signal_rate, self.max_signal_rate)
+            return u * self.timesteps, signal, noise
+        t = (u * self.timesteps).long().clamp_max(self.timesteps - 1)
+        alpha_bar = self.alphas_cumprod().to(u.device)[t]
         return t.float(), alpha_bar.sqrt(), (1 - alpha_bar).sqrt()
 
 

@@ -16,6 +16,7 @@ diffusion time in [0, 1] scaled by ``time_scale``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -27,6 +28,7 @@ from genpix.errors import GenpixError
 Prediction = Literal["eps", "v", "x0"]
 PREDICTIONS: tuple[str, ...] = ("eps", "v", "x0")
 Network = Callable[..., torch.Tensor]  # (x_t (B, C, H, W), t (B,), **cond) -> (B, C, H, W)
+MAX_STEPS = 1000  # the most sampling steps any schedule gives
 
 
 def check_prediction(prediction: str) -> None:
@@ -86,15 +88,23 @@ class Denoiser:
         return c_skip * x + c_out * out.to(x.dtype)
 
     def sigmas(self, steps: int, schedule: str = "uniform") -> torch.Tensor:
-        """``steps`` + 1 descending sigmas, the last 0 (float32, CPU)."""
-        schedules._choose(schedule, "sigma schedule", schedules.SIGMA_SCHEDULES)
-        if steps < 1:
-            raise GenpixError(f"steps must be at least 1, got {steps}")
-        if schedule == "karras":
+        """``steps`` + 1 descending sigmas, the last 0 (float32, CPU), for a schedule type given by
+        key or sd-webui label in any case (schedules.SCHEDULE_LABELS); "Automatic" here, with no
+        sampler to ask, is uniform (samplers.resolve picks a sampler's own default)."""
+        key = schedules.schedule_key(schedule)
+        if not 1 <= steps <= MAX_STEPS:
+            raise GenpixError(f"steps must be between 1 and {MAX_STEPS}, got {steps}")
+        if key == "karras":
             return schedules.sigmas_karras(steps, self.sigma_min, self.sigma_max)
-        if schedule == "exponential":
+        if key == "exponential":
             return schedules.sigmas_exponential(steps, self.sigma_min, self.sigma_max)
-        return self._spaced_sigmas(steps, schedule)
+        if key == "beta":
+            return schedules.sigmas_beta(steps, self.sigma_min, self.sigma_max)
+        if key == "simple":
+            return schedules.sigmas_simple(steps, self.table)
+        return self._spaced_sigmas(steps, "uniform" if key == "automatic" else key)
+
+    table: torch.Tensor  # (T,) ascending sigmas of the training timesteps
 
     def _spaced_sigmas(self, steps: int, spacing: str) -> torch.Tensor:
         raise NotImplementedError
@@ -136,7 +146,7 @@ class DiscreteDenoiser(Denoiser):
         return schedules.append_zero(self.t_to_sigma(torch.as_tensor(timesteps)))
 
     def _spaced_sigmas(self, steps: int, spacing: str) -> torch.Tensor:
-        return self.sigmas_at(schedules.discrete_timesteps(steps, self.timesteps, spacing))
+        return self.sigmas_at(schedules.spaced_timesteps(steps, self.timesteps, spacing))
 
 
 class DiscreteEpsDenoiser(DiscreteDenoiser):
@@ -168,9 +178,17 @@ class ContinuousCosineDenoiser(Denoiser):
     def sigma_to_t(self, sigma: torch.Tensor) -> torch.Tensor:
         return schedules.signal_cosine_time(sigma.float(), **self.rates).to(sigma.dtype) * self.time_scale
 
+    @property
+    def table(self) -> torch.Tensor:
+        """Sigmas at ``time_scale`` evenly spaced times in [0, 1], ascending, standing in for a
+        discrete model's training sigmas (for the "simple" schedule)."""
+        times = torch.linspace(0, 1, max(2, int(self.time_scale)), dtype=torch.float64)
+        return schedules.signal_cosine_sigma(times, **self.rates).float()
+
     def _spaced_sigmas(self, steps: int, spacing: str) -> torch.Tensor:
-        """Evenly spaced diffusion times 1, 1 - 1/n, ..., 1/n as the seed's generate() walks them
-        ("leading"/"trailing" are the same here), then 0."""
+        """Evenly spaced diffusion times 1, 1 - 1/n, ..., 1/n as the seed's generate() walks them,
+        then 0; every timestep spacing (uniform, normal, sgm_uniform, ddim, leading, trailing) is
+        this one for a continuous-time model."""
         times = torch.linspace(1, 0, steps + 1, dtype=torch.float64)[:-1]
         return schedules.append_zero(schedules.signal_cosine_sigma(times, **self.rates)).float()
 
@@ -179,22 +197,63 @@ class CFGDenoiser:
     """Classifier-free guidance (Ho and Salimans 2022, eq. 6) as a denoiser:
     D = D(x | uncond) + scale (D(x | cond) - D(x | uncond)), both in one batch [uncond, cond].
 
-    ``cond`` and ``uncond`` map keyword names to tensors with the batch dimension first.
-    Guiding the x0 estimates equals guiding eps for any one sigma (D is affine in the output).
+    ``cond`` and ``uncond`` map keyword names to tensors with the batch dimension first. ``uncond``
+    is whatever the guidance pushes away from: the null condition (empty prompt, null class) or a
+    negative condition (a negative prompt's embedding, another class); nothing else changes.
+    Guiding the x0 estimates equals guiding the network outputs for any one sigma (D is affine in
+    the output).
+
+    guidance_rescale = phi in [0, 1] (Lin et al. 2023, "Common Diffusion Noise Schedules and Sample
+    Steps are Flawed", eq. 15-16): the guided network output F_cfg is rescaled to the standard
+    deviation of the conditional one, F_rescaled = F_cfg std(F_cond) / std(F_cfg) (per image), and
+    blended, F = phi F_rescaled + (1 - phi) F_cfg; done on the wrapped denoiser's own
+    parameterisation (eps or v), as diffusers' rescale_noise_cfg does on its noise prediction.
+
+    cutoff_sigma: at sigma <= cutoff_sigma only the conditional pass runs (half the work), e.g.
+    :func:`guidance_cutoff_sigma` (sigmas, 0.6) to guide only the first 60% of the steps.
     """
 
-    def __init__(self, denoiser: Denoiser, cond: dict[str, torch.Tensor],
-                 uncond: dict[str, torch.Tensor], scale: float) -> None:
+    def __init__(self, denoiser: Denoiser, cond: dict[str, torch.Tensor], uncond: dict[str, torch.Tensor],
+                 scale: float, *, guidance_rescale: float = 0.0, cutoff_sigma: float = 0.0) -> None:
         if set(cond) != set(uncond):
             raise GenpixError("classifier-free guidance needs the same condition keys for cond and uncond")
+        if not 0 <= guidance_rescale <= 1:
+            raise GenpixError(f"guidance_rescale must be between 0 and 1, got {guidance_rescale}")
+        if not cutoff_sigma >= 0:
+            raise GenpixError(f"cutoff_sigma must be at least 0, got {cutoff_sigma}")
         self.denoiser, self.cond, self.uncond, self.scale = denoiser, cond, uncond, float(scale)
+        self.guidance_rescale, self.cutoff_sigma = float(guidance_rescale), float(cutoff_sigma)
         self.sigma_min, self.sigma_max = denoiser.sigma_min, denoiser.sigma_max
         self.sigmas = denoiser.sigmas
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor, **extra: Any) -> torch.Tensor:
         b = x.shape[0]
         sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).expand(b)
+        if bool((sigma <= self.cutoff_sigma).all()):
+            return self.denoiser(x, sigma, **self.cond, **extra)
         joined = {k: torch.cat([self.uncond[k], self.cond[k]]) for k in self.cond}
         both = self.denoiser(torch.cat([x, x]), torch.cat([sigma, sigma]), **joined, **extra)
         uncond, cond = both[:b], both[b:]
-        return uncond + self.scale * (cond - uncond)
+        guided = uncond + self.scale * (cond - uncond)
+        if self.guidance_rescale == 0:
+            return guided
+        return self._rescale(x, sigma, cond, guided)
+
+    def _rescale(self, x: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor,
+                 guided: torch.Tensor) -> torch.Tensor:
+        """Lin et al. (2023) eq. 15-16 on the network outputs F = (D - c_skip x) / c_out."""
+        c_skip, c_out, _ = (append_dims(c, x.ndim) for c in self.denoiser.get_scalings(sigma))
+        out_cond, out_cfg = (cond - c_skip * x) / c_out, (guided - c_skip * x) / c_out
+        dims = list(range(1, x.ndim))
+        rescaled = out_cfg * (out_cond.std(dim=dims, keepdim=True) / out_cfg.std(dim=dims, keepdim=True))  # eq. 15
+        out = self.guidance_rescale * rescaled + (1 - self.guidance_rescale) * out_cfg  # eq. 16
+        return c_skip * x + c_out * out
+
+
+def guidance_cutoff_sigma(sigmas: torch.Tensor, fraction: float) -> float:
+    """The cutoff_sigma that keeps guidance on the first ``fraction`` of the steps of ``sigmas``:
+    steps i < ceil(fraction * steps) run both passes, later ones only the conditional one."""
+    if not 0 <= fraction <= 1:
+        raise GenpixError(f"guidance cut-off fraction must be between 0 and 1, got {fraction}")
+    steps = len(sigmas) - 1
+    return float(sigmas[math.ceil(fraction * steps - 1e-9)])

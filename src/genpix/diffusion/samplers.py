@@ -1,11 +1,17 @@
-"""Sampling loops as pure functions in the sigma form x = x0 + sigma eps (k-diffusion's contract).
+"""Sampling loops as pure functions in the sigma form x = x0 + sigma eps (k-diffusion's contract),
+and their registry under sd-webui's names.
 
 Every sampler has the signature ``sample_x(denoiser, x, sigmas, *, generator=None, callback=None,
 **options) -> Tensor``: ``denoiser(x, sigma, **cond) -> x0``; ``x`` (B, C, H, W) is the start at
-``sigmas[0]``; ``sigmas`` descend to 0; ``generator`` is a torch.Generator or a list of one per
-image (so an image never depends on its batch); ``callback`` gets a dict (i, x, sigma, sigma_next,
-denoised) after each step. Samplers keep nothing between calls. Look them up by sd-webui name
-with :func:`get`.
+``sigmas[0]``; ``sigmas`` descend, normally to 0; ``generator`` is a torch.Generator or a list of
+one per image (so an image never depends on its batch); ``callback`` gets a dict (i, x, sigma,
+sigma_next, denoised) after each step. Samplers keep nothing between calls. Look them up by
+sd-webui name with :func:`get`, or resolve a name with its schedule with :func:`resolve`
+("DPM++ 2M Karras" -> DPM++ 2M on the Karras schedule).
+
+The loops live by family: :mod:`samplers_karras` (Euler, Euler a, Heun, DPM2, DPM2 a, LMS),
+:mod:`samplers_dpmpp` (DPM-Solver++), :mod:`samplers_timestep` (DDIM, DDPM, PLMS, UniPC, LCM);
+their shared steps in :mod:`sampler_steps`.
 
 Starting point: for a variance-preserving model, pure noise x_T ~ N(0, I) is
 ``x = noise * sqrt(sigmas[0]**2 + 1)`` in the sigma form (what diffusers' DDIM and DDPM loops
@@ -14,140 +20,134 @@ start from); k-diffusion's ``noise * sigmas[0]`` differs from it by a factor sqr
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from genpix.diffusion import schedules
+from genpix.diffusion.sampler_steps import GeneratorArg, ancestral_step, randn_like
+from genpix.diffusion.samplers_dpmpp import (sample_dpmpp_2m, sample_dpmpp_2m_sde, sample_dpmpp_2s_ancestral,
+                                            sample_dpmpp_3m_sde, sample_dpmpp_sde)
+from genpix.diffusion.samplers_karras import (sample_dpm_2, sample_dpm_2_ancestral, sample_euler,
+                                             sample_euler_ancestral, sample_heun, sample_lms)
+from genpix.diffusion.samplers_timestep import (sample_ddim, sample_ddpm, sample_lcm, sample_plms,
+                                               sample_unipc)
 from genpix.errors import GenpixError
 
 Sampler = Callable[..., torch.Tensor]
-GeneratorArg = torch.Generator | Sequence[torch.Generator] | None
+MAX_STEPS = 1000
+
+__all__ = ["MAX_STEPS", "SAMPLERS", "SAMPLER_INFO", "SamplerInfo", "ancestral_step", "check_steps", "get",
+           "names", "randn_like", "resolve", "sample"]
 
 
-def randn_like(x: torch.Tensor, generator: GeneratorArg = None) -> torch.Tensor:
-    """N(0, I) shaped like x, drawn on each generator's device; with a list, row i from generator i."""
-    if generator is None:
-        return torch.randn_like(x)
-    if isinstance(generator, torch.Generator):
-        return torch.randn(x.shape, generator=generator, device=generator.device, dtype=x.dtype).to(x.device)
-    if len(generator) != x.shape[0]:
-        raise GenpixError(f"got {len(generator)} generators for a batch of {x.shape[0]}")
-    return torch.stack([torch.randn(x.shape[1:], generator=g, device=g.device, dtype=x.dtype)
-                        for g in generator]).to(x.device)
+@dataclass(frozen=True)
+class SamplerInfo:
+    """One registry entry: sd-webui's label, the function, its aliases (k-diffusion / sd-webui
+    style), the schedule "Automatic" stands for, the keyword options it takes, and fixed ones."""
+
+    name: str
+    function: Sampler
+    aliases: tuple[str, ...]
+    default_schedule: str
+    options: tuple[str, ...] = ()
+    fixed: tuple[tuple[str, Any], ...] = ()
+
+    def __call__(self, denoiser, x, sigmas, **kwargs: Any) -> torch.Tensor:
+        return self.function(denoiser, x, sigmas, **dict(self.fixed), **kwargs)
 
 
-def ancestral_step(sigma: float, sigma_next: float, eta: float = 1.0) -> tuple[float, float]:
-    """(sigma_down, sigma_up): a step from sigma to sigma_next split into a deterministic move to
-    sigma_down and fresh noise of std sigma_up, sigma_down^2 + sigma_up^2 = sigma_next^2.
-
-    sigma_up = eta sqrt(sigma_next^2 (sigma^2 - sigma_next^2) / sigma^2) is DDIM's sigma_t(eta)
-    (Song et al. 2020, eq. 16) divided by sqrt(alpha_bar_prev); eta = 1 gives the DDPM posterior
-    variance beta~_t (Ho et al. 2020, eq. 7), eta = 0 the deterministic DDIM.
-    """
-    if sigma_next == 0 or eta == 0:
-        return sigma_next, 0.0
-    sigma_up = min(sigma_next, eta * (sigma_next**2 * (sigma**2 - sigma_next**2) / sigma**2) ** 0.5)
-    return (sigma_next**2 - sigma_up**2) ** 0.5, sigma_up
-
-
-def _check(x: torch.Tensor, sigmas: torch.Tensor) -> None:
-    if sigmas.ndim != 1 or len(sigmas) < 2:
-        raise GenpixError(f"sigmas must be 1-D with at least 2 entries, got shape {tuple(sigmas.shape)}")
-    if x.ndim != 4:
-        raise GenpixError(f"x must be (B, C, H, W), got shape {tuple(x.shape)}")
-
-
-def _ancestral_loop(denoiser, x, sigmas, generator, callback, eta: float) -> torch.Tensor:
-    """x <- x0 + sigma_down eps_hat + sigma_up z per step, eps_hat = (x - x0) / sigma."""
-    _check(x, sigmas)
-    for i in range(len(sigmas) - 1):
-        sigma, sigma_next = sigmas[i].item(), sigmas[i + 1].item()
-        denoised = denoiser(x, sigmas[i].to(x.device))
-        sigma_down, sigma_up = ancestral_step(sigma, sigma_next, eta)
-        x = denoised + (x - denoised) * (sigma_down / sigma)
-        if sigma_up > 0:
-            x = x + randn_like(x, generator) * sigma_up
-        if callback is not None:
-            callback({"i": i, "x": x, "sigma": sigma, "sigma_next": sigma_next, "denoised": denoised})
-    return x
-
-
-@torch.no_grad()
-def sample_ddim(denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, generator: GeneratorArg = None,
-                callback: Callable[[dict[str, Any]], None] | None = None, eta: float = 0.0) -> torch.Tensor:
-    """DDIM (Song et al. 2020, eq. 12) over the strided sigmas; eta = 0 is deterministic.
-
-    In the sigma form eq. 12 reads x_next = x0_hat + sigma_down eps_hat + sigma_up z (see
-    :func:`ancestral_step`); with eta = 0 it is Euler's method on the probability-flow ODE.
-    """
-    if not 0 <= eta <= 1:
-        raise GenpixError(f"eta must be between 0 and 1, got {eta}")
-    return _ancestral_loop(denoiser, x, sigmas, generator, callback, eta)
-
-
-@torch.no_grad()
-def sample_ddpm(denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, generator: GeneratorArg = None,
-                callback: Callable[[dict[str, Any]], None] | None = None) -> torch.Tensor:
-    """Ancestral sampling, Algorithm 2 of Ho et al. (2020): x_{t-1} = mu~(x_t, x0_hat) + sigma_t z
-    with the posterior variance sigma_t^2 = beta~_t (eq. 7; diffusers' "fixed_small"), over any
-    subsequence of timesteps (beta_t = 1 - alpha_bar_t / alpha_bar_prev); no noise on the last step.
-    This is DDIM with eta = 1 (Song et al. 2020, sec. 4.1)."""
-    return _ancestral_loop(denoiser, x, sigmas, generator, callback, 1.0)
-
-
-@torch.no_grad()
-def sample_euler_ancestral(denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
-                           generator: GeneratorArg = None,
-                           callback: Callable[[dict[str, Any]], None] | None = None,
-                           eta: float = 1.0) -> torch.Tensor:
-    """Euler ancestral (k-diffusion's sample_euler_ancestral, sd-webui "Euler a"): an Euler step
-    down to sigma_down, then noise of std sigma_up; the same update as DDIM with this eta."""
-    return _ancestral_loop(denoiser, x, sigmas, generator, callback, eta)
-
-
-@torch.no_grad()
-def sample_euler(denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, generator: GeneratorArg = None,
-                 callback: Callable[[dict[str, Any]], None] | None = None) -> torch.Tensor:
-    """Euler's method on dx/dsigma = (x - D(x, sigma)) / sigma (Karras et al. 2022, Algorithm 2
-    without churn)."""
-    _check(x, sigmas)
-    for i in range(len(sigmas) - 1):
-        denoised = denoiser(x, sigmas[i].to(x.device))
-        d = (x - denoised) / sigmas[i].item()
-        x = x + d * (sigmas[i + 1] - sigmas[i]).item()
-        if callback is not None:
-            callback({"i": i, "x": x, "sigma": sigmas[i].item(), "sigma_next": sigmas[i + 1].item(),
-                      "denoised": denoised})
-    return x
-
-
-SAMPLERS: dict[str, Sampler] = {
-    "Euler": sample_euler,
-    "Euler a": sample_euler_ancestral,
-    "DDIM": sample_ddim,
-    "DDPM": sample_ddpm,
-}
+CHURN = ("s_churn", "s_tmin", "s_tmax", "s_noise")
+ETA = ("eta", "s_noise")
+# sd-webui's list (modules/sd_samplers_kdiffusion.py, sd_samplers_timesteps.py, sd_samplers_lcm.py)
+# with its default schedules; DDPM is genpix's addition (Ho et al. 2020).
+_ENTRIES = (
+    SamplerInfo("DPM++ 2M", sample_dpmpp_2m, ("k_dpmpp_2m",), "karras"),
+    SamplerInfo("DPM++ SDE", sample_dpmpp_sde, ("k_dpmpp_sde",), "karras", (*ETA, "r")),
+    SamplerInfo("DPM++ 2M SDE", sample_dpmpp_2m_sde, ("k_dpmpp_2m_sde",), "exponential", ETA),
+    SamplerInfo("DPM++ 2M SDE Heun", sample_dpmpp_2m_sde, ("k_dpmpp_2m_sde_heun",), "exponential", ETA,
+                (("solver_type", "heun"),)),
+    SamplerInfo("DPM++ 2S a", sample_dpmpp_2s_ancestral, ("k_dpmpp_2s_a",), "karras", ETA),
+    SamplerInfo("DPM++ 3M SDE", sample_dpmpp_3m_sde, ("k_dpmpp_3m_sde",), "exponential", ETA),
+    SamplerInfo("Euler a", sample_euler_ancestral, ("k_euler_a", "k_euler_ancestral"), "uniform", ETA),
+    SamplerInfo("Euler", sample_euler, ("k_euler",), "uniform", CHURN),
+    SamplerInfo("LMS", sample_lms, ("k_lms",), "uniform", ("order",)),
+    SamplerInfo("Heun", sample_heun, ("k_heun",), "uniform", CHURN),
+    SamplerInfo("DPM2", sample_dpm_2, ("k_dpm_2",), "karras", CHURN),
+    SamplerInfo("DPM2 a", sample_dpm_2_ancestral, ("k_dpm_2_a",), "karras", ETA),
+    SamplerInfo("DDIM", sample_ddim, ("ddim",), "ddim", ("eta",)),
+    SamplerInfo("PLMS", sample_plms, ("plms",), "ddim"),
+    SamplerInfo("UniPC", sample_unipc, ("unipc",), "uniform", ("order", "variant", "lower_order_final")),
+    SamplerInfo("LCM", sample_lcm, ("k_lcm",), "uniform"),
+    SamplerInfo("DDPM", sample_ddpm, ("ddpm",), "uniform"),
+)
+SAMPLER_INFO: dict[str, SamplerInfo] = {entry.name: entry for entry in _ENTRIES}
+SAMPLERS: dict[str, Sampler] = {entry.name: entry for entry in _ENTRIES}  # name -> callable sampler
+_BY_LOWER: dict[str, str] = {k.lower(): entry.name for entry in _ENTRIES for k in (entry.name, *entry.aliases)}
 
 
 def names() -> list[str]:
     return list(SAMPLERS)
 
 
-def get(name: str) -> Sampler:
-    """The sampler registered under sd-webui's ``name``; an unknown name lists the known ones."""
-    try:
-        return SAMPLERS[name]
-    except KeyError:
-        raise GenpixError(f"unknown sampler {name!r}; choose one of: {', '.join(SAMPLERS)}") from None
+def _unknown(name: str) -> GenpixError:
+    return GenpixError(f"unknown sampler {name!r}; choose one of: {', '.join(SAMPLERS)} "
+                       f"(optionally followed by a schedule type, e.g. 'DPM++ 2M Karras')")
 
 
-def sample(denoiser, noise: torch.Tensor, steps: int, sampler: str = "DDIM", *, schedule: str = "uniform",
+def resolve(name: str, schedule: str | None = None) -> tuple[SamplerInfo, str]:
+    """(sampler, schedule key) from an sd-webui sampler name, label or alias (case-insensitive),
+    possibly with a schedule label appended as in sd-webui before 1.9 ("DPM++ 2M Karras",
+    "DPM++ 2M SDE Exponential"), and an optional schedule type; "Automatic" (or None) becomes the
+    sampler's default schedule. Unknown names are errors listing the choices, never a substitute."""
+    key = str(name).strip().lower()
+    suffix = None
+    if key not in _BY_LOWER:
+        for label in sorted(schedules.schedule_labels(), key=len, reverse=True):
+            stem = key[: -len(label)].rstrip() if key.endswith(" " + label.lower()) else None
+            if stem and stem in _BY_LOWER:
+                key, suffix = stem, schedules.schedule_key(label)
+                break
+        else:
+            raise _unknown(name)
+    entry = SAMPLER_INFO[_BY_LOWER[key]]
+    chosen = "automatic" if schedule is None else schedules.schedule_key(schedule)
+    if suffix is not None and chosen not in ("automatic", suffix):
+        raise GenpixError(f"sampler {name!r} names the {suffix} schedule but schedule {schedule!r} was given")
+    chosen = suffix or chosen
+    return entry, entry.default_schedule if chosen == "automatic" else chosen
+
+
+def get(name: str) -> SamplerInfo:
+    """The sampler registered under sd-webui's ``name`` (or an alias, or a legacy name with a
+    schedule suffix, whose schedule this drops: use :func:`resolve` to keep it)."""
+    return resolve(name)[0]
+
+
+def check_steps(steps: int) -> None:
+    if not 1 <= steps <= MAX_STEPS:
+        raise GenpixError(f"steps must be between 1 and {MAX_STEPS}, got {steps}")
+
+
+def check_options(entry: SamplerInfo, options: dict[str, Any]) -> None:
+    """An option the sampler does not take is an error naming the ones it does."""
+    extra = sorted(set(options) - set(entry.options))
+    if extra:
+        takes = ", ".join(entry.options) or "no options"
+        raise GenpixError(f"sampler {entry.name!r} takes no {', '.join(extra)}; it takes: {takes}")
+
+
+def sample(denoiser, noise: torch.Tensor, steps: int, sampler: str = "DDIM", *, schedule: str | None = None,
            generator: GeneratorArg = None, callback: Callable[[dict[str, Any]], None] | None = None,
            **options: Any) -> torch.Tensor:
-    """The whole loop for a variance-preserving model: sigmas = denoiser.sigmas(steps, schedule),
-    x = noise sqrt(sigmas[0]^2 + 1) (pure noise x_T), then the named sampler -> x0 (B, C, H, W)."""
-    fn = get(sampler)
-    sigmas = denoiser.sigmas(steps, schedule)
+    """The whole loop for a variance-preserving model: sigmas = denoiser.sigmas(steps, schedule)
+    (schedule None or "Automatic": the sampler's default), x = noise sqrt(sigmas[0]^2 + 1)
+    (pure noise x_T), then the named sampler -> x0 (B, C, H, W)."""
+    entry, schedule_key = resolve(sampler, schedule)
+    check_steps(steps)
+    check_options(entry, options)
+    sigmas = denoiser.sigmas(steps, schedule_key)
     x = noise * (sigmas[0].item() ** 2 + 1) ** 0.5
-    return fn(denoiser, x, sigmas, generator=generator, callback=callback, **options)
+    return entry(denoiser, x, sigmas, generator=generator, callback=callback, **options)

@@ -17,19 +17,43 @@ from __future__ import annotations
 import math
 from typing import Literal
 
+import numpy as np
 import torch
 
 from genpix.errors import GenpixError
 
 BetaSchedule = Literal["linear", "scaled_linear", "cosine"]
 BETA_SCHEDULES: tuple[str, ...] = ("linear", "scaled_linear", "cosine")
-SigmaSchedule = Literal["uniform", "leading", "trailing", "karras", "exponential"]
-SIGMA_SCHEDULES: tuple[str, ...] = ("uniform", "leading", "trailing", "karras", "exponential")
+# Schedule types: sd-webui's (modules/sd_schedulers.py, key -> label) and diffusers' two other
+# timestep spacings. "automatic" means the sampler's default (genpix.diffusion.samplers.resolve).
+SCHEDULE_LABELS: dict[str, str] = {
+    "automatic": "Automatic", "uniform": "Uniform", "karras": "Karras", "exponential": "Exponential",
+    "sgm_uniform": "SGM Uniform", "simple": "Simple", "normal": "Normal", "ddim": "DDIM", "beta": "Beta",
+    "leading": "Leading", "trailing": "Trailing"}
+SigmaSchedule = Literal["uniform", "karras", "exponential", "sgm_uniform", "simple", "normal", "ddim", "beta",
+                        "leading", "trailing"]
+SIGMA_SCHEDULES: tuple[str, ...] = tuple(k for k in SCHEDULE_LABELS if k != "automatic")
 
 
 def _choose(kind: str, what: str, allowed: tuple[str, ...]) -> None:
     if kind not in allowed:
         raise GenpixError(f"unknown {what} {kind!r}; choose one of: {', '.join(allowed)}")
+
+
+def schedule_key(name: str) -> str:
+    """The key of a schedule type given by key or sd-webui label, any case ("SGM Uniform",
+    "sgm_uniform", "karras" -> "sgm_uniform", "sgm_uniform", "karras"); unknown names list both."""
+    wanted = str(name).strip().lower()
+    for key, label in SCHEDULE_LABELS.items():
+        if wanted in (key, label.lower()):
+            return key
+    raise GenpixError(f"unknown schedule type {name!r}; choose one of: "
+                      f"{', '.join(SCHEDULE_LABELS.values())} (or the keys {', '.join(SCHEDULE_LABELS)})")
+
+
+def schedule_labels() -> list[str]:
+    """Every spelling :func:`schedule_key` accepts (labels and keys)."""
+    return sorted({*SCHEDULE_LABELS, *SCHEDULE_LABELS.values()})
 
 
 # --- discrete betas (training) ------------------------------------------------------------------
@@ -136,3 +160,80 @@ def discrete_timesteps(n: int, timesteps: int, spacing: str = "uniform") -> torc
     if spacing == "leading":
         return (torch.arange(n, dtype=torch.float64) * (timesteps // n)).flip(0)
     return (torch.arange(timesteps, 0, -timesteps / n, dtype=torch.float64).round() - 1)[:n]
+
+
+def spaced_timesteps(n: int, timesteps: int, spacing: str) -> torch.Tensor:
+    """n training timesteps (float64, descending) of a discrete model for the schedule types that
+    pick timesteps: :func:`discrete_timesteps` plus sd-webui's
+
+    normal: linspace(T - 1, 0, n), the same as uniform for a discrete model (sd_schedulers.py);
+    sgm_uniform: linspace(T - 1, 0, n + 1) without its last entry (SGM's discretisation);
+    ddim: (T // n) * [n - 1, ..., 0] + 1, the CompVis DDIM timesteps with SD's steps_offset 1
+    (the offset is dropped only where it would pass T - 1, so there are always n of them).
+    """
+    if spacing == "normal":
+        spacing = "uniform"
+    if spacing not in ("sgm_uniform", "ddim"):
+        return discrete_timesteps(n, timesteps, spacing)
+    if not 1 <= n <= timesteps:
+        raise GenpixError(f"steps must be between 1 and the model's {timesteps} timesteps, got {n}")
+    if spacing == "sgm_uniform":
+        return torch.linspace(timesteps - 1, 0, n + 1, dtype=torch.float64)[:-1]
+    stride = timesteps // n
+    offset = min(1, timesteps - 1 - (n - 1) * stride)
+    return (torch.arange(n, dtype=torch.float64) * stride + offset).flip(0)
+
+
+def sigmas_simple(n: int, table: torch.Tensor) -> torch.Tensor:
+    """sd-webui's "Simple": every (T / n)-th entry of the ascending table of T training sigmas,
+    walked from the top, then 0."""
+    if not 1 <= n <= len(table):
+        raise GenpixError(f"steps must be between 1 and the model's {len(table)} timesteps, got {n}")
+    picks = [len(table) - 1 - int(i * len(table) / n) for i in range(n)]
+    return append_zero(table[picks].float())
+
+
+def _betainc(a: float, b: float, x: np.ndarray, iterations: int = 200) -> np.ndarray:
+    """Regularised incomplete beta I_x(a, b) for x in (0, 1), by its continued fraction (modified
+    Lentz; Numerical Recipes, sec. 6.4), using I_x(a, b) = 1 - I_{1-x}(b, a) where it converges
+    slowly."""
+    swap = x > (a + 1) / (a + b + 2)
+    aa, bb, xx = np.where(swap, b, a), np.where(swap, a, b), np.where(swap, 1 - x, x)
+    log_beta = math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b)
+    front = np.exp(aa * np.log(xx) + bb * np.log1p(-xx) - log_beta) / aa
+
+    def guard(v: np.ndarray) -> np.ndarray:
+        return np.where(np.abs(v) < 1e-300, 1e-300, v)
+
+    c, d = np.ones_like(xx), 1 / guard(1 - (aa + bb) * xx / (aa + 1))
+    h = d.copy()
+    for m in range(1, iterations + 1):
+        for num in (m * (bb - m) * xx / ((aa + 2 * m - 1) * (aa + 2 * m)),
+                    -(aa + m) * (aa + bb + m) * xx / ((aa + 2 * m) * (aa + 2 * m + 1))):
+            d, c = 1 / guard(1 + num * d), guard(1 + num / c)
+            h = h * d * c
+        if np.all(np.abs(d * c - 1) < 1e-15):
+            break
+    out = front * h
+    return np.where(swap, 1 - out, out)
+
+
+def beta_ppf(q: np.ndarray, a: float, b: float) -> np.ndarray:
+    """Quantiles of the Beta(a, b) distribution (float64), by bisection on :func:`_betainc`."""
+    q = np.asarray(q, dtype=np.float64)
+    lo, hi = np.zeros_like(q), np.ones_like(q)
+    with np.errstate(divide="ignore"):  # log(0) -> -inf -> I = 0 or 1 at the very ends
+        for _ in range(60):
+            mid = (lo + hi) / 2
+            below = _betainc(a, b, mid) < q
+            lo, hi = np.where(below, mid, lo), np.where(below, hi, mid)
+    return np.where(q <= 0, 0.0, np.where(q >= 1, 1.0, (lo + hi) / 2))
+
+
+def sigmas_beta(n: int, sigma_min: float, sigma_max: float, alpha: float = 0.6, beta: float = 0.6) -> torch.Tensor:
+    """n sigmas sigma_min + F^-1(1 - i/(n-1)) (sigma_max - sigma_min), F the Beta(alpha, beta) CDF,
+    then 0 (Lee et al. 2024, "Beta Sampling is All You Need"; sd-webui's and diffusers' 0.6, 0.6)."""
+    if n == 1:
+        return append_zero(torch.tensor([sigma_max]))
+    quantiles = beta_ppf(1 - np.linspace(0, 1, n), alpha, beta)
+    return append_zero(torch.from_numpy(sigma_min + quantiles * (sigma_max - sigma_min)).float())

@@ -34,6 +34,6 @@ def class_stats(fake_probs: torch.Tensor, real_probs: torch.Tensor) -> ClassStat
     present = real_share > 0
     covered = (fake_share >= COVERED_SHARE * real_share) & present
     p = fake_share[fake_share > 0]
-    entropy = float(-(p * p.log()).sum()) / math.log(k) if k > 1 else 0.0
-    return ClassStats(histogram=tuple(int(c) for c in fake_counts), coverage=float(covered.sum() / present.sum()),
+    entropy = max(0.0, float(-(p * p.log()).sum())) / math.log(k) if k > 1 else 0.0  # 0.0, never -0.0
+    return ClassStats(histogram=tuple(int(c) for c in fake_counts), coverage=int(covered.sum()) / int(present.sum()),
                       entropy=entropy)

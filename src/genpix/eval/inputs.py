@@ -46,6 +46,7 @@ def load_image_set(spec: str, limit: int | None = None, *, device: torch.device 
                    cfg_scale: float | None = None) -> ImageSet:
     """The first `limit` images named by `spec` (see the module docstring)."""
     from genpix.data import DATASETS
+    from genpix.pipelines.models import bundled_models
 
     name, _, split = spec.partition(":")
     if name in DATASETS:
@@ -55,6 +56,9 @@ def load_image_set(spec: str, limit: int | None = None, *, device: torch.device 
         return _npy(path, limit)
     if path.is_dir() and not (path / "config.json").is_file():
         return _folder(path, limit)
+    if not path.exists() and spec not in bundled_models():
+        raise GenpixError(f"{spec!r} is not a dataset ({', '.join(DATASETS)}, with :train or :test), "
+                          f"a folder of images, a .npy file, a model folder or a bundled model")
     return _generate(spec, limit or 10000, device, seed=seed, steps=steps, sampler=sampler, cfg_scale=cfg_scale)
 
 

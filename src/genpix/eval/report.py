@@ -71,19 +71,25 @@ class Report:
 def _target(extractor: FeatureExtractor, real: ImageSet, fake: ImageSet) -> tuple[int, int | None]:
     """(channels, size) both sets are conformed to; size None: each keeps its own (the network resizes)."""
     channels = extractor.channels or (3 if 3 in (real.channels, fake.channels) else 1)
-    size = extractor.image_size or (None if extractor.resizes_input else real.size[0])
-    return channels, size
+    if extractor.resizes_input:
+        return channels, None
+    return channels, extractor.image_size or real.size[0]
 
 
-def _conversion_notes(image_set: ImageSet, role: str, channels: int, size: int | None) -> list[str]:
+def _conversion_notes(image_set: ImageSet, role: str, extractor: FeatureExtractor, channels: int,
+                      size: int | None) -> list[str]:
     notes = []
     if image_set.channels != channels:
         kinds = {1: "grayscale", 3: "RGB"}
         notes.append(f"{role} images converted from {kinds[image_set.channels]} to {kinds[channels]} "
                      f"(the feature network's input)")
     h, w = image_set.size
-    if size is not None and (h, w) != (size, size):
-        notes.append(f"{role} images resized from {w}x{h} to {size}x{size} (the feature network's input)")
+    if extractor.resizes_input:
+        side, where = extractor.image_size, "inside the feature network"
+    else:
+        side, where = size, "(the feature network's input)"
+    if side is not None and (h, w) != (side, side):
+        notes.append(f"{role} images resized from {w}x{h} to {side}x{side} {where}")
     return notes
 
 
@@ -103,7 +109,8 @@ def evaluate(real: ImageSet, fake: ImageSet, extractor: FeatureExtractor,
             raise GenpixError(f"need at least {MIN_IMAGES} {role} images to compare distributions, "
                               f"got {len(image_set.images)} from {image_set.name}")
     channels, size = _target(extractor, real, fake)
-    notes = _conversion_notes(real, "real", channels, size) + _conversion_notes(fake, "generated", channels, size)
+    notes = (_conversion_notes(real, "real", extractor, channels, size)
+             + _conversion_notes(fake, "generated", extractor, channels, size))
     real_x = features_of(extractor, real, channels, size, options.batch_size)
     fake_x = features_of(extractor, fake, channels, size, options.batch_size)
     n_real, n_fake, dim = len(real_x.features), len(fake_x.features), real_x.features.shape[1]
@@ -133,6 +140,6 @@ def evaluate(real: ImageSet, fake: ImageSet, extractor: FeatureExtractor,
     notes.append("the Fréchet distance is biased upward at small N: compare figures at equal N and features")
     info = {"features": extractor.name, "note": extractor.note, "real": real.name, "fake": fake.name,
             "n_real": n_real, "n_fake": n_fake, "feature_dim": dim, "input_channels": channels,
-            "input_size": size, "kid_subsets": kid.subsets, "kid_subset_size": kid.subset_size, "k": options.k,
-            "fake_source": fake.info}
+            "input_size": extractor.image_size if extractor.resizes_input else size, "kid_subsets": kid.subsets,
+            "kid_subset_size": kid.subset_size, "k": options.k, "fake_source": fake.info}
     return Report(metrics, info, notes)

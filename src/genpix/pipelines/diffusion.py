@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from genpix.config import from_dict
-from genpix.diffusion import samplers
+from genpix.diffusion import samplers, schedules
 from genpix.diffusion.config import DDPMConfig
 from genpix.diffusion.denoiser import CFGDenoiser
 from genpix.errors import GenpixError
@@ -33,7 +33,7 @@ class DiffusionPipeline:
     family = "ddpm"
     # the keyword arguments __call__ takes (what an API may pass on to this pipeline)
     parameters = frozenset({"n", "seed", "steps", "sampler", "cfg_scale", "class_name", "schedule", "eta",
-                            "latents", "callback", "init_images", "strength"})
+                            "s_churn", "s_noise", "latents", "callback", "init_images", "strength"})
 
     def __init__(self, unet: UNet, config: DDPMConfig, *, class_names: tuple[str, ...] = (),
                  model_name: str = "ddpm", device: torch.device | str = "cpu", batch_size: int = 64) -> None:
@@ -64,25 +64,30 @@ class DiffusionPipeline:
     @torch.no_grad()
     def __call__(self, n: int = 1, seed: int = 0, steps: int | None = None, sampler: str | None = None,
                  cfg_scale: float | None = None, class_name: str | int | None = None, *,
-                 schedule: str = "uniform", eta: float | None = None, latents: torch.Tensor | None = None,
+                 schedule: str | None = None, eta: float | None = None, s_churn: float | None = None,
+                 s_noise: float | None = None, latents: torch.Tensor | None = None,
                  callback: Callable[[dict[str, Any]], None] | None = None, prompt: str | None = None,
                  negative_prompt: str | None = None, init_images: torch.Tensor | None = None,
                  strength: float = 0.75) -> PipelineOutput:
         """Generate ``n`` images; with ``init_images`` (B, C, H, W) in [0, 1] (B = 1 or n), noise
         them to the level ``strength`` of the way to pure noise and denoise them back (SDEdit,
         Meng et al. 2022; seed 003's "reverse engineering"): strength 0 returns the image, 1
-        ignores it."""
+        ignores it. ``sampler`` is an sd-webui name, possibly with a schedule suffix ("DPM++ 2M
+        Karras"); ``schedule`` None or "Automatic" is the sampler's default (samplers.resolve);
+        eta, s_churn and s_noise go to the samplers that take them (others refuse them)."""
         if prompt or negative_prompt:
             raise GenpixError(f"{self.model_name} is not text-conditioned; use --class for class models")
         if n < 1:
             raise GenpixError(f"number of images must be at least 1, got {n}")
         steps = DEFAULT_STEPS if steps is None else steps
         sampler = sampler or DEFAULT_SAMPLER
-        fn = samplers.get(sampler)  # unknown names fail before any work
+        fn, schedule = samplers.resolve(sampler, schedule)  # unknown names fail before any work
+        samplers.check_steps(steps)
+        options = {k: v for k, v in (("eta", eta), ("s_churn", s_churn), ("s_noise", s_noise)) if v is not None}
+        samplers.check_options(fn, options)
         sigmas = self.denoiser.sigmas(steps, schedule)
         if init_images is not None:
             sigmas, init_images = self._img2img_start(sigmas, init_images, strength, n)
-        options = {} if eta is None else {"eta": eta}
         label = None if class_name is None else self.class_index(class_name)
         if cfg_scale is not None and label is None:
             raise GenpixError("--cfg-scale needs a class (--class NAME) to guide towards")
@@ -103,18 +108,28 @@ class DiffusionPipeline:
             labels = None if label is None else torch.full((x.shape[0],), label, device=self.device)
             x0 = x if len(sigmas) < 2 else fn(self._denoiser(labels, cfg_scale), x, sigmas,
                                                generator=generators, callback=progress, **options)
-            parts.append(((x0.float() + 1) / 2).clamp(0, 1).cpu())
+            parts.append(self.to_unit_range(x0))
         images = torch.cat(parts)
-        params = {"Steps": steps, "Sampler": sampler,
-                  "Denoising strength": strength if init_images is not None else None, "Schedule type": schedule if schedule != "uniform" else None,
-                  "CFG scale": cfg_scale if label is not None else None, "Eta": eta,
+        params = {"Steps": steps, "Sampler": fn.name, "Schedule type": schedules.SCHEDULE_LABELS[schedule],
+                  "Denoising strength": strength if init_images is not None else None,
+                  "CFG scale": cfg_scale if label is not None else None, "Eta": eta, "Sigma churn": s_churn,
+                  "Sigma noise": s_noise,
                   "Class": self.class_names[label] if label is not None else None,
                   "Size": f"{s}x{s}", "Model": self.model_name, "Family": "ddpm"}
         infotexts = [format_infotext({**params, "Seed": sd}) for sd in seeds]
-        info = {"seeds": seeds, "model": self.model_name, "family": "ddpm", "steps": steps, "sampler": sampler,
+        info = {"seeds": seeds, "model": self.model_name, "family": "ddpm", "steps": steps, "sampler": fn.name,
+                "schedule": schedule,
                 "cfg_scale": params["CFG scale"], "class_name": params["Class"]}
         return PipelineOutput(to_pil(images), images, infotexts, info)
 
+
+    def to_unit_range(self, x: torch.Tensor) -> torch.Tensor:
+        """Model-space images (B, C, H, W) in [-1, 1] (a result, or a step's ``denoised``) -> [0, 1] on the CPU."""
+        return ((x.float() + 1) / 2).clamp(0, 1).cpu()
+
+    def preview_images(self, denoised: torch.Tensor) -> list:
+        """PIL pictures of a step callback's ``denoised`` (B, C, H, W): the live preview a server shows."""
+        return to_pil(self.to_unit_range(denoised))
 
     def _img2img_start(self, sigmas: torch.Tensor, init_images: torch.Tensor, strength: float,
                        n: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -5,7 +5,7 @@ for classifier-free guidance."""
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from PIL import Image
@@ -31,6 +31,7 @@ class DDPMTask:
         self.ema = copy.deepcopy(self.unet).requires_grad_(False)
         self.optimizer = torch.optim.AdamW(self.unet.parameters(), lr=lr, weight_decay=config.weight_decay)
         self.first_param = next(self.unet.parameters())
+        self.network = self.unet  # what train_step calls; under torchrun, through DDP (distribute)
         amp = device.type == "cuda" and config.mixed_precision != "no"
         self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.mixed_precision) if amp else None
         self.scaler = torch.amp.GradScaler("cuda") if self.autocast_dtype == torch.float16 else None
@@ -47,17 +48,19 @@ class DDPMTask:
     def model_config(self) -> dict[str, Any]:
         return to_dict(self.config)
 
-    def loss(self, network: torch.nn.Module, batch: Batch) -> torch.Tensor:
+    def loss(self, network: Callable[..., torch.Tensor], batch: Batch) -> torch.Tensor:
         """Algorithm 1: x_t = alpha x0 + sigma_vp eps at a random t; error of the network's output
         against its target (eps, v or x0), per-sample weighted by min-SNR when asked."""
         cfg = self.config
         x0 = batch.images * 2 - 1  # the model works in [-1, 1]
-        t, alpha, sigma_vp = cfg.noise_levels(x0.shape[0], x0.device)
-        eps = torch.randn_like(x0)
+        # t, eps and the label dropout per image from the batch: the same draws whatever the
+        # number of processes
+        t, alpha, sigma_vp = cfg.noise_levels(batch.rand())
+        eps = batch.randn(*x0.shape[1:])
         a, s = alpha[:, None, None, None], sigma_vp[:, None, None, None]
         labels = None
         if cfg.class_conditional:
-            drop = torch.rand(x0.shape[0], device=x0.device) < cfg.cond_drop_prob
+            drop = batch.rand() < cfg.cond_drop_prob
             labels = torch.where(drop, torch.full_like(batch.labels, cfg.num_classes), batch.labels)
         with torch.autocast("cuda", dtype=self.autocast_dtype or torch.bfloat16,
                             enabled=self.autocast_dtype is not None):
@@ -66,9 +69,14 @@ class DDPMTask:
                   if cfg.min_snr_gamma else None)
         return diffusion_loss(output, training_target(cfg.prediction, x0, eps, a, s), cfg.loss, weight)
 
+    def distribute(self, wrap) -> None:
+        # the U-Net through DDP; the EMA copy stays plain: every rank updates it from the same
+        # all-reduced weights, so it stays the same on all ranks
+        self.network = wrap(self.unet)
+
     def train_step(self, batch: Batch) -> dict[str, torch.Tensor]:
         self.unet.train()
-        loss = self.loss(self.unet, batch)
+        loss = self.loss(self.network, batch)
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()

@@ -25,6 +25,7 @@ from torch import nn
 
 from genpix.device import resolve_device
 from genpix.errors import GenpixError
+from genpix.training.sync_batchnorm import to_global_batchnorm, to_local_batchnorm
 
 Backend = Literal["auto", "gloo", "nccl"]
 RENDEZVOUS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")  # set by torchrun
@@ -189,9 +190,9 @@ def ddp_wrapper(device: torch.device) -> Callable[..., Callable[..., Any]]:
     the gradients of ``module``'s parameters over the ranks. A module with no trainable
     parameters (e.g. an EMA copy or a frozen encoder) comes back as the plain method.
 
-    BatchNorm: statistics of each forward are those of the rank's own rows (DDP's default; a
-    SyncBatchNorm would need CUDA); running statistics are broadcast from rank 0 at every forward,
-    so all ranks hold, and checkpoints store, the same buffers.
+    BatchNorm: ``module``'s ``BatchNorm2d`` layers become ``GlobalBatchNorm2d`` (in place,
+    the same tensors), which normalise with the statistics of the global batch, so a DCGAN on N
+    processes takes the single-process step too; :func:`unwrapped` turns them back.
     """
     wrapped: set[int] = set()
 
@@ -201,6 +202,7 @@ def ddp_wrapper(device: torch.device) -> Callable[..., Callable[..., Any]]:
         if id(module) in wrapped:
             raise GenpixError(f"{type(module).__name__} wrapped twice for DDP; wrap each network once")
         wrapped.add(id(module))
+        to_global_batchnorm(module)
         ids = [device.index] if device.type == "cuda" else None
         return nn.parallel.DistributedDataParallel(_MethodAsForward(module, method), device_ids=ids)
 
@@ -208,8 +210,8 @@ def ddp_wrapper(device: torch.device) -> Callable[..., Callable[..., Any]]:
 
 
 def unwrapped(module: nn.Module, method: str = "forward") -> Callable[..., Any]:
-    """The identity counterpart of :func:`ddp_wrapper`: ``module.<method>`` itself."""
-    return getattr(module, method)
+    """The counterpart of :func:`ddp_wrapper`: ``module.<method>`` itself, with plain batch norm."""
+    return getattr(to_local_batchnorm(module), method)
 
 
 def launch_local(nproc: int, argv: list[str]) -> int:

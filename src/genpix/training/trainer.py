@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import shutil
 import time
 import warnings
@@ -83,6 +84,15 @@ def checkpoint_dirs(out: Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-"))
 
 
+def discard(checkpoint: Path) -> None:
+    """Delete an old checkpoint folder: renamed out of sight first, so that a run killed while
+    deleting never leaves a partial ``step-N`` folder for ``--resume`` to find."""
+    trash = checkpoint.with_name(f".{checkpoint.name}.deleted")
+    shutil.rmtree(trash, ignore_errors=True)  # left by a run killed mid-delete
+    os.replace(checkpoint, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
 def to_batch(data: ImageDataset, indices: torch.Tensor, device: torch.device, images: torch.Tensor) -> Batch:
     x = images[indices.to(images.device)].to(device, non_blocking=True).float().div_(255)
     labels = data.labels[indices].to(device) if data.labels is not None else None
@@ -129,7 +139,7 @@ class Trainer:
                                   self.task.optimizers(), {"step": step})
         write_model_dir(self.out, self._full_config(step), self.task.modules())
         for old in checkpoint_dirs(self.out)[: -self.config.keep_checkpoints]:
-            shutil.rmtree(old, ignore_errors=True)
+            discard(old)
 
     def _resume(self) -> int:
         """Load the newest readable checkpoint; return its step. Corrupt ones are skipped."""

@@ -33,10 +33,10 @@ class FeatureExtractor:
     note: str  # shown beside every figure computed with these features
     network: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]
     channels: int | None  # channels it takes (None: any, the images' own)
-    image_size: int | None  # side it takes (None: any; inception resizes itself)
+    image_size: int | None  # side it takes (None: any); with resizes_input, the side it resizes to itself
     class_names: tuple[str, ...] | None = None  # the classes its logits name (labelled domains)
     device: torch.device = torch.device("cpu")
-    resizes_input: bool = False  # True: takes any size and resizes inside (inception, to 299)
+    resizes_input: bool = False  # True: takes any size and resizes to image_size inside (inception, 299)
 
 
 def conform(x: torch.Tensor, channels: int, size: int) -> torch.Tensor:
@@ -78,9 +78,12 @@ def extract(extractor: FeatureExtractor, images: torch.Tensor, channels: int, si
 
 def default_domain_path(dataset: str) -> Path:
     """Where `genpix eval train-features --data DATASET` puts its network when no --out is given."""
+    from genpix.data import DATASETS
     from genpix.data.download import default_cache_dir
 
-    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(Path(dataset).expanduser()).strip("/")) or "dataset"
+    # a folder is named by its absolute path, so `./photos` and `/home/me/photos` share one network
+    name = dataset if dataset in DATASETS else str(Path(dataset).expanduser().resolve())
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", name.strip("/")) or "dataset"
     return default_cache_dir() / "features" / f"{slug}.safetensors"
 
 
@@ -93,10 +96,7 @@ def load_extractor(spec: str, *, dataset: str | None = None, inception_weights: 
         from genpix.eval.features.inception import build_inception, load_inception_state
 
         path = resolve_inception_weights(inception_weights, download=download, url=inception_url)
-        network = build_inception(load_inception_state(path), source=str(path)).to(device)
-        return FeatureExtractor("inception-v3-pool3", "InceptionV3 pool3 (pytorch-fid weights), comparable to "
-                                "pytorch-fid at the same images and N", network, 3, None, None, device,
-                                resizes_input=True)
+        return inception_extractor(build_inception(load_inception_state(path), source=str(path)), device)
     if kind == "domain":
         from genpix.eval.features.domain import NOTE, load_domain_features
 
@@ -117,6 +117,16 @@ def load_extractor(spec: str, *, dataset: str | None = None, inception_weights: 
     if kind == "torchscript" and arg:
         return load_torchscript(arg, device)
     raise GenpixError(f"unknown --features {spec!r}; choose one of: {', '.join(SPECS)}")
+
+
+def inception_extractor(network: torch.nn.Module, device: torch.device = torch.device("cpu")) -> FeatureExtractor:
+    """pytorch-fid's InceptionV3 (``build_inception``) as an extractor: RGB at any size, resized to
+    299x299 inside the network, as pytorch-fid does."""
+    from genpix.eval.features.inception import INPUT_SIZE
+
+    return FeatureExtractor("inception-v3-pool3", "InceptionV3 pool3 (pytorch-fid weights), comparable to "
+                            "pytorch-fid at the same images and N", network.to(device), 3, INPUT_SIZE, None,
+                            device, resizes_input=True)
 
 
 def load_torchscript(path: str | Path, device: torch.device) -> FeatureExtractor:
@@ -151,7 +161,7 @@ def resolve_inception_weights(path: str | Path | None, *, download: bool = False
     if target.is_file():
         return target
     if not download:
-        raise GenpixError(missing_weights_message(target if path else None))
+        raise GenpixError(missing_weights_message(target, given=bool(path)))
     from genpix.data.download import download as fetch
 
     return fetch(url or WEIGHTS_URL, target, WEIGHTS_SHA256_PREFIX, algorithm="sha256", timeout=120)

@@ -198,8 +198,8 @@ def sha256_hex(path: Path) -> str:
     return digest.hexdigest()
 
 
-def missing_weights_message(path: Path | None) -> str:
-    where = f"no Inception weights at {path}" if path else "no Inception weights file given"
+def missing_weights_message(path: Path, given: bool = True) -> str:
+    where = f"no Inception weights at {path}" + ("" if given else " (pytorch-fid's torch hub cache)")
     return (f"{where}: pass --inception-weights PATH to pytorch-fid's {WEIGHTS_NAME} ({WEIGHTS_URL}), "
             f"add --download-inception to fetch it, or use --features domain (no download)")
 

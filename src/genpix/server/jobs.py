@@ -1,0 +1,130 @@
+"""The job queue: one worker thread runs generation (and model switches) in arrival order.
+
+The event loop only waits on the worker, so /progress and /interrupt answer while a job runs. A
+job reports its steps through :meth:`JobQueue.step`, which is also where an interrupt or skip takes
+effect: it raises :class:`Interrupted` or :class:`Skipped` inside the pipeline's callback. A client
+that disconnects leaves its job to finish; its result is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class Interrupted(Exception):
+    """Raised in a step callback after /interrupt: stop the job, keep what is finished."""
+
+
+class Skipped(Exception):
+    """Raised in a step callback after /skip: drop the current batch, go on with the next."""
+
+
+class JobQueue:
+    """Runs jobs one at a time off the event loop and keeps sd-webui's progress ``state``."""
+
+    def __init__(self) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="genpix-job")
+        self._lock = threading.Lock()
+        self._waiting = 0
+        self._reset("")
+
+    def _reset(self, job: str) -> None:
+        self.job, self.job_count, self.job_no = job, 1 if job else 0, 0
+        self.sampling_step, self.sampling_steps = 0, 0
+        self.interrupted = self.skipped = False
+        self.job_timestamp = datetime.now().strftime("%Y%m%d%H%M%S") if job else "0"
+        self.started = time.monotonic()
+        self._preview: tuple[Callable[[Any], list], Any] | None = None
+
+    async def run(self, job: str, fn: Callable[[], T]) -> T:
+        """Queue ``fn`` behind the jobs before it and wait for its result."""
+        with self._lock:
+            self._waiting += 1
+        future = self._executor.submit(self._run, job, fn)
+        future.add_done_callback(self._dropped)
+        return await asyncio.wrap_future(future)  # a cancelled wait cancels the job if it has not begun
+
+    def _dropped(self, future) -> None:
+        if future.cancelled():  # never started, so _run did not count it out of the queue
+            with self._lock:
+                self._waiting -= 1
+
+    def _run(self, job: str, fn: Callable[[], T]) -> T:
+        with self._lock:
+            self._waiting -= 1
+            self._reset(job)
+        try:
+            return fn()
+        finally:
+            with self._lock:
+                self._reset("")
+
+    def shutdown(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # --- called by the running job ----------------------------------------------------------------
+
+    def begin_batches(self, count: int) -> None:
+        with self._lock:
+            self.job_count, self.job_no = count, 0
+
+    def next_batch(self, number: int) -> None:
+        """Batch ``number`` (0-based) starts: a skip of the one before no longer applies."""
+        with self._lock:
+            self.job_no, self.sampling_step, self.skipped = number, 0, False
+        self.check()
+
+    def step(self, step: int, total: int, preview: Callable[[Any], list] | None = None,
+             denoised: Any = None) -> None:
+        """A sampling step is done; keep what the live preview needs; raise on interrupt or skip."""
+        with self._lock:
+            self.sampling_step, self.sampling_steps = step, total
+            if preview is not None and denoised is not None:
+                self._preview = (preview, denoised)
+        self.check()
+
+    def check(self) -> None:
+        if self.interrupted:
+            raise Interrupted()
+        if self.skipped:
+            raise Skipped()
+
+    # --- called from the API -----------------------------------------------------------------------
+
+    def interrupt(self) -> None:
+        with self._lock:
+            if self.job:
+                self.interrupted = True
+
+    def skip(self) -> None:
+        with self._lock:
+            if self.job:
+                self.skipped = True
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.job) or self._waiting > 0
+
+    def progress(self) -> tuple[float, float, dict[str, Any], tuple | None]:
+        """(progress 0..1, eta in seconds, state, preview) as sd-webui's /progress computes them."""
+        with self._lock:
+            state = {"skipped": self.skipped, "interrupted": self.interrupted, "job": self.job,
+                     "job_count": self.job_count, "job_timestamp": self.job_timestamp, "job_no": self.job_no,
+                     "sampling_step": self.sampling_step, "sampling_steps": self.sampling_steps,
+                     "queued": self._waiting}
+            preview, elapsed = self._preview, time.monotonic() - self.started
+        if not state["job"]:
+            return 0.0, 0.0, state, None
+        done = state["job_no"] / state["job_count"]
+        if state["sampling_steps"]:
+            done += state["sampling_step"] / state["sampling_steps"] / state["job_count"]
+        progress = min(1.0, 0.01 + done)
+        return progress, elapsed / progress - elapsed, state, preview

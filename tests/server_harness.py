@@ -1,0 +1,55 @@
+"""Shared by the tests/test_server_*.py files: a real uvicorn server on a loopback port, in a thread,
+and a tiny class-conditional diffusion model trained for them."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+
+import uvicorn
+
+# the sizes tests/test_cli_ddpm.py trains in seconds: 8x8 digits, a two-level U-Net of 8 channels
+TINY_DDPM = ["--data", "digits", "--image-size", "8", "--limit", "64", "--batch-size", "8", "--base-channels",
+             "8", "--channel-mult", "1,2", "--attention-levels", "1", "--quiet", "--device", "cpu",
+             "--sample-every", "100", "--cond", "class", "--steps", "2", "--timesteps", "100"]
+
+
+def train_tiny_class_model(models_dir: Path, name: str = "digits-ddpm") -> Path:
+    """A class-conditional ddpm model folder (classes "0".."9", 8x8 grayscale) under ``models_dir``."""
+    from genpix.cli import main
+
+    out = models_dir / name
+    assert main(["train", "ddpm", *TINY_DDPM, "--out", str(out)]) == 0
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerThread:
+    """``with ServerThread(app) as url:`` serves ``app`` with uvicorn on 127.0.0.1 until the block ends."""
+
+    def __init__(self, app) -> None:
+        self.port = free_port()
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
+                                timeout_graceful_shutdown=2)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="uvicorn", daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the test server did not start")
+            time.sleep(0.02)
+        return f"http://127.0.0.1:{self.port}"
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=15)
