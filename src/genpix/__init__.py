@@ -3,15 +3,17 @@
 __version__ = "0.1.0"
 
 
-def load_pipeline(path_or_name: str, device: str = "cpu"):
-    """Load any model genpix can run (a model directory or a bundled model's name) as a pipeline.
+def load_pipeline(path_or_name: str, device: str = "cpu", **options):
+    """Load any model genpix can run (a model directory, a bundled model's name, a Stable Diffusion
+    .safetensors/.ckpt file or diffusers folder) as a pipeline. Stable Diffusion takes ``options``
+    tokenizer=DIR, vae=FILE and prediction="eps"|"v".
 
     Returns a pipeline whose ``__call__`` returns an object with ``images`` (list of PIL images)
     and ``info`` (the generation parameters).
     """
     from genpix.pipelines import load_pipeline as _load
 
-    return _load(path_or_name, device=device)
+    return _load(path_or_name, device=device, **options)
 
 
 __all__ = ["__version__", "load_pipeline"]

@@ -14,9 +14,7 @@ def register(commands) -> None:
                             description="Generate images with a model folder or a bundled model.")
     p.add_argument("model", metavar="MODEL", help="model folder or bundled model name (genpix models)")
     p.add_argument("-n", "--num-images", type=positive_int, default=16, help="images to generate (default 16)")
-    p.add_argument("-o", "--out", help="folder for one PNG per image (default: outputs, unless --npy/--grid)")
-    p.add_argument("--npy", help="also write the images as a uint8 array (N, H, W, C) to this .npy file")
-    p.add_argument("--grid", help="also write all images as one grid picture to this file")
+    add_outputs(p)
     p.add_argument("--steps", type=positive_int, help="sampling steps (diffusion models)")
     p.add_argument("--sampler", help="sampler name, e.g. 'Euler a' or 'DPM++ 2M Karras' (genpix samplers)")
     add_sampler_options(p)
@@ -63,6 +61,13 @@ def register(commands) -> None:
                    help="class to draw (class-conditional models; default: the first class)")
     add_device(p)
     p.set_defaults(run=run_interpolate)
+
+
+def add_outputs(p: argparse.ArgumentParser) -> None:
+    """-o/--out, --npy, --grid: where the generated images go."""
+    p.add_argument("-o", "--out", help="folder for one PNG per image (default: outputs, unless --npy/--grid)")
+    p.add_argument("--npy", help="also write the images as a uint8 array (N, H, W, C) to this .npy file")
+    p.add_argument("--grid", help="also write all images as one grid picture to this file")
 
 
 def add_sampler_options(p: argparse.ArgumentParser) -> None:

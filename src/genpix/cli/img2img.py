@@ -27,6 +27,7 @@ def register(commands) -> None:
     p.add_argument("--cfg-scale", type=finite_float)
     p.add_argument("--class", dest="class_name")
     p.add_argument("--negative-prompt")
+    p.add_argument("--tokenizer", help="tokenizer folder for a single-file Stable Diffusion checkpoint")
     p.add_argument("--trajectory", help="also write the denoising strip of the first image")
     add_seed(p)
     add_device(p)
@@ -36,10 +37,11 @@ def register(commands) -> None:
 def _split_arguments(args: argparse.Namespace) -> tuple[str, str, str | None]:
     """(model, image, prompt) from either form."""
     from genpix.errors import GenpixError
+    from genpix.io.sd_loader import is_sd_model
     from genpix.pipelines.models import bundled_models
 
     first = args.first
-    is_model = first in bundled_models() or Path(first, "config.json").is_file()
+    is_model = first in bundled_models() or Path(first, "config.json").is_file() or is_sd_model(first)
     if is_model and args.model is None:
         if args.second is None:
             raise GenpixError("img2img MODEL IMAGE: the image is missing")
@@ -61,10 +63,11 @@ def run_img2img(args: argparse.Namespace) -> int:
 
     set_cpu_threads()
     model, image_path, prompt = _split_arguments(args)
-    pipe = load_pipeline(model, device=resolve_device(args.device))
+    options = {"tokenizer": args.tokenizer} if args.tokenizer else {}
+    pipe = load_pipeline(model, device=resolve_device(args.device), **options)
     if "init_images" not in getattr(pipe, "parameters", ()):
         raise GenpixError(f"{pipe.model_name} ({pipe.family}) cannot do img2img; use a diffusion model")
-    size, channels = pipe.config.image_size, pipe.config.channels
+    channels, size, _ = pipe.image_shape
     image = load_image_file(image_path, image_size=size, channels=channels)  # cropped, resized, converted
     args.prompt = prompt
     options = generation_options(args, pipe)

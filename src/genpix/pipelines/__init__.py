@@ -9,8 +9,19 @@ from genpix.io.checkpoint import read_model_dir
 from genpix.pipelines.models import LATENT_FAMILIES, load_latent_decoder, resolve_model
 
 
-def load_pipeline(path_or_name: str, device: str | torch.device = "cpu"):
-    """Load a model folder or a bundled model's name as a pipeline (see genpix.load_pipeline)."""
+def load_pipeline(path_or_name: str, device: str | torch.device = "cpu", **options):
+    """Load a model folder or a bundled model's name as a pipeline (see genpix.load_pipeline).
+
+    Stable Diffusion (a .safetensors/.ckpt file or a diffusers folder with model_index.json) takes
+    ``options``: tokenizer=DIR, vae=FILE, prediction="eps"|"v" (pipelines/text_to_image.py)."""
+    from genpix.io.sd_loader import is_sd_model
+
+    if is_sd_model(path_or_name):
+        from genpix.pipelines.text_to_image import load_sd_pipeline
+
+        return load_sd_pipeline(path_or_name, device, **options)
+    if options:
+        raise GenpixError(f"{path_or_name}: {', '.join(sorted(options))} apply to Stable Diffusion models only")
     model_dir = read_model_dir(resolve_model(path_or_name))
     if model_dir.family in LATENT_FAMILIES:
         return load_latent_decoder(model_dir, device)

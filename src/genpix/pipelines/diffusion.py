@@ -41,6 +41,11 @@ class DiffusionPipeline:
         self.model_name, self.device, self.batch_size = model_name, torch.device(device), batch_size
         self.denoiser = config.denoiser(self.unet)
 
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of the images it makes (what an img2img input is resized to)."""
+        return self.config.channels, self.config.image_size, self.config.image_size
+
     def class_index(self, name: str | int) -> int:
         """A class name (case-insensitive) or index -> index; unknown names list the classes."""
         if not self.config.class_conditional:

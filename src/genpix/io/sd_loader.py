@@ -1,0 +1,308 @@
+"""Stable Diffusion 1.x / 2.x models from disk into genpix's own modules (Rombach et al. 2022).
+
+Two layouts, as users have them:
+
+- a diffusers-format folder: ``model_index.json``; ``unet/``, ``vae/`` (``config.json`` and
+  ``diffusion_pytorch_model.safetensors`` or ``.bin``), ``text_encoder/`` (transformers' CLIP),
+  ``tokenizer/`` (``vocab.json`` + ``merges.txt``, or transformers 5's ``tokenizer.json``) and
+  ``scheduler/scheduler_config.json`` (betas and prediction type). Parameter names are already ours.
+- a single ``.safetensors`` / ``.ckpt`` file in the original LDM layout (io/sd_checkpoint.py,
+  io/sd_clip.py), its architecture from a sidecar ``NAME.yaml`` (the CompVis inference config, as
+  sd-webui reads it) or else from the tensor shapes (io/sd_config.py). Such a file holds no
+  tokenizer vocabulary: it comes from ``tokenizer=DIR`` or the local caches
+  (models/tokenizer.py ``load_clip_tokenizer``).
+
+``vae=FILE`` swaps the autoencoder (sd-webui's external VAE, LDM or diffusers names) and
+``prediction="eps" | "v"`` overrides the parameterisation (768-v models without a YAML). Weights
+are converted to float32 and assigned into modules built on the meta device, so a large U-Net is
+never held twice. ``.ckpt``/``.bin`` pickles are read only with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from genpix.config import ConfigError
+from genpix.diffusion import schedules
+from genpix.errors import GenpixError
+from genpix.io.checkpoint import CheckpointError
+from genpix.io.sd_checkpoint import convert_ldm_unet, convert_ldm_vae, read_state_dict
+from genpix.io.sd_clip import LDMTextEncoder, find_text_encoder
+from genpix.io.sd_config import SD2_CONTEXT_DIM, SUPPORTED, configs_from_ldm_yaml, infer_unet_config, infer_vae_config
+from genpix.models.autoencoder import AutoencoderConfig, AutoencoderKL
+from genpix.models.sd_unet import SDUNet, SDUNetConfig
+from genpix.models.text import CLIPTextModel
+from genpix.models.tokenizer import (CLIP_BPE_FILE, CLIP_BPE_URL, EOS, VOCAB_FILES, CLIPTokenizer, TokenizerError,
+                                     clip_cache_dir, load_clip_tokenizer, missing_files_message)
+
+PREDICTIONS = {"epsilon": "eps", "v_prediction": "v", "sample": "x0"}  # diffusers' prediction_type -> ours
+SD_PIPELINES = ("StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline", "StableDiffusionInpaintPipeline",
+                "StableDiffusionUpscalePipeline")
+SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
+# the LDM configs' training schedule: "linear" in LDM is linear in sqrt(beta), diffusers' scaled_linear
+SD_BETAS = {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012, "num_train_timesteps": 1000}
+
+
+@dataclass(frozen=True)
+class SDComponents:
+    """Everything a Stable Diffusion pipeline is composed of, loaded and in float32."""
+
+    tokenizer: CLIPTokenizer
+    text_model: CLIPTextModel
+    unet: SDUNet
+    vae: AutoencoderKL
+    alphas_cumprod: torch.Tensor  # (T,) of the training schedule
+    prediction: str  # "eps" or "v" (or "x0")
+    name: str  # the folder's or file's name
+
+
+def is_sd_model(path: str | Path) -> bool:
+    """A diffusers-format folder (model_index.json) or a single-file checkpoint."""
+    path = Path(path)
+    if path.is_dir():
+        return (path / "model_index.json").is_file()
+    return path.suffix in SINGLE_FILE_SUFFIXES
+
+
+def load_sd_components(path: str | Path, *, tokenizer: str | Path | None = None, vae: str | Path | None = None,
+                       prediction: str | None = None, download_tokenizer: bool = False) -> SDComponents:
+    """A diffusers-format folder or an LDM single file -> :class:`SDComponents`."""
+    path = Path(path)
+    if prediction is not None and prediction not in ("eps", "v"):
+        raise GenpixError(f"unknown prediction type {prediction!r}; choose one of: eps, v")
+    if path.is_dir():
+        components = load_diffusers_folder(path, tokenizer=tokenizer)
+    elif path.suffix in SINGLE_FILE_SUFFIXES:
+        components = load_single_file(path, tokenizer=tokenizer, download_tokenizer=download_tokenizer)
+    else:
+        raise CheckpointError(f"{path}: not a Stable Diffusion model (a .safetensors/.ckpt file or a "
+                              f"diffusers folder with model_index.json)")
+    if vae is not None:
+        components = replace(components, vae=load_external_vae(vae, components.vae.config))
+    if prediction is not None:
+        components = replace(components, prediction=prediction)
+    return components
+
+
+# -- shared pieces ----------------------------------------------------------------------------------
+
+
+def assign_weights(cls: type[nn.Module], config: Any, state: dict[str, torch.Tensor], where: str) -> nn.Module:
+    """``cls(config)`` built on the meta device with ``state`` (converted to float32) assigned:
+    no second copy of the weights. A missing, unexpected or misshapen tensor is named."""
+    with torch.device("meta"):
+        module = cls(config)
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+        kind, key = ("missing", missing[0]) if missing else ("unexpected", unexpected[0])
+        raise CheckpointError(f"{where}: {kind} weight {key!r} ({len(missing)} missing, {len(unexpected)} "
+                              f"unexpected)")
+    for key, tensor in state.items():
+        if tensor.shape != own[key].shape:
+            raise CheckpointError(f"{where}: weight {key!r} has shape {tuple(tensor.shape)}, "
+                                  f"the model expects {tuple(own[key].shape)}")
+    module.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, assign=True)
+    return module.eval()
+
+
+def alphas_cumprod_from_scheduler(config: dict[str, Any]) -> torch.Tensor:
+    """alpha_bar (T,) of a diffusers scheduler config, computed as diffusers does (float32 betas)."""
+    if config.get("rescale_betas_zero_snr"):
+        raise ConfigError("scheduler: rescale_betas_zero_snr is not supported")
+    if config.get("trained_betas") is not None:
+        betas = torch.tensor(config["trained_betas"], dtype=torch.float32)
+    else:
+        kind = config.get("beta_schedule", "linear")
+        kind = "cosine" if kind == "squaredcos_cap_v2" else kind
+        betas = schedules.betas(kind, int(config.get("num_train_timesteps", 1000)),
+                                float(config.get("beta_start", 0.0001)), float(config.get("beta_end", 0.02)))
+    return schedules.alphas_cumprod(betas)
+
+
+def prediction_from_scheduler(config: dict[str, Any]) -> str:
+    kind = config.get("prediction_type", "epsilon")
+    if kind not in PREDICTIONS:
+        raise ConfigError(f"scheduler: prediction_type {kind!r} is not one of {', '.join(PREDICTIONS)}")
+    return PREDICTIONS[kind]
+
+
+def tokenizer_from_folder(folder: str | Path, pad_token: str | None = None) -> CLIPTokenizer:
+    """vocab.json + merges.txt (hub folders), else transformers 5's tokenizer.json; ``pad_token``
+    overrides the folder's (SD 2.x pads with "!")."""
+    folder = Path(folder)
+    if all((folder / name).is_file() for name in VOCAB_FILES):
+        tokenizer = CLIPTokenizer.from_folder(folder)
+    elif (folder / "tokenizer.json").is_file():
+        tokenizer = _from_tokenizer_json(folder)
+    else:
+        missing = [name for name in VOCAB_FILES if not (folder / name).is_file()]
+        raise TokenizerError(missing_files_message(folder, missing))
+    if pad_token is None or pad_token == tokenizer.decoder[tokenizer.pad_id]:
+        return tokenizer
+    return CLIPTokenizer(tokenizer.encoder, list(tokenizer.ranks), pad_token=pad_token,
+                         max_length=tokenizer.max_length)
+
+
+def _from_tokenizer_json(folder: Path) -> CLIPTokenizer:
+    """The BPE vocabulary and merges of a tokenizers-library ``tokenizer.json``; the pad token from
+    tokenizer_config.json (transformers writes no vocab.json/merges.txt since version 5)."""
+    try:
+        model = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))["model"]
+        vocab, merges = model["vocab"], [tuple(m.split(" ") if isinstance(m, str) else m) for m in model["merges"]]
+        settings = folder / "tokenizer_config.json"
+        config = json.loads(settings.read_text(encoding="utf-8")) if settings.is_file() else {}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise TokenizerError(f"cannot read the tokenizer in {folder}: {exc}") from None
+    pad = config.get("pad_token", EOS)
+    pad = pad.get("content", EOS) if isinstance(pad, dict) else pad
+    return CLIPTokenizer(vocab, merges, pad_token=pad)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"cannot read {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} is not a JSON object")
+    return data
+
+
+def _weights_file(folder: Path, stem: str) -> Path:
+    for name in (f"{stem}.safetensors", f"{stem}.bin", f"{stem}.fp16.safetensors", f"{stem}.fp16.bin"):
+        if (folder / name).is_file():
+            return folder / name
+    raise CheckpointError(f"no {stem}.safetensors (or .bin) in {folder}")
+
+
+def _check_vocab(tokenizer: CLIPTokenizer, text_model: CLIPTextModel) -> None:
+    rows = text_model.config.vocab_size
+    if tokenizer.vocab_size > rows:
+        raise TokenizerError(f"the tokenizer has {tokenizer.vocab_size} tokens but the text encoder embeds "
+                             f"{rows}: it is not this model's tokenizer")
+
+
+# -- diffusers-format folders ---------------------------------------------------------------------
+
+
+def load_diffusers_folder(folder: Path, *, tokenizer: str | Path | None = None) -> SDComponents:
+    """unet/, vae/, text_encoder/, tokenizer/, scheduler/ of a diffusers Stable Diffusion folder."""
+    index = _read_json(folder / "model_index.json")
+    kind = index.get("_class_name")
+    if kind not in SD_PIPELINES:
+        raise CheckpointError(f"{folder}: a {kind} folder; {SUPPORTED} (diffusers folders of "
+                              f"{', '.join(SD_PIPELINES[:3])})")
+    unet_config = SDUNetConfig.from_diffusers(_read_json(folder / "unet" / "config.json"))
+    unet_weights = read_state_dict(_weights_file(folder / "unet", "diffusion_pytorch_model"))
+    unet = assign_weights(SDUNet, unet_config, unet_weights, f"{folder / 'unet'}")
+    vae_config = AutoencoderConfig.from_diffusers(_read_json(folder / "vae" / "config.json"))
+    vae_weights = read_state_dict(_weights_file(folder / "vae", "diffusion_pytorch_model"))
+    vae = assign_weights(AutoencoderKL, vae_config, vae_weights, f"{folder / 'vae'}")
+    text_model = CLIPTextModel.from_folder(folder / "text_encoder")
+    tok = tokenizer_from_folder(tokenizer if tokenizer is not None else folder / "tokenizer")
+    _check_vocab(tok, text_model)
+    scheduler = _read_json(folder / "scheduler" / "scheduler_config.json")
+    return SDComponents(tok, text_model, unet, vae, alphas_cumprod_from_scheduler(scheduler),
+                        prediction_from_scheduler(scheduler), folder.name)
+
+
+# -- single files in the LDM layout ---------------------------------------------------------------
+
+
+def read_ldm_yaml(path: Path) -> dict[str, Any]:
+    """A CompVis inference YAML, parsed with PyYAML's safe loader (no Python objects)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} is not an LDM config (expected a mapping with model.params)")
+    return data
+
+
+def load_single_file(path: Path, *, tokenizer: str | Path | None = None,
+                     download_tokenizer: bool = False) -> SDComponents:
+    """An LDM-layout checkpoint with its sidecar YAML (``NAME.yaml``) when there is one."""
+    checkpoint = read_state_dict(path)
+    sidecar = path.with_suffix(".yaml")
+    betas = dict(SD_BETAS)
+    layer: Literal["last", "penultimate"] = "penultimate"
+    if sidecar.is_file():
+        ldm = read_ldm_yaml(sidecar)
+        unet_config, vae_config, kind = configs_from_ldm_yaml(ldm)
+        params = ldm["model"]["params"]
+        if "image_size" in params:  # the latent size (64 for SD 1.x, 96 for 768-v); the U-Net's own is unused
+            unet_config = replace(unet_config, sample_size=int(params["image_size"]))
+        betas.update(beta_start=params.get("linear_start", 0.00085), beta_end=params.get("linear_end", 0.012),
+                     num_train_timesteps=params.get("timesteps", 1000))
+        cond = (params.get("cond_stage_config") or {}).get("params") or {}
+        layer = "last" if cond.get("layer") == "last" else "penultimate"
+        prediction = PREDICTIONS[kind]
+    else:
+        unet_config, vae_config, prediction = infer_unet_config(checkpoint), infer_vae_config(checkpoint), "eps"
+        if unet_config.cross_attention_dim == SD2_CONTEXT_DIM:
+            warnings.warn(f"{path.name}: an SD 2.x checkpoint without {sidecar.name}: assuming eps prediction; "
+                          f"768-v models need --prediction v (or the v2-inference-v.yaml beside the file)",
+                          stacklevel=2)
+    unet = assign_weights(SDUNet, unet_config, convert_ldm_unet(checkpoint, unet_config), f"{path} (U-Net)")
+    vae = assign_weights(AutoencoderKL, vae_config, convert_ldm_vae(checkpoint, vae_config), f"{path} (autoencoder)")
+    found = find_text_encoder(checkpoint, layer=layer)
+    tok = _single_file_tokenizer(path, found, tokenizer, download_tokenizer)
+    text_model = _text_model(found, tok, path)
+    del checkpoint
+    return SDComponents(tok, text_model, unet, vae, alphas_cumprod_from_scheduler(betas), prediction, path.stem)
+
+
+def _single_file_tokenizer(path: Path, found: LDMTextEncoder, folder: str | Path | None,
+                           download: bool) -> CLIPTokenizer:
+    pad = "!" if found.kind == "open_clip" else EOS  # SD 2.x pads with "!" (id 0), as open_clip
+    if folder is not None:
+        return tokenizer_from_folder(folder, pad_token=pad)
+    try:
+        return load_clip_tokenizer(download=download, pad_token=pad)
+    except TokenizerError:
+        raise TokenizerError(f"{path.name} holds no tokenizer vocabulary and none was found: pass a folder with "
+                             f"vocab.json and merges.txt (--tokenizer DIR; a Stable Diffusion model's tokenizer/ "
+                             f"folder), or put {CLIP_BPE_FILE} (from {CLIP_BPE_URL}) in {clip_cache_dir()}") from None
+
+
+def _text_model(found: LDMTextEncoder, tokenizer: CLIPTokenizer, path: Path) -> CLIPTextModel:
+    config = found.config
+    if found.kind == "clip":
+        config = replace(config, eos_token_id=tokenizer.eos_id)
+    model = CLIPTextModel(config)
+    try:
+        model.load_transformers_state_dict(found.state)
+    except GenpixError as exc:
+        raise CheckpointError(f"{path} (text encoder): {exc}") from None
+    _check_vocab(tokenizer, model)
+    return model.eval()
+
+
+def load_external_vae(path: str | Path, config: AutoencoderConfig) -> AutoencoderKL:
+    """sd-webui's external VAE: a file of LDM (``encoder.down.0...``) or diffusers
+    (``encoder.down_blocks.0...``) autoencoder tensors, bare or under first_stage_model./vae.;
+    the architecture is read from it, the scaling factor kept from the model."""
+    path = Path(path)
+    checkpoint = read_state_dict(path)
+    diffusers_keys = {k.removeprefix("vae.") for k in checkpoint if "encoder.down_blocks." in k}
+    if diffusers_keys:
+        state = {k.removeprefix("vae."): v for k, v in checkpoint.items()}
+        return assign_weights(AutoencoderKL, config, state, f"{path} (VAE)")
+    overrides = {"scaling_factor": config.scaling_factor, "norm_num_groups": config.norm_num_groups,
+                 "sample_size": config.sample_size}
+    vae_config = infer_vae_config(checkpoint, **overrides)
+    return assign_weights(AutoencoderKL, vae_config, convert_ldm_vae(checkpoint, vae_config), f"{path} (VAE)")
