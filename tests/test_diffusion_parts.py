@@ -129,3 +129,14 @@ def test_ddim_on_a_gaussian_converges_to_the_exact_ode_solution():
                                         schedules.sigmas_karras(n, 0.002, sigma_max)).item() - exact)
               for n in (100, 200)]
     assert errors[1] < 0.02 * exact and 0.4 < errors[1] / errors[0] < 0.6
+
+
+def test_clipped_denoiser_keeps_x0_in_the_data_range():
+    from genpix.diffusion.denoiser import ClippedDenoiser
+
+    x = torch.linspace(-3, 3, 24).view(1, 1, 4, 6)
+    clipped = ClippedDenoiser(lambda x, sigma, **cond: x * cond["scale"])
+    out = clipped(x, torch.tensor(1.0), scale=2.0)
+    assert out.min() == -1 and out.max() == 1
+    inside = (x * 2).abs() <= 1
+    assert torch.equal(out[inside], (x * 2)[inside])  # values in range pass unchanged

@@ -431,8 +431,10 @@ def test_bad_input_is_one_clear_error(sd1, run_cli, tmp_path):
     with pytest.raises(GenpixError, match=r"clip_skip must be between 1 and 2 \(sd-webui's Clip skip\), got 3"):
         pipe(prompt=PROMPT, width=SIZE, height=SIZE, clip_skip=3)
     image, mask = torch.rand(1, 3, SIZE, SIZE), torch.ones(1, 1, SIZE, SIZE)
-    with pytest.raises(GenpixError, match=r"not an inpainting model \(4 input channels, not 9\)"):
-        pipe(prompt=PROMPT, init_images=image, mask=mask)
+    with pytest.raises(GenpixError, match=r"mask must be \(1 or 1, 1, 32, 32\)"):  # (ordinary models inpaint too)
+        pipe(prompt=PROMPT, init_images=image, mask=mask[..., :8])
+    with pytest.raises(GenpixError, match="inpainting fill must be one of 0 fill, 1 original, 2 latent noise"):
+        pipe(prompt=PROMPT, init_images=image, mask=mask, inpainting_fill=7)
     with pytest.raises(GenpixError, match=r"init images must be \(1 or 1, 3, 32, 32\)"):
         pipe(prompt=PROMPT, init_images=image[:, :1], width=SIZE, height=SIZE)
     status, _, err = run_cli("generate", "x", "--model", folder, "--width", 36, "-o", tmp_path / "o")

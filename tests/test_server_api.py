@@ -121,7 +121,7 @@ def test_png_info_samplers_schedulers_memory_scripts(api, server):
     assert api.util_get_sampler_names() == sorted(samplers.names())  # the registry, read per request
     assert {"automatic", "karras"} <= set(api.util_get_scheduler_names())
     assert api.get_memory()["ram"]["total"] > 0
-    assert api.get_scripts() == {"txt2img": [], "img2img": []}
+    assert api.get_scripts() == {"txt2img": [], "img2img": ["outpainting mk2", "poor man's outpainting"]}
     progress = api.get_progress()
     assert progress["progress"] == 0 and progress["state"]["job_count"] == 0
     assert api.skip() is None and api.interrupt() == {}
@@ -226,9 +226,8 @@ def test_a_client_that_disconnects_does_not_stop_the_server(server):
     ("img2img", {"init_images": ["data:image/png;base64," + webuiapi.raw_b64_img(Image.new("L", (8, 8)))]},
      400, "fashion-vae (vae) cannot do img2img"),
     ("img2img", {"init_images": [webuiapi.raw_b64_img(Image.new("L", (8, 8)))],
-                 "mask": webuiapi.raw_b64_img(Image.new("L", (8, 8), 255)),
-                 "override_settings": {"sd_model_checkpoint": "digits-ddpm"}}, 400,
-     "digits-ddpm (ddpm) cannot inpaint: its pipeline takes no mask"),
+                 "mask": webuiapi.raw_b64_img(Image.new("L", (8, 8), 255)), "inpainting_fill": 4,
+                 "override_settings": {"sd_model_checkpoint": "digits-ddpm"}}, 422, "inpainting_fill"),
     ("png-info", {"image": "%%%"}, 400, "image is not valid base64"),
 ])
 def test_bad_requests_get_json_errors(server, path, body, status, detail):

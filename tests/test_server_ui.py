@@ -38,7 +38,9 @@ def page(server):
 
 
 def test_type_a_prompt_generate_enlarge_and_download(page):
-    expect(page.locator("#model option")).to_have_count(2)  # fashion-vae and digits-ddpm
+    from genpix.pipelines.models import bundled_models
+
+    expect(page.locator("#model option")).to_have_count(len(bundled_models()) + 1)  # the bundled ones and digits-ddpm
     expect(page.locator("#model")).to_have_value(page.locator("#model option", has_text="digits-ddpm")
                                                   .get_attribute("value"))
     expect(page.locator("#sampler_name option", has_text="DPM++ 2M").first).to_be_attached()

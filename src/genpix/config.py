@@ -21,6 +21,8 @@ class ConfigError(GenpixError, ValueError):
 
 
 def _coerce(name: str, kind: Any, value: Any) -> Any:
+    if dataclasses.is_dataclass(kind):  # a nested config: its own keys and types checked
+        return value if isinstance(value, kind) else from_dict(kind, value, where=name)
     origin = get_origin(kind)
     if origin is Literal:
         allowed = get_args(kind)
@@ -83,10 +85,16 @@ def from_dict(cls: type[C], data: dict[str, Any], *, where: str = "config") -> C
 
 
 def to_dict(config: Any) -> dict[str, Any]:
-    """The JSON-ready dict of a dataclass config (tuples become lists)."""
-    return {
-        k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()
-    }
+    """The JSON-ready dict of a dataclass config (tuples become lists, nested configs dicts)."""
+    return {k: _jsonable(v) for k, v in dataclasses.asdict(config).items()}
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (tuple, list)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    return value
 
 
 def check(condition: bool, message: str) -> None:

@@ -10,7 +10,8 @@ import sys
 import warnings
 
 from genpix import __version__
-from genpix.cli import bench, evaluate, export, generate, img2img, info, report, serve, text_to_image, train
+from genpix.cli import (bench, evaluate, export, generate, img2img, info, inpaint, report, serve, text_to_image,
+                        train)
 from genpix.errors import GenpixError
 
 
@@ -26,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"genpix {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     commands.required = True
-    for module in (train, generate, text_to_image, img2img, info, evaluate, serve, bench, export, report):
+    for module in (train, generate, text_to_image, img2img, inpaint, info, evaluate, serve, bench, export, report):
         module.register(commands)
     return parser
 

@@ -27,6 +27,7 @@ class Family:
     default_lr: float
     default_out: str
     train_defaults: tuple[tuple[str, Any], ...] = ()  # TrainConfig values this family prefers
+    check_data: Callable[[Any, Any], None] | None = None  # (model_config, dataset): refuse unusable data early
 
 
 def _vae_arguments(p: argparse.ArgumentParser) -> None:
@@ -114,6 +115,7 @@ def _ddpm_task(model_config, train_config, device, args):
 
 
 def families() -> dict[str, Family]:
+    from genpix.cli.train_latent import latent_families
     from genpix.diffusion.config import DDPMConfig
     from genpix.models.gan import GANConfig
     from genpix.models.vae import VAEConfig
@@ -126,6 +128,7 @@ def families() -> dict[str, Family]:
                        train_defaults=(("warmup_steps", 100), ("lr_schedule", "cosine"))),
         "gan": Family("gan", "DCGAN (Radford et al. 2016; seed 003, seed 004 section 16.8.2)", GANConfig,
                       _gan_arguments, _gan_task, default_lr=2e-4, default_out="runs/gan"),
+        **latent_families(),
     }
 
 
@@ -285,6 +288,8 @@ def run_train(args: argparse.Namespace) -> int:
         if "num_classes" in model_names:  # class-conditional families size their embeddings by it
             model_values["num_classes"] = len(data.class_names or ())
     model_config = from_dict(family.config_cls, model_values, where="model")
+    if family.check_data is not None:
+        family.check_data(model_config, data)
 
     train_values = {"lr": family.default_lr, **dict(family.train_defaults), **previous.get("train", {}),
                     **file_config.get("train", {}), **_explicit(args, TRAIN_FIELDS)}

@@ -83,7 +83,7 @@ class DDPMConfig:
 
     def alphas_cumprod(self) -> torch.Tensor:
         """alpha_bar_t, float32 (T,), of a discrete schedule (a fresh copy)."""
-        return _alphas_cumprod(self.schedule, self.timesteps, self.beta_start, self.beta_end).clone()
+        return alphas_cumprod_table(self.schedule, self.timesteps, self.beta_start, self.beta_end).clone()
 
     def denoiser(self, network: Network) -> Denoiser:
         """D(x, sigma, **cond) -> x0 for a network trained with this config."""
@@ -100,11 +100,20 @@ class DDPMConfig:
         if self.continuous:
             noise, signal = schedules.signal_cosine(u, self.min_signal_rate, self.max_signal_rate)
             return u * self.timesteps, signal, noise
-        t = (u * self.timesteps).long().clamp_max(self.timesteps - 1)
-        alpha_bar = self.alphas_cumprod().to(u.device)[t]
-        return t.float(), alpha_bar.sqrt(), (1 - alpha_bar).sqrt()
+        return discrete_noise_levels(u, self.alphas_cumprod())
+
+
+def discrete_noise_levels(u: torch.Tensor,
+                          alphas_cumprod: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(t (B,), alpha (B,), sigma_vp (B,)) at t = floor(u T) ~ U{0..T-1} for uniform draws ``u``
+    (B,) in [0, 1) (Ho et al. 2020, Algorithm 1), alpha^2 = alpha_bar_t = 1 - sigma_vp^2."""
+    timesteps = len(alphas_cumprod)
+    t = (u * timesteps).long().clamp_max(timesteps - 1)
+    alpha_bar = alphas_cumprod.to(u.device)[t]
+    return t.float(), alpha_bar.sqrt(), (1 - alpha_bar).sqrt()
 
 
 @lru_cache(maxsize=8)
-def _alphas_cumprod(schedule: str, timesteps: int, beta_start: float, beta_end: float) -> torch.Tensor:
+def alphas_cumprod_table(schedule: str, timesteps: int, beta_start: float, beta_end: float) -> torch.Tensor:
+    """alpha_bar_t (T,) of a beta schedule, cached (callers clone before changing it)."""
     return schedules.alphas_cumprod(schedules.betas(schedule, timesteps, beta_start, beta_end))

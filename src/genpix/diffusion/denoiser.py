@@ -193,6 +193,19 @@ class ContinuousCosineDenoiser(Denoiser):
         return schedules.append_zero(schedules.signal_cosine_sigma(times, **self.rates)).float()
 
 
+class ClippedDenoiser:
+    """x0 estimates clipped to the data range [low, high]: Ho et al. (2020) clip the predicted x0 to
+    [-1, 1] when sampling (diffusers' ``clip_sample``). For a pixel model this removes the isolated
+    out-of-range pixels ("salt") a briefly trained network leaves; it changes nothing for a
+    well-trained one. Not for latent models, whose latents are unbounded."""
+
+    def __init__(self, denoiser: Any, low: float = -1.0, high: float = 1.0) -> None:
+        self.denoiser, self.low, self.high = denoiser, low, high
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, **cond: Any) -> torch.Tensor:
+        return self.denoiser(x, sigma, **cond).clamp(self.low, self.high)
+
+
 class CFGDenoiser:
     """Classifier-free guidance (Ho and Salimans 2022, eq. 6) as a denoiser:
     D = D(x | uncond) + scale (D(x | cond) - D(x | uncond)), both in one batch [uncond, cond].

@@ -29,4 +29,11 @@ def load_pipeline(path_or_name: str, device: str | torch.device = "cpu", **optio
         from genpix.pipelines.diffusion import load_diffusion_pipeline
 
         return load_diffusion_pipeline(model_dir, device)
+    if model_dir.family == "ldm":
+        from genpix.pipelines.ldm import load_ldm_pipeline
+
+        return load_ldm_pipeline(model_dir, device)
+    if model_dir.family == "autoencoder":
+        raise GenpixError(f"{model_dir.path}: an autoencoder does not generate on its own; train latent diffusion "
+                          f"on it: genpix train ldm --data ... --autoencoder {model_dir.path}")
     raise GenpixError(f"{model_dir.path}: sampling {model_dir.family!r} models is not supported yet")

@@ -11,11 +11,13 @@ import torch
 from genpix.config import from_dict
 from genpix.diffusion import samplers, schedules
 from genpix.diffusion.config import DDPMConfig
-from genpix.diffusion.denoiser import CFGDenoiser
+from genpix.diffusion.denoiser import CFGDenoiser, ClippedDenoiser
+from genpix.diffusion.inpainting import MaskedDenoiser
 from genpix.errors import GenpixError
 from genpix.io.checkpoint import CheckpointError, ModelDir, load_module_weights
 from genpix.io.images import format_infotext, to_pil
 from genpix.models.unet import UNet
+from genpix.pipelines import masking
 from genpix.pipelines.latent_decoder import seeded_normal
 from genpix.pipelines.output import PipelineOutput
 
@@ -33,7 +35,8 @@ class DiffusionPipeline:
     family = "ddpm"
     # the keyword arguments __call__ takes (what an API may pass on to this pipeline)
     parameters = frozenset({"n", "seed", "steps", "sampler", "cfg_scale", "class_name", "schedule", "eta",
-                            "s_churn", "s_noise", "latents", "callback", "init_images", "strength"})
+                            "s_churn", "s_noise", "latents", "callback", "init_images", "strength", "mask",
+                            "mask_blur", "inpainting_fill", "invert_mask"})
 
     def __init__(self, unet: UNet, config: DDPMConfig, *, class_names: tuple[str, ...] = (),
                  model_name: str = "ddpm", device: torch.device | str = "cpu", batch_size: int = 64) -> None:
@@ -59,12 +62,14 @@ class DiffusionPipeline:
         raise GenpixError(f"unknown class {name!r}; this model knows: {', '.join(self.class_names)}")
 
     def _denoiser(self, labels: torch.Tensor | None, cfg_scale: float):
+        """The model's (guided) denoiser with x0 clipped to the data range [-1, 1] (Ho et al. 2020)."""
         if labels is None:
-            return self.denoiser
-        null = torch.full_like(labels, self.config.num_classes)
+            return ClippedDenoiser(self.denoiser)
         if cfg_scale == 1:
-            return lambda x, sigma: self.denoiser(x, sigma, class_labels=labels)
-        return CFGDenoiser(self.denoiser, {"class_labels": labels}, {"class_labels": null}, cfg_scale)
+            return ClippedDenoiser(lambda x, sigma: self.denoiser(x, sigma, class_labels=labels))
+        null = torch.full_like(labels, self.config.num_classes)
+        return ClippedDenoiser(CFGDenoiser(self.denoiser, {"class_labels": labels}, {"class_labels": null},
+                                          cfg_scale))
 
     @torch.no_grad()
     def __call__(self, n: int = 1, seed: int = 0, steps: int | None = None, sampler: str | None = None,
@@ -73,13 +78,20 @@ class DiffusionPipeline:
                  s_noise: float | None = None, latents: torch.Tensor | None = None,
                  callback: Callable[[dict[str, Any]], None] | None = None, prompt: str | None = None,
                  negative_prompt: str | None = None, init_images: torch.Tensor | None = None,
-                 strength: float = 0.75) -> PipelineOutput:
+                 strength: float = 0.75, mask: torch.Tensor | None = None, mask_blur: int = 0,
+                 inpainting_fill: int = 1, invert_mask: bool = False) -> PipelineOutput:
         """Generate ``n`` images; with ``init_images`` (B, C, H, W) in [0, 1] (B = 1 or n), noise
         them to the level ``strength`` of the way to pure noise and denoise them back (SDEdit,
         Meng et al. 2022; seed 003's "reverse engineering"): strength 0 returns the image, 1
         ignores it. ``sampler`` is an sd-webui name, possibly with a schedule suffix ("DPM++ 2M
         Karras"); ``schedule`` None or "Automatic" is the sampler's default (samplers.resolve);
-        eta, s_churn and s_noise go to the samplers that take them (others refuse them)."""
+        eta, s_churn and s_noise go to the samplers that take them (others refuse them).
+
+        Inpainting: ``mask`` (1 or n, 1, H, W) in [0, 1], 1 = repaint, with the init images; the
+        rest of each image is held to the original noised to each step's sigma (the latent mask,
+        diffusion/inpainting.py) and pasted back at the end; ``mask_blur``, ``inpainting_fill``
+        (0 fill, 1 original, 2 latent noise, 3 latent nothing) and ``invert_mask`` as sd-webui's
+        (pipelines/masking.py)."""
         if prompt or negative_prompt:
             raise GenpixError(f"{self.model_name} is not text-conditioned; use --class for class models")
         if n < 1:
@@ -91,8 +103,11 @@ class DiffusionPipeline:
         options = {k: v for k, v in (("eta", eta), ("s_churn", s_churn), ("s_noise", s_noise)) if v is not None}
         samplers.check_options(fn, options)
         sigmas = self.denoiser.sigmas(steps, schedule)
+        originals = init_images
         if init_images is not None:
             sigmas, init_images = self._img2img_start(sigmas, init_images, strength, n)
+        if mask is not None:
+            mask = self._prepare_mask(mask, originals, n, mask_blur, inpainting_fill, invert_mask)
         label = None if class_name is None else self.class_index(class_name)
         if cfg_scale is not None and label is None:
             raise GenpixError("--cfg-scale needs a class (--class NAME) to guide towards")
@@ -105,18 +120,30 @@ class DiffusionPipeline:
         progress = None if callback is None else _counting(callback, total)
         for start in range(0, n, self.batch_size):
             chunk = slice(start, start + self.batch_size)
-            if init_images is None:
-                x = noise[chunk].to(self.device) * (sigmas[0].item() ** 2 + 1) ** 0.5
-            else:  # x_t = x0 + sigma_t eps in the sigma form (q(x_t | x0), Ho et al. eq. 4)
-                x = init_images[chunk].to(self.device) + noise[chunk].to(self.device) * sigmas[0]
             generators = [torch.Generator().manual_seed(sd) for sd in seeds[chunk]]
+            eps = noise[chunk].to(self.device)
+            if init_images is None:
+                x = eps * (sigmas[0].item() ** 2 + 1) ** 0.5
+            else:  # x_t = x0 + sigma_t eps in the sigma form (q(x_t | x0), Ho et al. eq. 4)
+                x = init_images[chunk].to(self.device) + eps * sigmas[0]
             labels = None if label is None else torch.full((x.shape[0],), label, device=self.device)
-            x0 = x if len(sigmas) < 2 else fn(self._denoiser(labels, cfg_scale), x, sigmas,
-                                               generator=generators, callback=progress, **options)
-            parts.append(self.to_unit_range(x0))
+            denoiser = self._denoiser(labels, cfg_scale)
+            if mask is not None:  # the latent mask on the pixel grid (diffusion/inpainting.py)
+                original = originals.float().expand(n, -1, -1, -1)[chunk]
+                known, content, grid = masking.masked_start(original, mask[chunk], inpainting_fill,
+                                                            lambda im: im.to(self.device) * 2 - 1, generators)
+                x, denoiser = content + eps * sigmas[0], MaskedDenoiser(denoiser, known, grid, eps)
+            x0 = x if len(sigmas) < 2 else fn(denoiser, x, sigmas, generator=generators, callback=progress,
+                                               **options)
+            if mask is None:
+                parts.append(self.to_unit_range(x0))
+            else:  # the original pasted back outside the (blurred) mask
+                images = self.to_unit_range(denoiser.finish(x0, sigmas[-1]))
+                parts.append(masking.overlay(images, original, mask[chunk]))
         images = torch.cat(parts)
         params = {"Steps": steps, "Sampler": fn.name, "Schedule type": schedules.SCHEDULE_LABELS[schedule],
                   "Denoising strength": strength if init_images is not None else None,
+                  **(masking.inpainting_params(mask_blur, inpainting_fill) if mask is not None else {}),
                   "CFG scale": cfg_scale if label is not None else None, "Eta": eta, "Sigma churn": s_churn,
                   "Sigma noise": s_noise,
                   "Class": self.class_names[label] if label is not None else None,
@@ -135,6 +162,17 @@ class DiffusionPipeline:
     def preview_images(self, denoised: torch.Tensor) -> list:
         """PIL pictures of a step callback's ``denoised`` (B, C, H, W): the live preview a server shows."""
         return to_pil(self.to_unit_range(denoised))
+
+    def _prepare_mask(self, mask: torch.Tensor, init: torch.Tensor | None, n: int, blur: int, fill: int,
+                      invert: bool) -> torch.Tensor:
+        """The checked mask (n, 1, S, S), inverted and blurred (pipelines/masking.py)."""
+        s = self.config.image_size
+        if init is None:
+            raise GenpixError("a mask needs the image to inpaint (init_images)")
+        if mask.ndim != 4 or mask.shape[0] not in (1, n) or tuple(mask.shape[1:]) != (1, s, s):
+            raise GenpixError(f"mask must be (1 or {n}, 1, {s}, {s}) in [0, 1], got {tuple(mask.shape)}")
+        masking.check_inpainting(blur, fill)
+        return masking.prepare_mask(mask, blur, invert).expand(n, -1, -1, -1)
 
     def _img2img_start(self, sigmas: torch.Tensor, init_images: torch.Tensor, strength: float,
                        n: int) -> tuple[torch.Tensor, torch.Tensor]:

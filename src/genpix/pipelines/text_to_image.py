@@ -13,7 +13,8 @@ Composed from passed-in parts: a CLIP tokenizer and text model, the text-conditi
 4. decode z / scaling_factor with the autoencoder; images in [0, 1], sd-webui infotexts.
 
 img2img starts from the encoded init image noised to the strength's sigma (SDEdit, Meng et al.
-2022); SD inpainting models (9 input channels) also see the mask and the masked image's latents.
+2022); SD inpainting models (9 input channels) also see the mask and the masked image's latents;
+ordinary models inpaint with the latent mask (diffusion/inpainting.py, pipelines/masking.py).
 
 Sampler conventions (what sd-webui does, and diffusers with the matching scheduler): the
 k-diffusion samplers start from noise * sigma_max (diffusers' Euler-family init_noise_sigma with
@@ -33,12 +34,14 @@ import torch.nn.functional as F
 
 from genpix.diffusion import samplers, schedules
 from genpix.diffusion.denoiser import CFGDenoiser, DiscreteDenoiser
+from genpix.diffusion.inpainting import MaskedDenoiser
 from genpix.errors import GenpixError
 from genpix.io.images import format_infotext, to_pil
 from genpix.models.autoencoder import AutoencoderKL
 from genpix.models.sd_unet import SDUNet
 from genpix.models.text import CLIPTextModel
 from genpix.models.tokenizer import CLIPTokenizer
+from genpix.pipelines import masking
 from genpix.pipelines.diffusion import _counting
 from genpix.pipelines.output import PipelineOutput
 
@@ -59,7 +62,7 @@ class StableDiffusionPipeline:
     family = "sd"
     parameters = frozenset({"n", "seed", "prompt", "negative_prompt", "steps", "sampler", "cfg_scale", "width",
                             "height", "schedule", "eta", "s_churn", "s_noise", "latents", "callback", "clip_skip",
-                            "init_images", "strength", "mask"})
+                            "init_images", "strength", "mask", "mask_blur", "inpainting_fill", "invert_mask"})
 
     def __init__(self, tokenizer: CLIPTokenizer, text_model: CLIPTextModel, unet: SDUNet, vae: AutoencoderKL,
                  alphas_cumprod: torch.Tensor, *, prediction: str = "eps", model_name: str = "sd",
@@ -126,10 +129,6 @@ class StableDiffusionPipeline:
         if width < multiple or height < multiple or width % multiple or height % multiple:
             raise GenpixError(f"width and height must be positive multiples of {multiple}, got {width}x{height}")
         shape = (self.unet.config.out_channels, height // self.factor, width // self.factor)
-        inpainting = self.unet.config.in_channels == 2 * shape[0] + 1
-        if mask is not None and not inpainting:
-            raise GenpixError(f"{self.model_name} is not an inpainting model ({self.unet.config.in_channels} input "
-                              f"channels, not {2 * shape[0] + 1}); a mask needs an SD inpainting checkpoint")
         if mask is None and self.unet.config.in_channels != shape[0]:
             raise GenpixError(f"{self.model_name} is an inpainting model ({self.unet.config.in_channels} input "
                               f"channels): give it an init image and a mask")
@@ -142,7 +141,7 @@ class StableDiffusionPipeline:
             return shape
         if not 0 <= strength <= 1:
             raise GenpixError(f"strength must be between 0 and 1, got {strength}")
-        for name, tensor, channels in (("init images", init, 3), ("mask", mask, 1)):
+        for name, tensor, channels in (("init images", init, self.image_shape[0]), ("mask", mask, 1)):
             if tensor is not None and (tensor.ndim != 4 or tensor.shape[0] not in (1, n) or
                                        tuple(tensor.shape[1:]) != (channels, height, width)):
                 raise GenpixError(f"{name} must be (1 or {n}, {channels}, {height}, {width}) in [0, 1], "
@@ -156,7 +155,8 @@ class StableDiffusionPipeline:
                  n: int = 1, schedule: str | None = None, eta: float | None = None, s_churn: float | None = None,
                  s_noise: float | None = None, clip_skip: int = 1,
                  callback: Callable[[dict[str, Any]], None] | None = None, init_images: torch.Tensor | None = None,
-                 strength: float | None = None, mask: torch.Tensor | None = None) -> PipelineOutput:
+                 strength: float | None = None, mask: torch.Tensor | None = None, mask_blur: int = 0,
+                 inpainting_fill: int = 1, invert_mask: bool = False) -> PipelineOutput:
         """Generate ``n`` images (B, 3, height, width) for ``prompt``; ``latents`` (n, 4, h, w) are
         unit-variance starting noise, scaled as the sampler needs.
 
@@ -166,11 +166,17 @@ class StableDiffusionPipeline:
         ``steps`` steps the last int(strength * steps) run, as in sd-webui and diffusers.
         Inpainting, with a 9-channel U-Net: ``mask`` (1 or n, 1, H, W), 1 (>= 0.5) where to repaint;
         the U-Net also sees the mask and the latents of the image with that region blanked (the
-        SD inpainting models' conditioning); strength defaults to 1 (start from pure noise)."""
+        SD inpainting models' conditioning); strength defaults to 1 (start from pure noise).
+        With an ordinary 4-channel U-Net the mask is a latent mask (diffusion/inpainting.py): outside
+        it the latents follow the original's, and the original is pasted back over the decoded
+        result (so those pixels come back unchanged); ``mask_blur``, ``inpainting_fill`` (0 fill,
+        1 original, 2 latent noise, 3 latent nothing; not used by 9-channel models, whose
+        conditioning is the masked image) and ``invert_mask`` as sd-webui's; strength defaults to 0.75."""
         prompt, negative_prompt = prompt or "", negative_prompt or ""
         steps = DEFAULT_STEPS if steps is None else steps
         cfg_scale = DEFAULT_CFG_SCALE if cfg_scale is None else float(cfg_scale)
-        strength = (1.0 if mask is not None else 0.75) if strength is None else float(strength)
+        nine_channels = self.unet.config.in_channels != self.unet.config.out_channels
+        strength = (1.0 if nine_channels else 0.75) if strength is None else float(strength)
         if init_images is not None:
             height, width = height or init_images.shape[-2], width or init_images.shape[-1]
         width, height = width or self.default_size, height or self.default_size
@@ -179,6 +185,10 @@ class StableDiffusionPipeline:
         options = {k: v for k, v in (("eta", eta), ("s_churn", s_churn), ("s_noise", s_noise)) if v is not None}
         samplers.check_options(entry, options)
         shape = self._check(n, width, height, latents, init_images, strength, mask)
+        if mask is not None:
+            masking.check_inpainting(mask_blur, inpainting_fill)
+            mask = masking.prepare_mask(mask, mask_blur, invert_mask)
+        latent_mask = mask is not None and not nine_channels
         seeds = [seed + i for i in range(n)]
 
         # 1. the text conditions: (1, 77, D) each, the negative prompt in the empty prompt's place
@@ -198,21 +208,34 @@ class StableDiffusionPipeline:
             chunk = slice(first, first + self.batch_size)
             generators = [torch.Generator().manual_seed(s) for s in seeds[chunk]]
             given = None if latents is None else latents[chunk].float()
-            x, extra = self._start(generators, shape, given, _rows(init_images, n, chunk), _rows(mask, n, chunk),
-                                   sigmas[0], start, pure_noise)
+            init, inpaint = _rows(init_images, n, chunk), _rows(mask, n, chunk)
+            x, extra, noise = self._start(generators, shape, given, None if latent_mask else init,
+                                          None if latent_mask else inpaint,
+                                          sigmas[0], start, pure_noise and not latent_mask)
             # 3. classifier-free guidance around the denoiser (Ho and Salimans 2022, eq. 6)
             b = x.shape[0]
             c, u = {"context": cond.expand(b, -1, -1), **extra}, {"context": uncond.expand(b, -1, -1), **extra}
             denoiser = _Conditioned(self.denoiser, c) if cfg_scale == 1 else CFGDenoiser(self.denoiser, c, u, cfg_scale)
+            if latent_mask:  # the latent mask around the guided denoiser (diffusion/inpainting.py)
+                z0, content, grid = masking.masked_start(init, inpaint, inpainting_fill,
+                                                         lambda im: self.encode(im.to(self.device), generators),
+                                                         generators)
+                x = noise * start if pure_noise else content + noise * sigmas[0]
+                denoiser = MaskedDenoiser(denoiser, z0, grid, noise)
             x0 = x if len(sigmas) < 2 else entry(denoiser, x, sigmas, generator=generators, callback=progress,
                                                   **options)
-            # 4. back to pixels
-            parts.append(self.decode(x0 / end))
+            # 4. back to pixels (an ordinary model's inpainting: the original pasted back outside the mask)
+            if latent_mask:
+                x0 = denoiser.finish(x0, sigmas[-1])
+            images = self.decode(x0 / end)
+            parts.append(masking.overlay(images, init, inpaint) if latent_mask else images)
         images = torch.cat(parts)
         params = {"Steps": steps, "Sampler": entry.name, "Schedule type": schedules.SCHEDULE_LABELS[schedule],
                   "CFG scale": cfg_scale, "Eta": eta, "Sigma churn": s_churn, "Sigma noise": s_noise}
         after = {"Size": f"{width}x{height}", "Model": self.model_name,
                  "Denoising strength": strength if init_images is not None else None,
+                 **(masking.inpainting_params(mask_blur, inpainting_fill if latent_mask else None)
+                    if mask is not None else {}),
                  "Clip skip": clip_skip if clip_skip != 1 else None}
         infotexts = [format_infotext({**params, "Seed": s, **after}, prompt, negative_prompt) for s in seeds]
         info = {"seeds": seeds, "prompt": prompt, "negative_prompt": negative_prompt, "model": self.model_name,
@@ -223,21 +246,22 @@ class StableDiffusionPipeline:
 
     def _start(self, generators: list[torch.Generator], shape: tuple[int, int, int], latents: torch.Tensor | None,
                init: torch.Tensor | None, mask: torch.Tensor | None, sigma: torch.Tensor, start: torch.Tensor,
-               pure_noise: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The sampler's x at sigma, and the inpainting conditioning; random draws from each
-        image's generator in diffusers' order: init latents (img2img), noise, masked-image latents."""
+               pure_noise: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+        """The sampler's x at sigma, the inpainting conditioning and the unit noise; random draws from
+        each image's generator in diffusers' order: init latents (img2img), noise, masked-image latents.
+        (With a latent mask the caller encodes the init after the noise: ``init`` is None then.)"""
         init = None if init is None else init.to(self.device)
-        z0 = None if pure_noise else self.encode(init, generators)
+        z0 = None if pure_noise or init is None else self.encode(init, generators)
         noise = latents if latents is not None else torch.stack([torch.randn(shape, generator=g) for g in generators])
         noise = noise.to(self.device)
-        x = noise * start if pure_noise else z0 + noise * sigma  # x_t = z0 + sigma_t eps (Ho et al. 2020 eq. 4)
+        x = noise * start if z0 is None else z0 + noise * sigma  # x_t = z0 + sigma_t eps (Ho et al. 2020 eq. 4)
         if mask is None:
-            return x, {}
+            return x, {}, noise
         mask = (mask.to(self.device).float() >= 0.5).float()  # binarised, as diffusers' mask processor
         # the region to repaint blanked to 0 in [-1, 1] (grey), as the inpainting models were trained
         masked = self.encode(init * (1 - mask) + 0.5 * mask, generators)
         small = F.interpolate(mask, size=shape[1:])  # nearest, to the latent grid
-        return x, {"concat": torch.cat([small, masked], dim=1)}
+        return x, {"concat": torch.cat([small, masked], dim=1)}, noise
 
 def _rows(images: torch.Tensor | None, n: int, chunk: slice) -> torch.Tensor | None:
     """Rows ``chunk`` of one image per sample (a single image serves them all)."""

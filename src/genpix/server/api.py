@@ -27,6 +27,7 @@ from genpix.server.outputs import OutputFolder
 from genpix.server.schemas import (GenerationResponse, Img2ImgRequest, PNGInfoRequest, PNGInfoResponse,
                                    ProgressResponse, SamplerItem, SchedulerItem, ScriptsList, SDModelItem,
                                    Txt2ImgRequest)
+from genpix.server.scripts import IMG2IMG_SCRIPTS, find_script
 
 
 @dataclass
@@ -53,15 +54,20 @@ class ServerContext:
 
 async def _generate(ctx: ServerContext, kind: str, request: Txt2ImgRequest, init=None, mask=None) -> dict:
     """Queue one txt2img/img2img job and shape its answer."""
-    if request.script_name:
-        raise ApiError(f"script {request.script_name!r} not found; this server has no scripts", 422)
+    script = find_script(request, kind)  # outpainting (server/scripts.py), or None
     entry = ctx.model_for(request)
     seed = generation.draw_seed(request.seed)
 
     def job():
         pipe = ctx.catalog.pipeline(entry)
-        extra = {} if init is None else generation.img2img_arguments(pipe, entry, request, init, mask)
-        result = generation.generate(pipe, entry, request, seed, ctx.jobs, extra)
+        run, pictures, picture_mask = request, init, mask
+        if script is not None:  # the canvas and the mask of its new border
+            run, canvas, picture_mask = script.prepare(pipe, entry.channels or 3, request, init)
+            pictures = [canvas]
+        extra = {} if pictures is None else generation.img2img_arguments(pipe, entry, run, pictures, picture_mask)
+        result = generation.generate(pipe, entry, run, seed, ctx.jobs, extra)
+        if script is not None:
+            result.images = script.finish(result.images, canvas, picture_mask)
         if ctx.outputs is not None and result.images:
             ctx.outputs.save(kind, result.images, result.seeds, result.infotexts)
         return result, ctx.jobs.job_timestamp
@@ -182,7 +188,7 @@ def build_router(ctx: ServerContext, dependencies: list) -> APIRouter:
 
     @router.get("/scripts", response_model=ScriptsList)
     def scripts():
-        return {"txt2img": [], "img2img": []}
+        return {"txt2img": [], "img2img": IMG2IMG_SCRIPTS}
 
     @router.get("/script-info")
     def script_info():

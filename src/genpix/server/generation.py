@@ -3,7 +3,8 @@
 A field reaches a pipeline only if the pipeline lists it in ``parameters``; a field it does not
 take is ignored, as sd-webui ignores unknown fields (a VAE has no steps). What would be silently
 wrong instead is refused with a 4xx: a size the model cannot make, a prompt for a model with no
-classes or text, a mask for a pipeline that cannot inpaint.
+classes or text, a mask for a pipeline that cannot inpaint. A mask, its blur, fill and inversion
+go to the pipeline (pipelines/masking.py), which pastes the original back outside the mask.
 """
 
 from __future__ import annotations
@@ -12,13 +13,11 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-import torch
-from PIL import Image, ImageFilter, ImageOps
+from PIL import Image
 
 import genpix
-from genpix.data.transforms import crop_to_aspect_ratio, normalise_mode, pil_to_chw, to_pil_channels
 from genpix.diffusion import samplers
+from genpix.pipelines.masking import mask_from_picture, pictures_to_batch
 from genpix.server.catalog import ModelEntry
 from genpix.server.errors import ApiError
 from genpix.server.jobs import Interrupted, JobQueue, Skipped
@@ -88,30 +87,9 @@ def pipeline_arguments(pipe, entry: ModelEntry, request: Txt2ImgRequest) -> dict
     return args
 
 
-def _to_batch(images: list[Image.Image], size: tuple[int, int], channels: int, crop: bool) -> torch.Tensor:
-    """PIL images -> (B, C, H, W) float in [0, 1], each converted and resized to ``size``."""
-    arrays = []
-    for image in images:
-        image = normalise_mode(image)
-        if crop:
-            image = crop_to_aspect_ratio(image, size[0] / size[1])
-        image = to_pil_channels(image, channels).resize(size, Image.Resampling.LANCZOS)
-        arrays.append(pil_to_chw(image))
-    return torch.from_numpy(np.stack(arrays)).float() / 255
-
-
-def _mask(mask: Image.Image, request: Img2ImgRequest, size: tuple[int, int]) -> torch.Tensor:
-    """The inpainting mask (1, 1, H, W) in [0, 1], white = repaint: alpha if it has any, else luma;
-    inverted with inpainting_mask_invert; blurred by mask_blur."""
-    if mask.mode in ("RGBA", "LA") and mask.getchannel("A").getextrema()[0] < 255:
-        mask = mask.getchannel("A")
-    mask = mask.convert("L")
-    if request.inpainting_mask_invert:
-        mask = ImageOps.invert(mask)
-    blur = request.mask_blur if request.mask_blur is not None else max(request.mask_blur_x, request.mask_blur_y)
-    if blur:
-        mask = mask.filter(ImageFilter.GaussianBlur(blur))
-    return _to_batch([mask], size, 1, crop=request.resize_mode == 1)
+def mask_blur(request: Img2ImgRequest) -> int:
+    """sd-webui's mask_blur, else the larger of mask_blur_x and mask_blur_y."""
+    return request.mask_blur if request.mask_blur is not None else max(request.mask_blur_x, request.mask_blur_y)
 
 
 def img2img_arguments(pipe, entry: ModelEntry, request: Img2ImgRequest, init: list[Image.Image],
@@ -125,15 +103,18 @@ def img2img_arguments(pipe, entry: ModelEntry, request: Img2ImgRequest, init: li
         raise ApiError(f"got {len(init)} init images for batch_size {request.batch_size}; send 1 or {request.batch_size}")
     size = _size(entry, takes, request)
     channels = entry.channels or 3
-    args: dict[str, Any] = {"init_images": _to_batch(init, size, channels, crop=request.resize_mode == 1),
+    crop = request.resize_mode == 1
+    args: dict[str, Any] = {"init_images": pictures_to_batch(init, size, channels, crop),
                             "strength": request.denoising_strength}
     if mask is not None:
         if "mask" not in takes:
             raise ApiError(f"{entry.name} ({family}) cannot inpaint: its pipeline takes no mask; "
                            f"leave out 'mask' for plain img2img")
-        args["mask"] = _mask(mask, request, size)
-        if "inpainting_fill" in takes:
-            args["inpainting_fill"] = request.inpainting_fill
+        args["mask"] = pictures_to_batch([mask_from_picture(mask)], size, 1, crop)
+        for key, value in (("mask_blur", mask_blur(request)), ("inpainting_fill", request.inpainting_fill),
+                           ("invert_mask", bool(request.inpainting_mask_invert))):
+            if key in takes:
+                args[key] = value
     return args
 
 

@@ -43,7 +43,8 @@ class Txt2ImgRequest(_Request):
     height: int | None = Field(None, ge=1, le=MAX_SIDE)
     override_settings: dict[str, Any] | None = None  # {"sd_model_checkpoint": ...} for this request
     override_settings_restore_afterwards: bool = True
-    script_name: str | None = None
+    script_name: str | None = None  # img2img: "outpainting mk2" or "poor man's outpainting" (server/scripts.py)
+    script_args: list[Any] | None = None
     send_images: bool = True
     save_images: bool = False
 

@@ -5,6 +5,7 @@ for classifier-free guidance."""
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
@@ -14,11 +15,71 @@ from genpix.config import to_dict
 from genpix.data import ImageDataset
 from genpix.diffusion import samplers
 from genpix.diffusion.config import DDPMConfig
-from genpix.diffusion.denoiser import training_target
+from genpix.diffusion.denoiser import append_dims, training_target
 from genpix.diffusion.losses import diffusion_loss, min_snr_weight
 from genpix.io.images import make_grid, to_pil
 from genpix.models.unet import UNet
 from genpix.training.task import Batch
+
+
+@dataclass(frozen=True)
+class Noised:
+    """One training draw of the forward process: x_t = alpha x0 + sigma_vp eps (B, C, H, W) at
+    network time t (B,), what the network should output, and the per-image loss weight."""
+
+    x_t: torch.Tensor
+    t: torch.Tensor
+    target: torch.Tensor
+    weight: torch.Tensor | None
+
+    def loss(self, output: torch.Tensor, kind: str) -> torch.Tensor:
+        return diffusion_loss(output, self.target, kind, self.weight)
+
+
+def forward_process(objective: Any, x0: torch.Tensor, batch: Batch) -> Noised:
+    """Algorithm 1 of Ho et al. (2020) up to the network: t and eps per image from the batch
+    (``batch.rand``, then ``batch.randn``: the same draws whatever the number of processes),
+    x_t, the target (eps, v or x0) and min-SNR weights when asked. ``objective`` is a config with
+    ``noise_levels(u)``, ``prediction`` and ``min_snr_gamma`` (DDPMConfig, LDMConfig)."""
+    t, alpha, sigma_vp = objective.noise_levels(batch.rand())
+    eps = batch.randn(*x0.shape[1:])
+    a, s = append_dims(alpha, x0.ndim), append_dims(sigma_vp, x0.ndim)
+    weight = (min_snr_weight(alpha**2 / sigma_vp**2, objective.min_snr_gamma, objective.prediction)
+              if objective.min_snr_gamma else None)
+    return Noised(a * x0 + s * eps, t, training_target(objective.prediction, x0, eps, a, s), weight)
+
+
+def optimiser_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, module: torch.nn.Module,
+                   grad_clip: float, scaler: torch.amp.GradScaler | None = None) -> dict[str, torch.Tensor]:
+    """Backward (through ``scaler`` for fp16), clip the gradient norm of ``module`` at
+    ``grad_clip`` (0 = off), step; returns the loss and the gradient norm."""
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+    else:
+        loss.backward()
+    metrics = {"loss": loss.detach()}
+    if grad_clip > 0:
+        metrics["grad_norm"] = torch.nn.utils.clip_grad_norm_(module.parameters(), grad_clip)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    return metrics
+
+
+@torch.no_grad()
+def update_ema(ema: torch.nn.Module, live: torch.nn.Module, max_decay: float,
+               optimizer: torch.optim.Optimizer, first_param: torch.Tensor) -> None:
+    """theta_ema <- d theta_ema + (1 - d) theta, d = min(decay, (1 + n) / (10 + n)) after n
+    optimiser steps (the warm-up keeps early averages from remembering the random init)."""
+    n = int(optimizer.state[first_param].get("step", 0))
+    decay = min(max_decay, (1 + n) / (10 + n))
+    torch._foreach_lerp_(list(ema.parameters()), list(live.parameters()), 1 - decay)
+    for b_ema, b in zip(ema.buffers(), live.buffers()):
+        b_ema.copy_(b)
 
 
 class DDPMTask:
@@ -55,19 +116,15 @@ class DDPMTask:
         x0 = batch.images * 2 - 1  # the model works in [-1, 1]
         # t, eps and the label dropout per image from the batch: the same draws whatever the
         # number of processes
-        t, alpha, sigma_vp = cfg.noise_levels(batch.rand())
-        eps = batch.randn(*x0.shape[1:])
-        a, s = alpha[:, None, None, None], sigma_vp[:, None, None, None]
+        noised = forward_process(cfg, x0, batch)
         labels = None
         if cfg.class_conditional:
             drop = batch.rand() < cfg.cond_drop_prob
             labels = torch.where(drop, torch.full_like(batch.labels, cfg.num_classes), batch.labels)
         with torch.autocast("cuda", dtype=self.autocast_dtype or torch.bfloat16,
                             enabled=self.autocast_dtype is not None):
-            output = network(a * x0 + s * eps, t, labels)
-        weight = (min_snr_weight(alpha**2 / sigma_vp**2, cfg.min_snr_gamma, cfg.prediction)
-                  if cfg.min_snr_gamma else None)
-        return diffusion_loss(output, training_target(cfg.prediction, x0, eps, a, s), cfg.loss, weight)
+            output = network(noised.x_t, noised.t, labels)
+        return noised.loss(output, cfg.loss)
 
     def distribute(self, wrap) -> None:
         # the U-Net through DDP; the EMA copy stays plain: every rank updates it from the same
@@ -77,33 +134,9 @@ class DDPMTask:
     def train_step(self, batch: Batch) -> dict[str, torch.Tensor]:
         self.unet.train()
         loss = self.loss(self.network, batch)
-        self.optimizer.zero_grad(set_to_none=True)
-        if self.scaler is not None:
-            self.scaler.scale(loss).backward()
-            self.scaler.unscale_(self.optimizer)
-        else:
-            loss.backward()
-        metrics = {"loss": loss.detach()}
-        if self.config.grad_clip > 0:
-            metrics["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.unet.parameters(), self.config.grad_clip)
-        if self.scaler is not None:
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            self.optimizer.step()
-        self._update_ema()
+        metrics = optimiser_step(loss, self.optimizer, self.unet, self.config.grad_clip, self.scaler)
+        update_ema(self.ema, self.unet, self.config.ema_decay, self.optimizer, self.first_param)
         return metrics
-
-    @torch.no_grad()
-    def _update_ema(self) -> None:
-        """theta_ema <- d theta_ema + (1 - d) theta, d = min(decay, (1 + n) / (10 + n)) after n
-        optimiser steps (the warm-up keeps early averages from remembering the random init)."""
-        n = int(self.optimizer.state[self.first_param].get("step", 0))
-        decay = min(self.config.ema_decay, (1 + n) / (10 + n))
-        ema, live = list(self.ema.parameters()), list(self.unet.parameters())
-        torch._foreach_lerp_(ema, live, 1 - decay)
-        for b_ema, b in zip(self.ema.buffers(), self.unet.buffers()):
-            b_ema.copy_(b)
 
     @torch.no_grad()
     def snapshot(self, batch: Batch) -> dict[str, Image.Image]:

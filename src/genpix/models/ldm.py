@@ -1,0 +1,77 @@
+"""The trainable part of latent diffusion: eps_theta(z_t, t, tau_theta(y)) (Rombach et al. 2022,
+eq. 3), the cross-attention U-Net and the conditioning encoder tau_theta trained jointly.
+
+tau_theta by ``cond``:
+
+- ``text``, ``learned``: the small CLIP-layout transformer over UTF-8 bytes (models/text.py);
+  its input y is token ids (B, L) from :meth:`Conditioner.inputs`.
+- ``text``, ``minilm``: the frozen all-MiniLM-L6-v2; :meth:`Conditioner.inputs` runs it (no
+  gradient) and tau_theta is the identity on its token embeddings (B, L, 384). The frozen encoder is
+  held outside the module tree, so it is neither trained, averaged, nor saved with the weights.
+- ``class``: an embedding table (K + 1, D) (the last row the null class for guidance), one
+  context token per image, as LDM's class-conditional ImageNet model (``ClassEmbedder``).
+- ``none``: a single zero context token (B, 1, D); the U-Net's cross-attention sees nothing.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from genpix.models.sd_unet import SDUNet, SDUNetConfig
+from genpix.models.text import SentenceEncoder, SmallTextEncoder, SmallTextEncoderConfig
+
+
+class Conditioner(nn.Module):
+    """tau_theta: condition inputs y -> context (B, L, D) for the U-Net's cross-attention."""
+
+    def __init__(self, cond: str, dim: int, *, text_encoder: str = "learned",
+                 text: SmallTextEncoderConfig | None = None, num_classes: int = 0) -> None:
+        super().__init__()
+        self.cond, self.text_encoder, self.dim, self.num_classes = cond, text_encoder, dim, num_classes
+        self.frozen: tuple[SentenceEncoder, ...] = ()  # minilm: outside the module tree (not saved)
+        if cond == "text" and text_encoder == "learned":
+            self.text = SmallTextEncoder(text or SmallTextEncoderConfig(width=dim))
+        elif cond == "text":
+            self.frozen = (SentenceEncoder(),)
+        elif cond == "class":
+            self.embedding = nn.Embedding(num_classes + 1, dim)
+
+    def inputs(self, prompts: list[str] | None = None, labels: torch.Tensor | None = None,
+               device: torch.device | str = "cpu", *, warn: bool = True) -> torch.Tensor:
+        """What :meth:`forward` takes for a batch: token ids (B, L) int64 (learned text), frozen
+        token embeddings (B, L, 384) (minilm), labels (B,) int64 (class; K = the null class), or
+        zeros (B,) (none; B = len(prompts) or len(labels)). ``warn``: about truncated prompts."""
+        if self.cond == "text":
+            if self.frozen:
+                encoder = self.frozen[0].to(device)
+                return encoder(list(prompts)).tokens.to(device)
+            return self.text.tokenizer(list(prompts), warn=warn).to(device)
+        if self.cond == "class":
+            return labels.to(device)
+        return torch.zeros(len(prompts) if prompts is not None else len(labels), device=device)
+
+    def null_inputs(self, n: int, device: torch.device | str = "cpu") -> torch.Tensor:
+        """The unconditional inputs for ``n`` images: the empty caption, or the null class."""
+        if self.cond == "class":
+            return torch.full((n,), self.num_classes, dtype=torch.long, device=device)
+        return self.inputs([""] * n, device=device)
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        if self.cond == "text":
+            return y if self.frozen else self.text.transformer(y).tokens  # (B, L, D)
+        if self.cond == "class":
+            return self.embedding(y)[:, None]  # (B, 1, D)
+        return y.new_zeros(y.shape[0], 1, self.dim)  # (B, 1, D)
+
+
+class LatentDiffusionModel(nn.Module):
+    """eps_theta(z_t (B, C, h, w), t (B,), y) -> (B, C, h, w): the U-Net on tau_theta(y)."""
+
+    def __init__(self, unet_config: SDUNetConfig, conditioner: Conditioner) -> None:
+        super().__init__()
+        self.unet = SDUNet(unet_config)
+        self.conditioner = conditioner
+
+    def forward(self, z_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.unet(z_t, t, self.conditioner(y))

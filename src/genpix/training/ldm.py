@@ -1,0 +1,151 @@
+"""Training task of latent diffusion (Rombach et al. 2022, eq. 2-3): the DDPM objective (training/ddpm.py's
+forward_process, optimiser_step and update_ema) on the frozen autoencoder's latents z * scaling_factor,
+with the conditioning encoder tau_theta trained jointly, caption (or label) dropout for
+classifier-free guidance and EMA weights."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from genpix.config import from_dict, to_dict
+from genpix.data import ImageDataset
+from genpix.diffusion import samplers
+from genpix.diffusion.denoiser import CFGDenoiser
+from genpix.diffusion.ldm_config import LDMConfig
+from genpix.errors import GenpixError
+from genpix.io.checkpoint import CheckpointError, load_module_weights, read_model_dir
+from genpix.io.images import make_grid, to_pil
+from genpix.models.autoencoder import AutoencoderKL
+from genpix.training.autoencoder import AutoencoderTrainingConfig
+from genpix.training.ddpm import forward_process, optimiser_step, update_ema
+from genpix.training.task import Batch
+
+
+def load_first_stage(path: str | Path) -> AutoencoderKL:
+    """A trained autoencoder run folder -> its network, with the measured scaling factor."""
+    try:
+        model = read_model_dir(path)
+    except CheckpointError as error:
+        raise GenpixError(f"--autoencoder: {error}") from None
+    if model.family != "autoencoder":
+        raise GenpixError(f"--autoencoder {path}: holds a {model.family} model, not an autoencoder "
+                          f"(train one with `genpix train autoencoder`)")
+    config = from_dict(AutoencoderTrainingConfig, model.config["model"], where=f"{model.path}/config.json model")
+    if config.scaling_factor is None:
+        raise GenpixError(f"--autoencoder {path}: no measured latent scaling factor (its run ended without "
+                          f"held-out images to measure it on)")
+    if "autoencoder" not in model.weights:
+        raise GenpixError(f"--autoencoder {path}: {model.path}/model.safetensors has no 'autoencoder' weights")
+    autoencoder = AutoencoderKL(config.network())
+    load_module_weights(autoencoder, model.weights["autoencoder"], f"{model.path}/model.safetensors")
+    return autoencoder
+
+
+class LDMTask:
+    family = "ldm"
+
+    def __init__(self, config: LDMConfig, *, lr: float, device: torch.device, seed: int = 0,
+                 autoencoder: AutoencoderKL | None = None, preview: int = 8, preview_steps: int = 20) -> None:
+        """``autoencoder``: the trained first stage (a new run); on resume it is rebuilt from
+        ``config.first_stage`` and its weights come back with the checkpoint."""
+        if autoencoder is not None:
+            config = replace(config, first_stage=autoencoder.config)
+        if config.first_stage is None:
+            raise GenpixError("--autoencoder is required: a trained autoencoder run (genpix train autoencoder)")
+        self.config, self.device = config, device
+        self.autoencoder = (autoencoder or AutoencoderKL(config.first_stage)).to(device).eval().requires_grad_(False)
+        self.model = config.network().to(device)
+        frozen = {id(m): m for m in self.model.conditioner.frozen}  # shared, not copied, by the EMA
+        self.ema = copy.deepcopy(self.model, frozen).requires_grad_(False)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=config.weight_decay)
+        self.first_param = next(self.model.parameters())
+        self.network = self.model  # what train_step calls; under torchrun, through DDP (distribute)
+        f = config.first_stage.downsampling_factor
+        self.preview_noise = torch.randn(preview, config.first_stage.latent_channels, config.image_size // f,
+                                         config.image_size // f, generator=torch.Generator().manual_seed(seed))
+        self.preview_steps = preview_steps
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        return {"model": self.model, "ema": self.ema, "first_stage": self.autoencoder}
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"adamw": self.optimizer}
+
+    def model_config(self) -> dict[str, Any]:
+        return to_dict(self.config)
+
+    def distribute(self, wrap) -> None:
+        # the U-Net and tau_theta through DDP; the frozen autoencoder and the EMA copy stay plain
+        self.network = wrap(self.model)
+
+    @torch.no_grad()
+    def latents(self, batch: Batch) -> torch.Tensor:
+        """z0 = scaling_factor * z, z ~ q(z|x), eps of the posterior sample per image from the batch."""
+        posterior = self.autoencoder.encode(batch.images * 2 - 1)
+        eps = batch.randn(*posterior.mean.shape[1:])
+        return (posterior.mean + posterior.std * eps) * self.config.first_stage.scaling_factor
+
+    def conditions(self, batch: Batch, drop: torch.Tensor) -> torch.Tensor:
+        """tau_theta's inputs for the batch; where ``drop`` (B,) the empty caption / null class."""
+        cfg, conditioner = self.config, self.model.conditioner
+        if cfg.cond == "text":
+            if batch.captions is None:
+                raise GenpixError("--cond text needs a dataset with captions")
+            captions = ["" if d else c for c, d in zip(batch.captions, drop.tolist())]
+            return conditioner.inputs(captions, device=self.device, warn=False)  # counted once, by the CLI
+        if cfg.cond == "class":
+            return torch.where(drop, torch.full_like(batch.labels, cfg.num_classes), batch.labels)
+        return conditioner.inputs(labels=drop, device=self.device)
+
+    def loss(self, network, batch: Batch) -> torch.Tensor:
+        """LDM eq. 2 with tau_theta: || target - eps_theta(z_t, t, tau_theta(y)) ||^2 on z0 = latents."""
+        z0 = self.latents(batch)
+        noised = forward_process(self.config, z0, batch)  # t, then eps: per image from the batch
+        drop = batch.rand() < self.config.cond_drop_prob
+        return noised.loss(network(noised.x_t, noised.t, self.conditions(batch, drop)), self.config.loss)
+
+    def train_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        self.model.train()
+        metrics = optimiser_step(self.loss(self.network, batch), self.optimizer, self.model, self.config.grad_clip)
+        update_ema(self.ema, self.model, self.config.ema_decay, self.optimizer, self.first_param)
+        return metrics
+
+    @torch.no_grad()
+    def snapshot(self, batch: Batch) -> dict[str, Image.Image]:
+        """One row of EMA samples from fixed noise (DDIM, guidance scale 3) for the batch's first
+        captions (labels), above the training images they describe."""
+        self.ema.eval()
+        n = min(self.preview_noise.shape[0], batch.images.shape[0])
+        rows = Batch(batch.images[:n], None if batch.labels is None else batch.labels[:n],
+                     None if batch.captions is None else batch.captions[:n])
+        y = self.conditions(rows, torch.zeros(n, dtype=torch.bool, device=self.device))
+        if self.config.guided:
+            null = self.model.conditioner.null_inputs(n, self.device)
+            denoiser = CFGDenoiser(self.config.denoiser(self.ema), {"y": y}, {"y": null}, 3.0)
+        else:
+            denoiser = self.config.denoiser(lambda z_t, t: self.ema(z_t, t, y))
+        z0 = samplers.sample(denoiser, self.preview_noise[:n].to(self.device), self.preview_steps, "DDIM",
+                             generator=torch.Generator().manual_seed(0))
+        x = self.autoencoder.decode(z0 / self.config.first_stage.scaling_factor).add(1).div(2).clamp(0, 1)
+        return {"samples": make_grid(to_pil(torch.cat([x, rows.images]).float().cpu()), columns=n)}
+
+    @torch.no_grad()
+    def evaluate(self, data: ImageDataset, limit: int = 256) -> dict[str, float]:
+        """Mean loss of the EMA network on up to ``limit`` held-out images, at fixed draws."""
+        self.ema.eval()
+        generator = torch.Generator(self.device).manual_seed(1234)
+        losses = []
+        for start in range(0, min(limit, len(data)), 64):
+            stop = min(start + 64, limit, len(data))
+            images = data.images[start:stop].to(self.device).float().div(255)
+            labels = None if data.labels is None else data.labels[start:stop].to(self.device)
+            captions = None if data.captions is None else list(data.captions[start:stop])
+            losses.append(self.loss(self.ema, Batch(images, labels, captions, generator=generator)))
+        return {"test_loss": torch.stack(losses).mean().item(), "images": min(limit, len(data))}
+
