@@ -97,3 +97,19 @@ def test_nan_loss_stops_training_and_names_the_last_good_checkpoint(tmp_path, ru
     status, _, err = run_cli("train", "ddpm", *TINY, "--steps", "6", "--lr", "1e30", "--warmup-steps", "0",
                              "--grad-clip", "0", "--checkpoint-every", "1", "--out", tmp_path / "nan")
     assert status == 1 and "training stopped" in err and "Last good checkpoint: step" in err
+
+
+def test_sample_every_class_makes_one_grid_row_per_class(class_model, tmp_path, run_cli):
+    status, out, err = run_cli("sample", class_model, "--class", "all", "-n", "2", "--steps", "3",
+                               "--npy", tmp_path / "all.npy", "--grid", tmp_path / "grid.png", "--device", "cpu")
+    assert status == 0, err
+    a = np.load(tmp_path / "all.npy")
+    assert a.shape == (20, 8, 8, 1)  # 10 digit classes x 2
+    pipe = genpix.load_pipeline(str(class_model))
+    seven = pipe(n=2, seed=0, steps=3, class_name="7")
+    assert np.array_equal(np.asarray(seven.images[1]), a[15, :, :, 0])  # class 7, image 1
+    from PIL import Image
+
+    assert Image.open(tmp_path / "grid.png").size == (2 * 8 + 3 * 2, 10 * 8 + 11 * 2)  # 2 columns, 10 rows
+    status, _, err = run_cli("sample", "fashion-vae", "--class", "all", "-n", "2", "--npy", tmp_path / "v.npy")
+    assert status == 1 and "needs a class-conditional model" in err

@@ -21,7 +21,8 @@ def register(commands) -> None:
     p.add_argument("--cfg-scale", type=finite_float, help="classifier-free guidance scale")
     p.add_argument("--prompt", help="text prompt (text-conditioned models)")
     p.add_argument("--negative-prompt", help="negative prompt (text-conditioned models)")
-    p.add_argument("--class", dest="class_name", help="class name (class-conditioned models)")
+    p.add_argument("--class", dest="class_name",
+                   help="class name (class-conditioned models); all: -n images of every class, a grid row each")
     p.add_argument("--trajectory", help="diffusion models: also write the denoising strip of the first "
                                         "image (x_t above the predicted x0, about 10 columns) to this file")
     add_seed(p)
@@ -151,7 +152,7 @@ def write_trajectory(frames: list, path: str) -> None:
     print(f"wrote trajectory to {path}")
 
 
-def write_outputs(out, args: argparse.Namespace) -> None:
+def write_outputs(out, args: argparse.Namespace, columns: int | None = None) -> None:
     """PNG files (numbered after any already in the folder), --npy and --grid."""
     from genpix.io.images import make_grid, save_npy, save_png
 
@@ -167,7 +168,7 @@ def write_outputs(out, args: argparse.Namespace) -> None:
         save_npy(out.tensors, args.npy)
         print(f"wrote array {tuple(out.tensors.shape[i] for i in (0, 2, 3, 1))} to {args.npy}")
     if args.grid:
-        save_png(make_grid(out.images), args.grid, out.infotexts[0])
+        save_png(make_grid(out.images, columns=columns), args.grid, out.infotexts[0])
         print(f"wrote grid to {args.grid}")
 
 
@@ -177,8 +178,31 @@ def run_sample(args: argparse.Namespace) -> int:
 
     set_cpu_threads()
     pipe = load_pipeline(args.model, device=resolve_device(args.device))
+    if args.class_name is not None and args.class_name.lower() == "all":
+        return _sample_every_class(pipe, args)
     out = run_pipeline(pipe, args.num_images, args.seed, generation_options(args, pipe), args.trajectory)
     write_outputs(out, args)
+    return 0
+
+
+def _sample_every_class(pipe, args: argparse.Namespace) -> int:
+    """``--class all``: -n images of each class (the same seeds for every class), the grid one row
+    per class."""
+    import torch
+
+    from genpix.errors import GenpixError
+    from genpix.pipelines.output import PipelineOutput
+
+    names = getattr(pipe, "class_names", ())
+    if not names:
+        raise GenpixError(f"--class all needs a class-conditional model; {pipe.model_name} has no classes")
+    outs = []
+    for name in names:
+        args.class_name = name
+        outs.append(run_pipeline(pipe, args.num_images, args.seed, generation_options(args, pipe)))
+    out = PipelineOutput([im for o in outs for im in o.images], torch.cat([o.tensors for o in outs]),
+                         [t for o in outs for t in o.infotexts], {"classes": list(names)})
+    write_outputs(out, args, columns=args.num_images)
     return 0
 
 
