@@ -6,6 +6,7 @@ Every user-facing problem is one line on stderr and a non-zero exit (1; 2 for ba
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 
@@ -43,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     warnings.showwarning = _show_warning  # one line each, never a source excerpt
     try:
         return args.run(args) or 0
+    except BrokenPipeError:  # the reader went away (`genpix samplers | head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (GenpixError, ValueError, OSError) as error:
         # GenpixError covers the data layer, configs and checkpoints; ValueError/OSError from
         # our own validation carry readable messages; a bug elsewhere keeps its traceback.
