@@ -1,14 +1,19 @@
 """Shared by the tests/test_server_*.py files: a real uvicorn server on a loopback port, in a thread,
-and a tiny class-conditional diffusion model trained for them."""
+a tiny class-conditional diffusion model trained for them, and a headless Chromium page for the UI tests."""
 
 from __future__ import annotations
 
 import socket
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import uvicorn
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's; Playwright's own browsers are not installed
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 # the sizes tests/test_cli_ddpm.py trains in seconds: 8x8 digits, a two-level U-Net of 8 channels
 TINY_DDPM = ["--data", "digits", "--image-size", "8", "--limit", "64", "--batch-size", "8", "--base-channels",
@@ -53,3 +58,21 @@ class ServerThread:
     def __exit__(self, *exc) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=15)
+
+
+@contextmanager
+def browser_page(url: str):
+    """A Playwright page in headless Chromium, opened at ``url`` + "/". Every request the page makes
+    must stay on the server (no CDN, nothing fetched from outside): checked when the block ends."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page()
+        outside = []
+        page.on("request", lambda r: None if r.url.startswith(url) or r.url.startswith("data:")
+                else outside.append(r.url))
+        page.goto(url + "/")
+        yield page
+        browser.close()
+    assert outside == [], f"the page fetched from outside the server: {outside}"

@@ -5,14 +5,10 @@ import io
 
 import pytest
 from PIL import Image
-from playwright.sync_api import expect, sync_playwright
-from server_harness import ServerThread, train_tiny_class_model
+from playwright.sync_api import expect
+from server_harness import ServerThread, browser_page, train_tiny_class_model
 
 from genpix.server import create_app
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
 @pytest.fixture(scope="module")
@@ -25,16 +21,8 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def page(server):
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page()
-        outside = []  # every request must stay on the server: no CDN, nothing fetched from outside
-        page.on("request", lambda r: None if r.url.startswith(server) or r.url.startswith("data:")
-                else outside.append(r.url))
-        page.goto(server + "/")
+    with browser_page(server) as page:
         yield page
-        browser.close()
-        assert outside == []
 
 
 def test_type_a_prompt_generate_enlarge_and_download(page):

@@ -73,6 +73,172 @@ function payload() {
   return body;
 }
 
+// ---- tabs: txt2img, img2img, inpaint, outpaint share the form above; PNG info has its own panel
+
+let tab = "txt2img";
+
+function showTab(name) {
+  tab = name;
+  for (const button of document.querySelectorAll("#tabs [data-tab]")) {
+    button.setAttribute("aria-selected", String(button.dataset.tab === name));
+  }
+  for (const element of document.querySelectorAll("[data-tabs]")) {
+    element.hidden = !element.dataset.tabs.split(" ").includes(name);
+  }
+}
+
+// ---- the picture img2img, inpaint and outpaint start from, and the inpainting mask drawn over it
+
+let picture = null; // a data: URL
+
+function readFile(file) {
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(reader.result);
+    reader.onerror = () => reject(new Error(`could not read ${file.name}`));
+    reader.readAsDataURL(file);
+  });
+}
+
+async function loadPicture() {
+  const file = $("init-file").files[0];
+  if (!file) return;
+  const url = await readFile(file);
+  const img = $("init-image");
+  await new Promise((resolve, reject) => {
+    img.onload = resolve;
+    img.onerror = () => reject(new Error(`${file.name} is not a picture this browser can show`));
+    img.src = url;
+  });
+  picture = url;
+  const canvas = $("mask-canvas");
+  canvas.width = img.naturalWidth; // the mask has the picture's own pixels; CSS scales both alike
+  canvas.height = img.naturalHeight;
+  $("brush_size").value = Math.max(1, Math.round(Math.min(img.naturalWidth, img.naturalHeight) / 10));
+  $("canvas-box").hidden = false;
+}
+
+function canvasPoint(event) {
+  const canvas = $("mask-canvas");
+  const box = canvas.getBoundingClientRect();
+  const clamp = (v, size) => Math.min(size - 1, Math.max(0, Math.floor(v)));
+  return { x: clamp((event.clientX - box.left) * canvas.width / box.width, canvas.width),
+           y: clamp((event.clientY - box.top) * canvas.height / box.height, canvas.height) };
+}
+
+function paint(from, to) {
+  // square brush dabs at every pixel step from `from` to `to`: whole pixels, no antialiased edges
+  const context = $("mask-canvas").getContext("2d");
+  const size = Math.max(1, numberField("brush_size") || 1);
+  const half = Math.floor(size / 2);
+  const count = Math.max(Math.abs(to.x - from.x), Math.abs(to.y - from.y), 1);
+  context.fillStyle = "#e86b1c";
+  for (let i = 0; i <= count; i++) {
+    const x = Math.round(from.x + (to.x - from.x) * i / count);
+    const y = Math.round(from.y + (to.y - from.y) * i / count);
+    context.fillRect(x - half, y - half, size, size);
+  }
+}
+
+function enableMaskDrawing() {
+  const canvas = $("mask-canvas");
+  let last = null;
+  canvas.addEventListener("mousedown", (event) => {
+    last = canvasPoint(event);
+    paint(last, last);
+  });
+  canvas.addEventListener("mousemove", (event) => {
+    if (last === null) return;
+    const point = canvasPoint(event);
+    paint(last, point);
+    last = point;
+  });
+  window.addEventListener("mouseup", () => { last = null; });
+  $("clear-mask").addEventListener("click", () => {
+    canvas.getContext("2d").clearRect(0, 0, canvas.width, canvas.height);
+  });
+}
+
+function maskPicture() {
+  // the painted pixels white, the rest black: sd-webui's mask (white = repaint)
+  const canvas = $("mask-canvas");
+  const { width, height } = canvas;
+  const painted = canvas.getContext("2d").getImageData(0, 0, width, height).data;
+  const mask = new ImageData(width, height);
+  let any = false;
+  for (let i = 0; i < painted.length; i += 4) {
+    const value = painted[i + 3] > 0 ? 255 : 0;
+    any = any || value > 0;
+    mask.data.set([value, value, value, 255], i);
+  }
+  if (!any) throw new Error("draw a mask over the picture first: the brush paints what to repaint");
+  const out = document.createElement("canvas");
+  out.width = width;
+  out.height = height;
+  out.getContext("2d").putImageData(mask, 0, 0);
+  return out.toDataURL("image/png");
+}
+
+function generationRequest() {
+  // [route, body] for the current tab; outpainting is sd-webui's "Poor man's outpainting" img2img script
+  const body = payload();
+  if (tab === "txt2img") return ["/txt2img", body];
+  if (picture === null) throw new Error(`upload a picture for ${tab} first`);
+  body.init_images = [picture];
+  body.denoising_strength = numberField("denoising_strength");
+  const blur = numberField("mask_blur");
+  const fill = Number($("inpainting_fill").value);
+  if (tab === "inpaint") {
+    Object.assign(body, { mask: maskPicture(), mask_blur: blur, inpainting_fill: fill,
+                          inpainting_mask_invert: Number($("inpainting_mask_invert").value) });
+  } else if (tab === "outpaint") {
+    const directions = [...document.querySelectorAll("#directions input:checked")].map((box) => box.value);
+    if (directions.length === 0) throw new Error("tick at least one direction to outpaint");
+    body.script_name = "Poor man's outpainting";
+    body.script_args = [numberField("outpaint_pixels"), blur, fill, directions];
+  }
+  return ["/img2img", body];
+}
+
+// ---- PNG info: a picture's parameters, and "Send to txt2img"
+
+let pngParameters = null;
+
+async function readPNGInfo() {
+  const file = $("png-file").files[0];
+  if (!file) return;
+  showError(null);
+  pngParameters = null;
+  $("send-to-txt2img").disabled = true;
+  try {
+    const url = await readFile(file);
+    $("png-image").src = url;
+    $("png-image").hidden = false;
+    const info = await call("POST", "/png-info", { image: url });
+    $("png-info-text").textContent = info.info || "this picture carries no parameters";
+    if (info.info) {
+      pngParameters = info.parameters;
+      $("send-to-txt2img").disabled = false;
+    }
+  } catch (error) {
+    $("png-info-text").textContent = "";
+    showError(error);
+  }
+}
+
+function sendToTxt2img() {
+  const p = pngParameters;
+  $("prompt").value = p.Prompt || "";
+  $("negative_prompt").value = p["Negative prompt"] || "";
+  for (const [id, key] of [["steps", "Steps"], ["cfg_scale", "CFG scale"], ["seed", "Seed"]]) {
+    if (p[key] !== undefined) $(id).value = p[key];
+  }
+  if (p.Size) [$("width").value, $("height").value] = p.Size.split("x");
+  const sampler = [...$("sampler_name").options].find((option) => option.value === p.Sampler);
+  $("sampler_name").value = sampler ? sampler.value : "";
+  showTab("txt2img");
+}
+
 let polling = null;
 
 async function pollProgress() {
@@ -122,7 +288,8 @@ async function generate() {
   $("progress-box").hidden = false;
   polling = setInterval(pollProgress, 400);
   try {
-    const result = await call("POST", "/txt2img", payload());
+    const [route, body] = generationRequest();
+    const result = await call("POST", route, body);
     showResults(result.images, JSON.parse(result.info));
   } catch (error) {
     showError(error);
@@ -138,6 +305,13 @@ window.addEventListener("DOMContentLoaded", () => {
   $("generate").addEventListener("click", generate);
   $("interrupt").addEventListener("click", () => call("POST", "/interrupt").catch(showError));
   $("model").addEventListener("change", switchModel);
+  for (const button of document.querySelectorAll("#tabs [data-tab]")) {
+    button.addEventListener("click", () => showTab(button.dataset.tab));
+  }
+  $("init-file").addEventListener("change", () => loadPicture().catch(showError));
+  enableMaskDrawing();
+  $("png-file").addEventListener("change", readPNGInfo);
+  $("send-to-txt2img").addEventListener("click", sendToTxt2img);
   $("lightbox").addEventListener("click", (event) => {
     if (event.target.id !== "download") $("lightbox").hidden = true;
   });
