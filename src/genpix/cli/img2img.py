@@ -28,6 +28,8 @@ def register(commands) -> None:
     p.add_argument("--class", dest="class_name")
     p.add_argument("--negative-prompt")
     p.add_argument("--tokenizer", help="tokenizer folder for a single-file Stable Diffusion checkpoint")
+    p.add_argument("--no-safety-checker", dest="safety_checker", action="store_false",
+                   help="Stable Diffusion folders: do not run the model's safety checker (NSFW images made black)")
     p.add_argument("--trajectory", help="also write the denoising strip of the first image")
     add_seed(p)
     add_device(p)
@@ -64,6 +66,7 @@ def run_img2img(args: argparse.Namespace) -> int:
     set_cpu_threads()
     model, image_path, prompt = _split_arguments(args)
     options = {"tokenizer": args.tokenizer} if args.tokenizer else {}
+    options.update({} if args.safety_checker else {"safety_checker": False})
     pipe = load_pipeline(model, device=resolve_device(args.device), **options)
     if "init_images" not in getattr(pipe, "parameters", ()):
         raise GenpixError(f"{pipe.model_name} ({pipe.family}) cannot do img2img; use a diffusion model")

@@ -35,6 +35,8 @@ def _add_options(p: argparse.ArgumentParser, strength_help: str) -> None:
     p.add_argument("--cfg-scale", type=finite_float, help="classifier-free guidance scale")
     p.add_argument("--negative-prompt", help="negative prompt (text-conditioned models)")
     p.add_argument("--tokenizer", help="tokenizer folder for a single-file Stable Diffusion checkpoint")
+    p.add_argument("--no-safety-checker", dest="safety_checker", action="store_false",
+                   help="Stable Diffusion folders: do not run the model's safety checker (NSFW images made black)")
     add_seed(p)
     add_device(p)
 
@@ -92,6 +94,7 @@ def _paint(args: argparse.Namespace, picture, mask, strength: float | None) -> i
 
     set_cpu_threads()
     loading = {"tokenizer": args.tokenizer} if args.tokenizer else {}
+    loading.update({} if args.safety_checker else {"safety_checker": False})
     pipe = load_pipeline(args.model, device=resolve_device(args.device), **loading)
     takes = getattr(pipe, "parameters", frozenset())
     if "mask" not in takes:

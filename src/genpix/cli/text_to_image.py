@@ -32,6 +32,8 @@ def register(commands) -> None:
     p.add_argument("--vae", help="an external autoencoder file (.safetensors/.ckpt/.pt) to decode with")
     p.add_argument("--prediction", choices=("eps", "v"), help="override the parameterisation (v for 768-v models)")
     p.add_argument("--tokenizer", help="folder with the CLIP vocab.json and merges.txt (single files carry none)")
+    p.add_argument("--no-safety-checker", dest="safety_checker", action="store_false",
+                   help="do not run a diffusers folder's safety checker (which makes NSFW images black)")
     add_seed(p)
     add_device(p)
     p.set_defaults(run=run_generate)
@@ -48,6 +50,7 @@ def run_generate(args: argparse.Namespace) -> int:
     set_cpu_threads()
     loading = {k: v for k, v in (("tokenizer", args.tokenizer), ("vae", args.vae), ("prediction", args.prediction))
                if v is not None}
+    loading.update({} if args.safety_checker else {"safety_checker": False})
     pipe = load_pipeline(args.model, device=resolve_device(args.device), **loading)
     options = {"prompt": args.prompt, "negative_prompt": args.negative_prompt, "steps": args.steps,
                "sampler": args.sampler, "cfg_scale": args.cfg_scale, "width": args.width, "height": args.height,

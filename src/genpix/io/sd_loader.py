@@ -37,6 +37,7 @@ from genpix.io.sd_checkpoint import convert_ldm_unet, convert_ldm_vae, read_stat
 from genpix.io.sd_clip import LDMTextEncoder, find_text_encoder
 from genpix.io.sd_config import SD2_CONTEXT_DIM, SUPPORTED, configs_from_ldm_yaml, infer_unet_config, infer_vae_config
 from genpix.models.autoencoder import AutoencoderConfig, AutoencoderKL
+from genpix.models.safety_checker import SafetyChecker
 from genpix.models.sd_unet import SDUNet, SDUNetConfig
 from genpix.models.text import CLIPTextModel
 from genpix.models.tokenizer import (CLIP_BPE_FILE, CLIP_BPE_URL, EOS, VOCAB_FILES, CLIPTokenizer, TokenizerError,
@@ -61,6 +62,7 @@ class SDComponents:
     alphas_cumprod: torch.Tensor  # (T,) of the training schedule
     prediction: str  # "eps" or "v" (or "x0")
     name: str  # the folder's or file's name
+    safety_checker: SafetyChecker | None = None  # a diffusers folder's safety_checker/, when it has one
 
 
 def is_sd_model(path: str | Path) -> bool:
@@ -72,13 +74,15 @@ def is_sd_model(path: str | Path) -> bool:
 
 
 def load_sd_components(path: str | Path, *, tokenizer: str | Path | None = None, vae: str | Path | None = None,
-                       prediction: str | None = None, download_tokenizer: bool = False) -> SDComponents:
-    """A diffusers-format folder or an LDM single file -> :class:`SDComponents`."""
+                       prediction: str | None = None, download_tokenizer: bool = False,
+                       safety_checker: bool = True) -> SDComponents:
+    """A diffusers-format folder or an LDM single file -> :class:`SDComponents`; ``safety_checker``
+    False leaves a folder's safety checker unloaded."""
     path = Path(path)
     if prediction is not None and prediction not in ("eps", "v"):
         raise GenpixError(f"unknown prediction type {prediction!r}; choose one of: eps, v")
     if path.is_dir():
-        components = load_diffusers_folder(path, tokenizer=tokenizer)
+        components = load_diffusers_folder(path, tokenizer=tokenizer, safety_checker=safety_checker)
     elif path.suffix in SINGLE_FILE_SUFFIXES:
         components = load_single_file(path, tokenizer=tokenizer, download_tokenizer=download_tokenizer)
     else:
@@ -196,8 +200,10 @@ def _check_vocab(tokenizer: CLIPTokenizer, text_model: CLIPTextModel) -> None:
 # -- diffusers-format folders ---------------------------------------------------------------------
 
 
-def load_diffusers_folder(folder: Path, *, tokenizer: str | Path | None = None) -> SDComponents:
-    """unet/, vae/, text_encoder/, tokenizer/, scheduler/ of a diffusers Stable Diffusion folder."""
+def load_diffusers_folder(folder: Path, *, tokenizer: str | Path | None = None,
+                          safety_checker: bool = True) -> SDComponents:
+    """unet/, vae/, text_encoder/, tokenizer/, scheduler/ of a diffusers Stable Diffusion folder,
+    and safety_checker/ with feature_extractor/ when model_index.json names one."""
     index = _read_json(folder / "model_index.json")
     kind = index.get("_class_name")
     if kind not in SD_PIPELINES:
@@ -213,8 +219,11 @@ def load_diffusers_folder(folder: Path, *, tokenizer: str | Path | None = None) 
     tok = tokenizer_from_folder(tokenizer if tokenizer is not None else folder / "tokenizer")
     _check_vocab(tok, text_model)
     scheduler = _read_json(folder / "scheduler" / "scheduler_config.json")
+    checker = None
+    if safety_checker and index.get("safety_checker", [None])[0] is not None:
+        checker = SafetyChecker.from_folders(folder / "safety_checker", folder / "feature_extractor")
     return SDComponents(tok, text_model, unet, vae, alphas_cumprod_from_scheduler(scheduler),
-                        prediction_from_scheduler(scheduler), folder.name)
+                        prediction_from_scheduler(scheduler), folder.name, checker)
 
 
 # -- single files in the LDM layout ---------------------------------------------------------------

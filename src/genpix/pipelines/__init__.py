@@ -13,7 +13,8 @@ def load_pipeline(path_or_name: str, device: str | torch.device = "cpu", **optio
     """Load a model folder or a bundled model's name as a pipeline (see genpix.load_pipeline).
 
     Stable Diffusion (a .safetensors/.ckpt file or a diffusers folder with model_index.json) takes
-    ``options``: tokenizer=DIR, vae=FILE, prediction="eps"|"v" (pipelines/text_to_image.py)."""
+    ``options``: tokenizer=DIR, vae=FILE, prediction="eps"|"v", safety_checker=False
+    (pipelines/text_to_image.py)."""
     from genpix.io.sd_loader import is_sd_model
 
     if is_sd_model(path_or_name):

@@ -6,11 +6,14 @@ Composed from passed-in parts: a CLIP tokenizer and text model, the text-conditi
 ``alphas_cumprod``. The loop, written out in :meth:`StableDiffusionPipeline.__call__`:
 
 1. tokenize and encode the prompt and the negative prompt (which takes the empty prompt's place as
-   classifier-free guidance's unconditional branch, Ho and Salimans 2022) -> (1, 77, D) each;
+   classifier-free guidance's unconditional branch, Ho and Salimans 2022) -> (1, 77 k, D) each,
+   as sd-webui does: emphasis weights and 75-token chunks (pipelines/prompt_chunks.py);
 2. initial latents (4, H/8, W/8) ~ N(0, I) from each image's seed (seed + i), or ``latents=``;
 3. the network wrapped as a denoiser D(x, sigma, context) -> x0 (Karras et al. 2022), guided by
    CFGDenoiser, sampled with the named sd-webui sampler over its schedule's sigmas;
-4. decode z / scaling_factor with the autoencoder; images in [0, 1], sd-webui infotexts.
+4. decode z / scaling_factor with the autoencoder; images in [0, 1], sd-webui infotexts;
+5. with a safety checker (a diffusers folder's safety_checker/, models/safety_checker.py), images
+   it flags are replaced by black ones, with a warning; ``info["nsfw"]`` holds the flags.
 
 img2img starts from the encoded init image noised to the strength's sigma (SDEdit, Meng et al.
 2022); SD inpainting models (9 input channels) also see the mask and the masked image's latents;
@@ -26,6 +29,7 @@ last sigma is sigma(t=0) and the result is scaled back to the variance-preservin
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -38,12 +42,14 @@ from genpix.diffusion.inpainting import MaskedDenoiser
 from genpix.errors import GenpixError
 from genpix.io.images import format_infotext, to_pil
 from genpix.models.autoencoder import AutoencoderKL
+from genpix.models.safety_checker import SafetyChecker
 from genpix.models.sd_unet import SDUNet
 from genpix.models.text import CLIPTextModel
 from genpix.models.tokenizer import CLIPTokenizer
 from genpix.pipelines import masking
 from genpix.pipelines.diffusion import _counting
 from genpix.pipelines.output import PipelineOutput
+from genpix.pipelines.prompt_chunks import chunk_prompt, encode_chunks
 
 DEFAULT_STEPS, DEFAULT_SAMPLER, DEFAULT_CFG_SCALE = 20, "Euler a", 7.0
 VP_START = frozenset({"DDIM", "PLMS", "UniPC", "DDPM"})  # start from x_T = noise (sd_samplers_timesteps)
@@ -60,13 +66,15 @@ class StableDiffusionPipeline:
     ``batch_size``. ``clip_skip`` is sd-webui's "Clip skip" (1: the last layer)."""
 
     family = "sd"
+    safety_checker: SafetyChecker | None = None  # (the LDM pipeline has none)
     parameters = frozenset({"n", "seed", "prompt", "negative_prompt", "steps", "sampler", "cfg_scale", "width",
                             "height", "schedule", "eta", "s_churn", "s_noise", "latents", "callback", "clip_skip",
                             "init_images", "strength", "mask", "mask_blur", "inpainting_fill", "invert_mask"})
 
     def __init__(self, tokenizer: CLIPTokenizer, text_model: CLIPTextModel, unet: SDUNet, vae: AutoencoderKL,
                  alphas_cumprod: torch.Tensor, *, prediction: str = "eps", model_name: str = "sd",
-                 device: torch.device | str = "cpu", batch_size: int = 4) -> None:
+                 device: torch.device | str = "cpu", batch_size: int = 4,
+                 safety_checker: SafetyChecker | None = None) -> None:
         if unet.config.cross_attention_dim != text_model.config.hidden_size:
             raise GenpixError(f"the U-Net attends to {unet.config.cross_attention_dim}-d text tokens but the text "
                               f"encoder gives {text_model.config.hidden_size}-d ones")
@@ -77,6 +85,7 @@ class StableDiffusionPipeline:
         self.prediction, self.model_name, self.batch_size = prediction, model_name, batch_size
         self.denoiser = DiscreteDenoiser(self._network, alphas_cumprod, prediction)
         self.factor = vae.config.downsampling_factor
+        self.safety_checker = None if safety_checker is None else safety_checker.eval().to(self.device)
 
     @property
     def default_size(self) -> int:
@@ -95,13 +104,33 @@ class StableDiffusionPipeline:
         return self.unet(x if concat is None else torch.cat([x, concat], dim=1), t, context)
 
     def encode_prompt(self, prompt: str, clip_skip: int = 1) -> torch.Tensor:
-        """Per-token embeddings (1, 77, D) of one prompt: the text encoder's last layer (clip_skip 1)
-        or the one ``clip_skip - 1`` before it, through the final LayerNorm."""
+        """Per-token embeddings (1, 77 k, D) of one prompt, as sd-webui encodes it
+        (pipelines/prompt_chunks.py): emphasis ``(word:1.2)``, ``(word)``, ``[word]``, ``BREAK``,
+        and 75-token chunks encoded one by one. The text encoder's last layer (clip_skip 1) or the
+        one ``clip_skip - 1`` before it, through the final LayerNorm. A plain prompt of up to 75
+        tokens is diffusers' (1, 77, D)."""
         layers = self.text_model.config.num_hidden_layers
         if not 1 <= clip_skip <= layers:
             raise GenpixError(f"clip_skip must be between 1 and {layers} (sd-webui's Clip skip), got {clip_skip}")
-        ids = self.tokenizer([prompt], max_length=self.text_model.config.max_position_embeddings)
-        return self.text_model(ids.to(self.device), clip_skip=clip_skip - 1).tokens
+        chunks = chunk_prompt(self.tokenizer, prompt, length=self.text_model.config.max_position_embeddings)
+        return encode_chunks(self.text_model, chunks, clip_skip=clip_skip - 1)
+
+    def encode_prompts(self, prompt: str, negative_prompt: str,
+                       clip_skip: int = 1) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        """(cond, uncond, padded): both of the same length, the one with fewer 77-token chunks
+        padded with the empty prompt's chunk (sd-webui's "Pad prompt/negative prompt" option,
+        infotext "Pad conds"; sd-webui's default instead runs the two through the U-Net apart),
+        so that both go through the U-Net in one batch."""
+        cond, uncond = self.encode_prompt(prompt, clip_skip), self.encode_prompt(negative_prompt, clip_skip)
+        if cond.shape[1] == uncond.shape[1]:
+            return cond, uncond, False
+        empty = self.encode_prompt("", clip_skip)  # (1, 77, D): each chunk is encoded on its own
+
+        def padded(z: torch.Tensor) -> torch.Tensor:
+            missing = (max(cond.shape[1], uncond.shape[1]) - z.shape[1]) // empty.shape[1]
+            return torch.cat([z, *[empty] * missing], dim=1)
+
+        return padded(cond), padded(uncond), True
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents z * scaling_factor (B, 4, h, w) -> images (B, 3, h * f, w * f) in [0, 1] on the CPU."""
@@ -191,8 +220,8 @@ class StableDiffusionPipeline:
         latent_mask = mask is not None and not nine_channels
         seeds = [seed + i for i in range(n)]
 
-        # 1. the text conditions: (1, 77, D) each, the negative prompt in the empty prompt's place
-        cond, uncond = self.encode_prompt(prompt, clip_skip), self.encode_prompt(negative_prompt, clip_skip)
+        # 1. the text conditions: (1, 77 k, D) each, the negative prompt in the empty prompt's place
+        cond, uncond, padded = self.encode_prompts(prompt, negative_prompt, clip_skip)
         # 2. the sigmas the sampler visits (img2img: the last int(strength * steps) of them)
         sigmas = self.denoiser.sigmas(steps, schedule)
         if entry.name in END_AT_ALPHA_0:
@@ -230,18 +259,25 @@ class StableDiffusionPipeline:
             images = self.decode(x0 / end)
             parts.append(masking.overlay(images, init, inpaint) if latent_mask else images)
         images = torch.cat(parts)
+        # 5. the safety checker (diffusers' run_safety_checker): flagged images become black
+        nsfw = None
+        if self.safety_checker is not None:
+            images, nsfw = self.safety_checker(images)
+            if any(nsfw):
+                warnings.warn(f"potential NSFW content was detected in {sum(nsfw)} of {n} images: they were "
+                              f"replaced by black images (try another prompt or seed)", stacklevel=2)
         params = {"Steps": steps, "Sampler": entry.name, "Schedule type": schedules.SCHEDULE_LABELS[schedule],
                   "CFG scale": cfg_scale, "Eta": eta, "Sigma churn": s_churn, "Sigma noise": s_noise}
         after = {"Size": f"{width}x{height}", "Model": self.model_name,
                  "Denoising strength": strength if init_images is not None else None,
                  **(masking.inpainting_params(mask_blur, inpainting_fill if latent_mask else None)
                     if mask is not None else {}),
-                 "Clip skip": clip_skip if clip_skip != 1 else None}
+                 "Clip skip": clip_skip if clip_skip != 1 else None, "Pad conds": True if padded else None}
         infotexts = [format_infotext({**params, "Seed": s, **after}, prompt, negative_prompt) for s in seeds]
         info = {"seeds": seeds, "prompt": prompt, "negative_prompt": negative_prompt, "model": self.model_name,
                 "family": self.family, "steps": steps, "sampler": entry.name, "schedule": schedule,
                 "cfg_scale": cfg_scale, "width": width, "height": height, "prediction": self.prediction,
-                "clip_skip": clip_skip, "strength": strength if init_images is not None else None}
+                "clip_skip": clip_skip, "strength": strength if init_images is not None else None, "nsfw": nsfw}
         return PipelineOutput(to_pil(images), images, infotexts, info)
 
     def _start(self, generators: list[torch.Generator], shape: tuple[int, int, int], latents: torch.Tensor | None,
@@ -279,13 +315,16 @@ class _Conditioned:
 
 
 def load_sd_pipeline(path, device: str | torch.device = "cpu", *, tokenizer=None, vae=None,
-                     prediction: str | None = None, download_tokenizer: bool = False) -> StableDiffusionPipeline:
+                     prediction: str | None = None, download_tokenizer: bool = False,
+                     safety_checker: bool = True) -> StableDiffusionPipeline:
     """A Stable Diffusion 1.x/2.x diffusers folder or single-file checkpoint as a pipeline
     (io/sd_loader.py): ``tokenizer`` a folder with vocab.json and merges.txt, ``vae`` an external
-    autoencoder file, ``prediction`` "eps" or "v" to override the model's."""
+    autoencoder file, ``prediction`` "eps" or "v" to override the model's; ``safety_checker``
+    False skips a folder's safety checker (models/safety_checker.py)."""
     from genpix.io.sd_loader import load_sd_components
 
     parts = load_sd_components(path, tokenizer=tokenizer, vae=vae, prediction=prediction,
-                               download_tokenizer=download_tokenizer)
+                               download_tokenizer=download_tokenizer, safety_checker=safety_checker)
     return StableDiffusionPipeline(parts.tokenizer, parts.text_model, parts.unet, parts.vae, parts.alphas_cumprod,
-                                   prediction=parts.prediction, model_name=parts.name, device=device)
+                                   prediction=parts.prediction, model_name=parts.name, device=device,
+                                   safety_checker=parts.safety_checker)
