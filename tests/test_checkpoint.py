@@ -71,3 +71,17 @@ def test_damaged_model_dirs_give_one_line_errors(tmp_path, damage, message):
     with pytest.raises(CheckpointError, match=message) as error:
         read_model_dir(tmp_path)
     assert "\n" not in str(error.value)
+
+
+def test_atomic_files_get_the_usual_mode_of_a_new_file(tmp_path):
+    import os
+
+    from genpix.io.atomic import write_atomic
+
+    mask = os.umask(0o022)
+    try:
+        write_atomic(tmp_path / "a.json", lambda p: p.write_text("{}"))
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644  # readable by others, as open() makes it
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]  # no temporary left behind
