@@ -32,3 +32,19 @@ def test_fashion_ddpm_samples_a_class_the_same_in_any_batch():
     assert two.tensors.shape == (2, 1, 28, 28)
     assert np.array_equal(np.asarray(two.images[1]), np.asarray(one.images[0]))
     assert "Class: Sneaker" in one.infotexts[0]
+
+
+def test_generate_without_a_model_uses_the_bundled_text_to_image_model(run_cli, tmp_path):
+    from PIL import Image
+
+    status, out, err = run_cli("generate", "a green square at the bottom left", "-n", "1", "--steps", "10",
+                               "--cfg-scale", "5", "-o", tmp_path)
+    assert status == 0, err
+    image = Image.open(tmp_path / "00000.png")
+    assert "a green square at the bottom left" in image.info["parameters"]
+    assert describe_shapes_image(np.asarray(image.convert("RGB")).transpose(2, 0, 1)) == \
+        ("square", "green", "bottom left")
+    status, _, err = run_cli("generate", "x", "--model", "fashion-vae", "-o", tmp_path / "v")
+    assert status == 1 and "takes no prompt" in err
+    status, _, err = run_cli("generate", "x", "--clip-skip", "2", "-o", tmp_path / "c")
+    assert status == 1 and "takes no --clip-skip" in err

@@ -12,12 +12,16 @@ from genpix.cli.common import add_device, add_seed, finite_float, need, positive
 from genpix.cli.generate import add_outputs, add_sampler_options, run_pipeline, write_outputs
 
 
+DEFAULT_TEXT_MODEL = "shapes-ldm"  # the bundled text-to-image model `generate` uses without --model
+
+
 def register(commands) -> None:
     p = commands.add_parser("generate", help="text-to-image with a Stable Diffusion 1.x/2.x model",
                             description="Generate images from a prompt with a Stable Diffusion checkpoint "
                                         "(.safetensors/.ckpt, LDM layout) or a diffusers-format folder.")
     p.add_argument("prompt", metavar="PROMPT", help="what to draw")
-    p.add_argument("--model", help="a .safetensors/.ckpt file or a diffusers folder (model_index.json)")
+    p.add_argument("--model", help="a Stable Diffusion .safetensors/.ckpt file or diffusers folder, or a genpix "
+                                   "text-to-image model (an ldm run or a bundled name; default shapes-ldm)")
     p.add_argument("--negative-prompt", help="what to steer away from (in place of the empty prompt)")
     p.add_argument("-n", "--num-images", type=positive_int, default=1, help="images to generate (default 1)")
     add_outputs(p)
@@ -44,18 +48,27 @@ def run_generate(args: argparse.Namespace) -> int:
     from genpix.io.sd_loader import is_sd_model
     from genpix.pipelines import load_pipeline
 
-    need(args.model is not None, "--model is required: a Stable Diffusion .safetensors/.ckpt file or diffusers folder")
-    need(is_sd_model(args.model), f"{args.model}: not a Stable Diffusion model (a .safetensors/.ckpt file or a "
-                                  f"diffusers folder with model_index.json); use genpix sample for genpix models")
     set_cpu_threads()
+    model = args.model or DEFAULT_TEXT_MODEL
     loading = {k: v for k, v in (("tokenizer", args.tokenizer), ("vae", args.vae), ("prediction", args.prediction))
                if v is not None}
-    loading.update({} if args.safety_checker else {"safety_checker": False})
-    pipe = load_pipeline(args.model, device=resolve_device(args.device), **loading)
     options = {"prompt": args.prompt, "negative_prompt": args.negative_prompt, "steps": args.steps,
                "sampler": args.sampler, "cfg_scale": args.cfg_scale, "width": args.width, "height": args.height,
                "schedule": args.schedule, "eta": args.eta, "s_churn": args.s_churn, "s_noise": args.s_noise,
                "clip_skip": args.clip_skip}
-    out = run_pipeline(pipe, args.num_images, args.seed, {k: v for k, v in options.items() if v is not None})
+    options = {k: v for k, v in options.items() if v is not None}
+    if is_sd_model(model):
+        loading.update({} if args.safety_checker else {"safety_checker": False})
+        pipe = load_pipeline(model, device=resolve_device(args.device), **loading)
+    else:  # a genpix text-to-image model (a trained ldm folder or a bundled name)
+        need(not loading, f"{', '.join('--' + k for k in loading)} apply to Stable Diffusion models only")
+        pipe = load_pipeline(model, device=resolve_device(args.device))
+        need("prompt" in getattr(pipe, "parameters", ()),
+             f"{model} ({pipe.family}) takes no prompt; use `genpix sample {model}`")
+        if options.get("clip_skip") == 1:
+            del options["clip_skip"]  # the default, meaningful for CLIP text encoders only
+        refused = sorted(k for k in options if k not in pipe.parameters)
+        need(not refused, f"{model} ({pipe.family}) takes no {', '.join('--' + k.replace('_', '-') for k in refused)}")
+    out = run_pipeline(pipe, args.num_images, args.seed, options)
     write_outputs(out, args)
     return 0
