@@ -48,3 +48,27 @@ def test_generate_without_a_model_uses_the_bundled_text_to_image_model(run_cli, 
     assert status == 1 and "takes no prompt" in err
     status, _, err = run_cli("generate", "x", "--clip-skip", "2", "-o", tmp_path / "c")
     assert status == 1 and "takes no --clip-skip" in err
+
+
+def test_interpolate_between_two_prompts(run_cli, tmp_path):
+    """Seed 000 listing 17.10: slerp between text embeddings (and noises); the ends are the prompts."""
+    import torch
+    from PIL import Image
+
+    a, b = "a red circle at the top left", "a blue square at the bottom right"
+    status, out, err = run_cli("interpolate", "shapes-ldm", "--prompt-a", a, "--prompt-b", b, "--frames", "3",
+                               "--steps", "10", "--seed", "4", "-o", tmp_path / "walk.png")
+    assert status == 0, err
+    strip = np.asarray(Image.open(tmp_path / "walk.png").convert("RGB"))
+    assert (tmp_path / "walk.gif").is_file()
+    frames = [strip[2:34, 2 + k * 34: 34 + k * 34] for k in range(3)]  # 32 px pictures, 2 px padding
+    assert describe_shapes_image(frames[0].transpose(2, 0, 1)) == ("circle", "red", "top left")
+    assert describe_shapes_image(frames[2].transpose(2, 0, 1)) == ("square", "blue", "bottom right")
+    pipe = genpix.load_pipeline("shapes-ldm")
+    noise = torch.randn((4, 8, 8), generator=torch.Generator().manual_seed(4))[None]
+    start = pipe(prompt=a, latents=noise, steps=10, seed=4)
+    assert np.abs(np.asarray(start.images[0], dtype=int) - frames[0]).max() <= 1  # t = 0: prompt a itself
+    status, _, err = run_cli("interpolate", "fashion-vae", "--prompt-a", a, "--prompt-b", b)
+    assert status == 1 and "not text-conditioned" in err
+    status, _, err = run_cli("interpolate", "shapes-ldm", "--prompt-a", a)
+    assert status == 1 and "both --prompt-a and --prompt-b" in err

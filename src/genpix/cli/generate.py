@@ -49,10 +49,18 @@ def register(commands) -> None:
 
     p = commands.add_parser("interpolate", help="walk the latent space between two images or seeds")
     p.add_argument("model", metavar="MODEL")
-    p.add_argument("--from", dest="start", required=True,
+    p.add_argument("--from", dest="start",
                    help="an integer seed, or an image file to encode (VAE only: a GAN has no encoder)")
-    p.add_argument("--to", dest="end", required=True,
+    p.add_argument("--to", dest="end",
                    help="an integer seed, or an image file to encode (VAE only)")
+    p.add_argument("--prompt-a", help="text-to-image models: walk from this prompt's embedding ...")
+    p.add_argument("--prompt-b", help="... to this one's (slerp; the starting noise walks from --seed to --seed-b)")
+    p.add_argument("--seed", type=int, default=0, help="with --prompt-a/-b: the starting noise's seed (default 0)")
+    p.add_argument("--seed-b", type=int, help="with --prompt-a/-b: the seed at the end of the walk (default --seed)")
+    p.add_argument("--steps", type=positive_int, help="with --prompt-a/-b: sampling steps")
+    p.add_argument("--sampler", help="with --prompt-a/-b: sampler name")
+    p.add_argument("--cfg-scale", type=finite_float, help="with --prompt-a/-b: guidance scale")
+    p.add_argument("--negative-prompt", help="with --prompt-a/-b: negative prompt")
     p.add_argument("--frames", type=int, default=8, help="pictures along the walk, ends included (default 8)")
     p.add_argument("--mode", choices=("lerp", "slerp", "both"), default="slerp",
                    help="linear, spherical, or both as two rows (default slerp)")
@@ -206,6 +214,29 @@ def _sample_every_class(pipe, args: argparse.Namespace) -> int:
     return 0
 
 
+def _interpolate_prompts(args: argparse.Namespace, device) -> int:
+    """``interpolate MODEL --prompt-a A --prompt-b B``: the strip and GIF of a walk between prompts."""
+    from genpix.io.images import make_grid, save_gif, save_png
+    from genpix.pipelines import load_pipeline
+    from genpix.pipelines.prompt_interpolation import interpolate_prompts
+
+    need(args.prompt_a is not None and args.prompt_b is not None, "give both --prompt-a and --prompt-b")
+    need(args.start is None and args.end is None, "--from/--to walk latent points; leave them out with --prompt-a/-b")
+    pipe = load_pipeline(args.model, device=device)
+    options = {k: v for k, v in (("steps", args.steps), ("sampler", args.sampler), ("cfg_scale", args.cfg_scale),
+                                 ("negative_prompt", args.negative_prompt)) if v is not None}
+    out = interpolate_prompts(pipe, args.prompt_a, args.prompt_b, args.frames, seed_a=args.seed,
+                              seed_b=args.seed_b, **options)
+    path = Path(args.out)
+    save_png(make_grid(out.images, columns=args.frames), path,
+             f"Prompt walk: {args.prompt_a} -> {args.prompt_b}, Frames: {args.frames}, Seeds: {args.seed}, "
+             f"{args.seed if args.seed_b is None else args.seed_b}")
+    gif = path.with_suffix(".gif")
+    save_gif([im.resize((im.width * 4, im.height * 4), 0) for im in out.images], gif)
+    print(f"wrote {path} and {gif}")
+    return 0
+
+
 def _load_vae(model: str, device):
     """(model folder, VAE) for commands that need the encoder too (reconstruct)."""
     from genpix.errors import GenpixError
@@ -296,6 +327,10 @@ def run_interpolate(args: argparse.Namespace) -> int:
     set_cpu_threads()
     need(args.frames >= 2, f"--frames must be at least 2, got {args.frames}")
     device = resolve_device(args.device)
+    if args.prompt_a is not None or args.prompt_b is not None:
+        return _interpolate_prompts(args, device)
+    need(args.start is not None and args.end is not None,
+         "give --from and --to (seeds or images), or --prompt-a and --prompt-b (text-to-image models)")
     model_dir, pipe = _load_latent_model(args.model, device)
     model = model_dir.config["model"]
 

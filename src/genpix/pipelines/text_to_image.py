@@ -185,7 +185,8 @@ class StableDiffusionPipeline:
                  s_noise: float | None = None, clip_skip: int = 1,
                  callback: Callable[[dict[str, Any]], None] | None = None, init_images: torch.Tensor | None = None,
                  strength: float | None = None, mask: torch.Tensor | None = None, mask_blur: int = 0,
-                 inpainting_fill: int = 1, invert_mask: bool = False) -> PipelineOutput:
+                 inpainting_fill: int = 1, invert_mask: bool = False,
+                 prompt_embeds: torch.Tensor | None = None) -> PipelineOutput:
         """Generate ``n`` images (B, 3, height, width) for ``prompt``; ``latents`` (n, 4, h, w) are
         unit-variance starting noise, scaled as the sampler needs.
 
@@ -200,7 +201,9 @@ class StableDiffusionPipeline:
         it the latents follow the original's, and the original is pasted back over the decoded
         result (so those pixels come back unchanged); ``mask_blur``, ``inpainting_fill`` (0 fill,
         1 original, 2 latent noise, 3 latent nothing; not used by 9-channel models, whose
-        conditioning is the masked image) and ``invert_mask`` as sd-webui's; strength defaults to 0.75."""
+        conditioning is the masked image) and ``invert_mask`` as sd-webui's; strength defaults to 0.75.
+        ``prompt_embeds`` (1, L, D), e.g. a point between two prompts' embeddings, replaces the encoded
+        prompt (``prompt`` then only labels the infotext); it must match the negative prompt's shape."""
         prompt, negative_prompt = prompt or "", negative_prompt or ""
         steps = DEFAULT_STEPS if steps is None else steps
         cfg_scale = DEFAULT_CFG_SCALE if cfg_scale is None else float(cfg_scale)
@@ -221,7 +224,13 @@ class StableDiffusionPipeline:
         seeds = [seed + i for i in range(n)]
 
         # 1. the text conditions: (1, 77 k, D) each, the negative prompt in the empty prompt's place
-        cond, uncond, padded = self.encode_prompts(prompt, negative_prompt, clip_skip)
+        if prompt_embeds is None:
+            cond, uncond, padded = self.encode_prompts(prompt, negative_prompt, clip_skip)
+        else:
+            cond, uncond, padded = prompt_embeds.to(self.device), self.encode_prompt(negative_prompt, clip_skip), False
+            if cond.shape != uncond.shape:
+                raise GenpixError(f"prompt_embeds must have the negative prompt's shape {tuple(uncond.shape)}, "
+                                  f"got {tuple(cond.shape)}")
         # 2. the sigmas the sampler visits (img2img: the last int(strength * steps) of them)
         sigmas = self.denoiser.sigmas(steps, schedule)
         if entry.name in END_AT_ALPHA_0:
