@@ -4,13 +4,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import genpix
+from tiny_ddpm import TINY_DDPM
 
+import genpix
 from genpix.diffusion import samplers
 
-TINY = ["--data", "digits", "--image-size", "8", "--limit", "16", "--batch-size", "8", "--base-channels", "8",
-        "--channel-mult", "1,2", "--attention-levels", "1", "--quiet", "--device", "cpu", "--sample-every", "100",
-        "--timesteps", "100"]
+TINY = [*TINY_DDPM, "--limit", "16", "--timesteps", "100"]  # the last --limit wins
 
 
 @pytest.fixture(scope="module")

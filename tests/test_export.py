@@ -6,10 +6,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from tiny_ddpm import TINY_DDPM
+
 import genpix
 
-TINY = ["--data", "digits", "--image-size", "8", "--limit", "64", "--batch-size", "8", "--base-channels", "8",
-        "--channel-mult", "1,2", "--attention-levels", "1", "--quiet", "--device", "cpu", "--sample-every", "100"]
+TINY = TINY_DDPM
 
 
 @pytest.fixture(scope="module")

@@ -229,18 +229,22 @@ def read_training_checkpoint(path: str | Path) -> TrainingCheckpoint:
     return TrainingCheckpoint(model, optimizers, state)
 
 
-def load_module_weights(module: torch.nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
-    """Strictly load ``state`` into ``module``; a mismatch names the first offending key."""
-    own = module.state_dict()
+def check_state_dict(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor], where: str,
+                     error: type[Exception] = CheckpointError) -> None:
+    """Raise ``error`` naming the first key of ``state`` that ``own`` (a module's state_dict) lacks,
+    the first it has that ``state`` lacks, or the first tensor of another shape."""
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     if missing or unexpected:
-        key = (missing or unexpected)[0]
-        kind = "missing" if missing else "unexpected"
-        raise CheckpointError(f"{where}: {kind} weight {key!r} ({len(missing)} missing, {len(unexpected)} unexpected)")
+        kind, key = ("missing", missing[0]) if missing else ("unexpected", unexpected[0])
+        raise error(f"{where}: {kind} weight {key!r} ({len(missing)} missing, {len(unexpected)} unexpected)")
     for key, tensor in state.items():
         if own[key].shape != tensor.shape:
-            raise CheckpointError(
-                f"{where}: weight {key!r} has shape {tuple(tensor.shape)}, the model expects {tuple(own[key].shape)}"
-            )
+            raise error(f"{where}: weight {key!r} has shape {tuple(tensor.shape)}, "
+                        f"the model expects {tuple(own[key].shape)}")
+
+
+def load_module_weights(module: torch.nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
+    """Strictly load ``state`` into ``module``; a mismatch names the first offending key."""
+    check_state_dict(module.state_dict(), state, where)
     module.load_state_dict(state)

@@ -32,7 +32,7 @@ from torch import nn
 from genpix.config import ConfigError
 from genpix.diffusion import schedules
 from genpix.errors import GenpixError
-from genpix.io.checkpoint import CheckpointError
+from genpix.io.checkpoint import CheckpointError, check_state_dict
 from genpix.io.sd_checkpoint import convert_ldm_unet, convert_ldm_vae, read_state_dict
 from genpix.io.sd_clip import LDMTextEncoder, find_text_encoder
 from genpix.io.sd_config import SD2_CONTEXT_DIM, SUPPORTED, configs_from_ldm_yaml, infer_unet_config, infer_vae_config
@@ -103,17 +103,7 @@ def assign_weights(cls: type[nn.Module], config: Any, state: dict[str, torch.Ten
     no second copy of the weights. A missing, unexpected or misshapen tensor is named."""
     with torch.device("meta"):
         module = cls(config)
-    own = module.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    if missing or unexpected:
-        kind, key = ("missing", missing[0]) if missing else ("unexpected", unexpected[0])
-        raise CheckpointError(f"{where}: {kind} weight {key!r} ({len(missing)} missing, {len(unexpected)} "
-                              f"unexpected)")
-    for key, tensor in state.items():
-        if tensor.shape != own[key].shape:
-            raise CheckpointError(f"{where}: weight {key!r} has shape {tuple(tensor.shape)}, "
-                                  f"the model expects {tuple(own[key].shape)}")
+    check_state_dict(module.state_dict(), state, where)
     module.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, assign=True)
     return module.eval()
 

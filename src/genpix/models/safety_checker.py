@@ -168,16 +168,9 @@ class SafetyChecker(nn.Module):
         (``vision_model.embeddings...``) or 4's (``vision_model.vision_model.embeddings...``)."""
         state = {k.replace("vision_model.vision_model.", "vision_model.", 1): v.float() for k, v in state.items()
                  if not k.endswith("position_ids")}
-        own = self.state_dict()
-        missing, unexpected = [k for k in own if k not in state], [k for k in state if k not in own]
-        if missing or unexpected:
-            kind, key = ("missing", missing[0]) if missing else ("unexpected", unexpected[0])
-            raise SafetyCheckerError(f"{where}: {kind} weight {key!r} ({len(missing)} missing, "
-                                     f"{len(unexpected)} unexpected)")
-        for key, tensor in state.items():
-            if tensor.shape != own[key].shape:
-                raise SafetyCheckerError(f"{where}: weight {key!r} has shape {tuple(tensor.shape)}, "
-                                         f"expected {tuple(own[key].shape)}")
+        from genpix.io.checkpoint import check_state_dict
+
+        check_state_dict(self.state_dict(), state, where, SafetyCheckerError)
         self.load_state_dict(state)
 
     @classmethod
