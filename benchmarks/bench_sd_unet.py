@@ -1,7 +1,9 @@
 """One Stable Diffusion 1.5-shaped U-Net step and one VAE decode: genpix against diffusers.
 
 Both sides run in the same process on the same random weights (genpix's modules take diffusers'
-tensors by assignment, no second copy), float32, inference mode:
+tensors by assignment, no second copy), float32, inference mode; genpix twice: its plain modules, then
+with the convolution weights prepacked for oneDNN as its pipelines run them on a CPU
+(models/cpu_prepack.py):
 
 - U-Net: SD 1.5's UNet2DConditionModel shape (320/640/1280/1280 channels, 2 resnets per level,
   8 heads, 768-d context), one step with classifier-free guidance: batch 2 (uncond, cond) of
@@ -28,6 +30,7 @@ import torch
 from genpix.device import set_cpu_threads
 from genpix.io.sd_loader import assign_weights
 from genpix.models.autoencoder import AutoencoderConfig, AutoencoderKL
+from genpix.models.cpu_prepack import prepack_convolutions
 from genpix.models.sd_unet import SDUNet, SDUNetConfig
 
 SD15_UNET = dict(sample_size=64, cross_attention_dim=768)  # the rest are UNet2DConditionModel's defaults
@@ -58,19 +61,31 @@ def bench_unet(size: int, repeats: int, flops: bool) -> dict:
     t = torch.tensor([500, 500])
     context = torch.randn(2, 77, 768, generator=g)
     with torch.inference_mode():
-        error = (ours(x, t, context) - theirs(x, t, encoder_hidden_states=context).sample).abs().max().item()
-        mine, mine_all = median_seconds(lambda: ours(x, t, context), repeats)
-        ref, ref_all = median_seconds(lambda: theirs(x, t, encoder_hidden_states=context).sample, repeats)
-        result = {"size": size, "batch": 2, "genpix_s": mine, "diffusers_s": ref, "genpix_all_s": mine_all,
-                  "diffusers_all_s": ref_all, "speedup": ref / mine, "max_abs_difference": error,
-                  "parameters": sum(p.numel() for p in ours.parameters())}
+        want = theirs(x, t, encoder_hidden_states=context).sample
+        result = {"size": size, "batch": 2, "parameters": sum(p.numel() for p in ours.parameters())}
         if flops:
             from torch.utils.flop_counter import FlopCounterMode
 
             with FlopCounterMode(display=False) as counter:
                 ours(x, t, context)
             result["gflop"] = counter.get_total_flops() / 1e9
-            result["genpix_gflop_per_s"] = result["gflop"] / mine
+        result.update(compare(lambda: ours(x, t, context), lambda: theirs(x, t, encoder_hidden_states=context).sample,
+                              lambda: prepack_convolutions(ours), want, repeats))
+    return result
+
+
+def compare(mine: Callable[[], torch.Tensor], theirs: Callable[[], torch.Tensor], prepack: Callable[[], object],
+            want: torch.Tensor, repeats: int) -> dict:
+    """Timings of genpix's module plain, diffusers', then genpix's prepacked (what its pipelines run on a
+    CPU, models/cpu_prepack.py), with each genpix variant's largest difference from ``want``."""
+    result = {"plain_max_abs_difference": (mine() - want).abs().max().item()}
+    result["plain_s"], result["plain_all_s"] = median_seconds(mine, repeats)
+    result["diffusers_s"], result["diffusers_all_s"] = median_seconds(theirs, repeats)
+    prepack()
+    result["max_abs_difference"] = (mine() - want).abs().max().item()
+    result["genpix_s"], result["genpix_all_s"] = median_seconds(mine, repeats)
+    result["speedup"] = result["diffusers_s"] / result["genpix_s"]
+    result["plain_speedup"] = result["diffusers_s"] / result["plain_s"]
     return result
 
 
@@ -83,11 +98,14 @@ def bench_vae_decode(size: int, repeats: int) -> dict:
                           "bench")
     z = torch.randn(1, 4, size // 8, size // 8, generator=torch.Generator().manual_seed(2))
     with torch.inference_mode():
-        error = (ours.decode(z) - theirs.decode(z).sample).abs().max().item()
-        mine, mine_all = median_seconds(lambda: ours.decode(z), repeats)
-        ref, ref_all = median_seconds(lambda: theirs.decode(z).sample, repeats)
-    return {"size": size, "genpix_s": mine, "diffusers_s": ref, "genpix_all_s": mine_all, "diffusers_all_s": ref_all,
-            "speedup": ref / mine, "max_abs_difference": error}
+        return {"size": size, **compare(lambda: ours.decode(z), lambda: theirs.decode(z).sample,
+                                        lambda: prepack_convolutions(ours), theirs.decode(z).sample, repeats)}
+
+
+def summary(r: dict, repeats: int) -> str:
+    return (f"genpix {r['genpix_s']:.2f} s (prepacked; plain {r['plain_s']:.2f} s), diffusers {r['diffusers_s']:.2f} s "
+            f"(median of {repeats}; genpix {r['speedup']:.2f}x, plain {r['plain_speedup']:.2f}x), "
+            f"max |diff| {r['max_abs_difference']:.1e}")
 
 
 def main() -> None:
@@ -104,13 +122,11 @@ def main() -> None:
     result = {"threads": torch.get_num_threads(), "torch": torch.__version__,
               "unet": bench_unet(args.size, args.repeats, args.flops)}
     u = result["unet"]
-    print(f"U-Net step {u['size']}x{u['size']}, batch 2: genpix {u['genpix_s']:.2f} s, diffusers "
-          f"{u['diffusers_s']:.2f} s (median of {args.repeats}; genpix {u['speedup']:.2f}x), "
-          f"max |diff| {u['max_abs_difference']:.1e}" + (f", {u['gflop']:.0f} GFLOP" if "gflop" in u else ""))
+    print(f"U-Net step {u['size']}x{u['size']}, batch 2: " + summary(u, args.repeats)
+          + (f", {u['gflop']:.0f} GFLOP ({u['gflop'] / u['genpix_s']:.0f} GFLOP/s)" if "gflop" in u else ""))
     if not args.skip_vae:
         result["vae_decode"] = v = bench_vae_decode(args.size, args.repeats)
-        print(f"VAE decode {v['size']}x{v['size']}: genpix {v['genpix_s']:.2f} s, diffusers {v['diffusers_s']:.2f} s "
-              f"(genpix {v['speedup']:.2f}x), max |diff| {v['max_abs_difference']:.1e}")
+        print(f"VAE decode {v['size']}x{v['size']}: " + summary(v, args.repeats))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(result, f, indent=2)

@@ -10,11 +10,10 @@ classified as c. Also prints the wall time per image. Usage:
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
 
 import torch
+from sampling_args import sampling_parser, write_json
 
 import genpix
 from genpix.device import set_cpu_threads
@@ -40,14 +39,8 @@ def class_accuracy(model: str, dataset: str, n: int, **options) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model")
+    parser = sampling_parser(__doc__.splitlines()[0], n=50, n_help="images per class", cfg_scale=3.0)
     parser.add_argument("--data", default="fashion-mnist", help="the labelled dataset of the domain classifier")
-    parser.add_argument("-n", type=int, default=50, help="images per class")
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--sampler", default="DPM++ 2M")
-    parser.add_argument("--cfg-scale", type=float, default=3.0)
-    parser.add_argument("--json", help="also write the result here")
     args = parser.parse_args()
     set_cpu_threads()
     torch.manual_seed(0)
@@ -57,9 +50,7 @@ def main() -> None:
           f"({args.sampler}, {args.steps} steps, CFG {args.cfg_scale}); {result['ms_per_image']:.1f} ms/image")
     for name, acc in result["per_class"].items():
         print(f"  {name:12s} {acc:.2f}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+    write_json(result, args.json)
 
 
 if __name__ == "__main__":

@@ -10,12 +10,11 @@ the script prints the share of images where each attribute, and all three, match
 
 from __future__ import annotations
 
-import argparse
 import itertools
-import json
 import time
 
 import numpy as np
+from sampling_args import sampling_parser, write_json
 
 import genpix
 from genpix.data.synthetic import COLOURS, POSITIONS, SHAPES, describe_shapes_image, shapes_caption
@@ -45,22 +44,14 @@ def prompt_fidelity(model: str, n: int, **options) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model")
-    parser.add_argument("-n", type=int, default=2, help="images per prompt (90 prompts)")
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--sampler", default="DPM++ 2M")
-    parser.add_argument("--cfg-scale", type=float, default=5.0)
-    parser.add_argument("--json")
-    args = parser.parse_args()
+    args = sampling_parser(__doc__.splitlines()[0], n=2, n_help="images per prompt (90 prompts)",
+                           cfg_scale=5.0).parse_args()
     set_cpu_threads()
     result = prompt_fidelity(args.model, args.n, steps=args.steps, sampler=args.sampler, cfg_scale=args.cfg_scale)
     print(f"{args.model}: {result['images']} images ({args.sampler}, {args.steps} steps, CFG {args.cfg_scale}), "
           f"{result['ms_per_image']:.0f} ms/image; prompt matched: shape {result['shape']:.2f}, colour "
           f"{result['colour']:.2f}, position {result['position']:.2f}, all three {result['all']:.2f}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+    write_json(result, args.json)
 
 
 if __name__ == "__main__":

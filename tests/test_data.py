@@ -316,3 +316,18 @@ def test_emoji_renders_and_caches(tmp_path, monkeypatch):
 def test_emoji_without_font_says_what_to_install(tmp_path):
     with pytest.raises(DataError, match="apt install fonts-noto-color-emoji"):
         load_emoji(font_path=tmp_path / "missing.ttf", cache_dir=tmp_path)
+
+
+def test_class_captions_vary_and_are_fixed_per_index():
+    from genpix.data.captions import FASHION_CAPTIONS, ClassCaptions
+
+    labels = np.array([7] * 200 + [3] * 5)
+    captions = FASHION_CAPTIONS.captions(labels)
+    assert captions == FASHION_CAPTIONS.captions(labels)  # a function of the index, not of a random state
+    assert FASHION_CAPTIONS.captions(labels[:50]) == captions[:50]  # a prefix (--limit) keeps its captions
+    assert set(captions[:200]) == set(FASHION_CAPTIONS.all_captions(7))  # 200 images see every phrasing/template
+    assert all("dress" in c for c in captions[200:])
+    with pytest.raises(ValueError, match="exactly one"):
+        ClassCaptions((("a cat",),), templates=("a photo",))
+    with pytest.raises(ValueError, match="at least one phrase"):
+        ClassCaptions(((),))

@@ -217,3 +217,18 @@ def test_sentence_encoder_matches_sentence_transformers():
     reference = SentenceTransformer(str(minilm_folder()), device="cpu")
     want = torch.as_tensor(reference.encode(prompts, convert_to_numpy=True))
     torch.testing.assert_close(ours(prompts).pooled, want, rtol=1e-4, atol=1e-5)
+
+
+def test_sentence_encoder_cache_gives_the_uncached_rows():
+    from genpix.models.text import SentenceEncoder
+
+    encoder = SentenceEncoder(cache_size=3)
+    first = encoder(["a coat", "a bag", "a coat"])  # a repeated prompt is encoded once
+    assert len(encoder._cache) == 2
+    again = encoder(["a bag", "a dress", "a coat"])  # one new prompt, two from the cache
+    fresh = SentenceEncoder(cache_size=0)(["a bag", "a dress", "a coat"])  # 0: nothing is kept
+    for got, want in ((again.tokens, fresh.tokens), (again.pooled, fresh.pooled), (again.mask, fresh.mask)):
+        torch.testing.assert_close(got, want)
+    torch.testing.assert_close(first.tokens[0], first.tokens[2])
+    encoder(["a sandal", "a shirt"])  # past cache_size: the cache starts over
+    assert len(encoder._cache) <= 3

@@ -44,6 +44,22 @@ def add_seed(parser: argparse.ArgumentParser, default: int | None = 0) -> None:
                         help=f"random seed (default {default}); image i uses seed + i")
 
 
+def add_safety(parser: argparse.ArgumentParser) -> None:
+    """--no-safety-checker and --blocklist: the safety checks of text-to-image models (pipelines/safety.py)."""
+    parser.add_argument("--no-safety-checker", dest="safety_checker", action="store_false",
+                        help="text-to-image models: run no safety check, neither the prompt blocklist nor a "
+                             "Stable Diffusion folder's safety checker (each makes the images it flags black)")
+    parser.add_argument("--blocklist", metavar="FILE",
+                        help="more terms for the prompt blocklist, one a line ('#' comments), besides its "
+                             "defaults and those of the file $GENPIX_BLOCKLIST names")
+
+
+def safety_options(args: argparse.Namespace) -> dict:
+    """load_pipeline's options for the flags of :func:`add_safety` (none for the defaults)."""
+    options = {} if args.safety_checker else {"safety_checker": False}
+    return options if args.blocklist is None else {**options, "blocklist": args.blocklist}
+
+
 def need(condition: bool, message: str) -> None:
     if not condition:
         raise GenpixError(message)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from genpix.cli.common import add_device, add_seed, finite_float, positive_int
+from genpix.cli.common import add_device, add_safety, add_seed, finite_float, positive_int, safety_options
 
 
 def register(commands) -> None:
@@ -28,8 +28,7 @@ def register(commands) -> None:
     p.add_argument("--class", dest="class_name")
     p.add_argument("--negative-prompt")
     p.add_argument("--tokenizer", help="tokenizer folder for a single-file Stable Diffusion checkpoint")
-    p.add_argument("--no-safety-checker", dest="safety_checker", action="store_false",
-                   help="Stable Diffusion folders: do not run the model's safety checker (NSFW images made black)")
+    add_safety(p)
     p.add_argument("--trajectory", help="also write the denoising strip of the first image")
     add_seed(p)
     add_device(p)
@@ -66,7 +65,7 @@ def run_img2img(args: argparse.Namespace) -> int:
     set_cpu_threads()
     model, image_path, prompt = _split_arguments(args)
     options = {"tokenizer": args.tokenizer} if args.tokenizer else {}
-    options.update({} if args.safety_checker else {"safety_checker": False})
+    options.update(safety_options(args))
     pipe = load_pipeline(model, device=resolve_device(args.device), **options)
     if "init_images" not in getattr(pipe, "parameters", ()):
         raise GenpixError(f"{pipe.model_name} ({pipe.family}) cannot do img2img; use a diffusion model")
@@ -74,7 +73,7 @@ def run_img2img(args: argparse.Namespace) -> int:
     image = load_image_file(image_path, image_size=size, channels=channels)  # cropped, resized, converted
     args.prompt = prompt
     options = generation_options(args, pipe)
-    init = torch.from_numpy(image)[None].float() / 255
+    init = torch.from_numpy(image.copy())[None].float() / 255  # (a read-only array: torch would warn)
     out = run_pipeline(pipe, args.num_images, args.seed, options, args.trajectory,
                        init_images=init, strength=args.strength)
     write_outputs(out, args)

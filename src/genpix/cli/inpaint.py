@@ -13,7 +13,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from genpix.cli.common import add_device, add_seed, finite_float, non_negative_int, positive_int
+from genpix.cli.common import add_device, add_safety, add_seed, finite_float, non_negative_int, positive_int, \
+    safety_options
 from genpix.cli.generate import add_outputs, add_sampler_options
 
 OUTPAINT_STRENGTH = 0.8  # outpainting mk2's recommended denoising strength
@@ -35,8 +36,7 @@ def _add_options(p: argparse.ArgumentParser, strength_help: str) -> None:
     p.add_argument("--cfg-scale", type=finite_float, help="classifier-free guidance scale")
     p.add_argument("--negative-prompt", help="negative prompt (text-conditioned models)")
     p.add_argument("--tokenizer", help="tokenizer folder for a single-file Stable Diffusion checkpoint")
-    p.add_argument("--no-safety-checker", dest="safety_checker", action="store_false",
-                   help="Stable Diffusion folders: do not run the model's safety checker (NSFW images made black)")
+    add_safety(p)
     add_seed(p)
     add_device(p)
 
@@ -94,7 +94,7 @@ def _paint(args: argparse.Namespace, picture, mask, strength: float | None) -> i
 
     set_cpu_threads()
     loading = {"tokenizer": args.tokenizer} if args.tokenizer else {}
-    loading.update({} if args.safety_checker else {"safety_checker": False})
+    loading.update(safety_options(args))
     pipe = load_pipeline(args.model, device=resolve_device(args.device), **loading)
     takes = getattr(pipe, "parameters", frozenset())
     if "mask" not in takes:
@@ -116,7 +116,7 @@ def _paint(args: argparse.Namespace, picture, mask, strength: float | None) -> i
     if strength is not None:
         inpainting["strength"] = strength
     out = run_pipeline(pipe, args.num_images, args.seed, options, **inpainting)
-    images = paste_back(out.images, picture, mask, args.mask_blur, args.invert_mask)
+    images = paste_back(out.images, picture, mask, args.mask_blur, args.invert_mask, out.info.get("nsfw"))
     write_outputs(PipelineOutput(images, pictures_to_batch(images, picture.size, channels), out.infotexts,
                                  out.info), args)
     return 0

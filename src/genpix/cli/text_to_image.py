@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from genpix.cli.common import add_device, add_seed, finite_float, need, positive_int
+from genpix.cli.common import add_device, add_safety, add_seed, finite_float, need, positive_int, safety_options
 from genpix.cli.generate import add_outputs, add_sampler_options, run_pipeline, write_outputs
 
 
@@ -36,8 +36,7 @@ def register(commands) -> None:
     p.add_argument("--vae", help="an external autoencoder file (.safetensors/.ckpt/.pt) to decode with")
     p.add_argument("--prediction", choices=("eps", "v"), help="override the parameterisation (v for 768-v models)")
     p.add_argument("--tokenizer", help="folder with the CLIP vocab.json and merges.txt (single files carry none)")
-    p.add_argument("--no-safety-checker", dest="safety_checker", action="store_false",
-                   help="do not run a diffusers folder's safety checker (which makes NSFW images black)")
+    add_safety(p)
     add_seed(p)
     add_device(p)
     p.set_defaults(run=run_generate)
@@ -58,11 +57,10 @@ def run_generate(args: argparse.Namespace) -> int:
                "clip_skip": args.clip_skip}
     options = {k: v for k, v in options.items() if v is not None}
     if is_sd_model(model):
-        loading.update({} if args.safety_checker else {"safety_checker": False})
-        pipe = load_pipeline(model, device=resolve_device(args.device), **loading)
+        pipe = load_pipeline(model, device=resolve_device(args.device), **loading, **safety_options(args))
     else:  # a genpix text-to-image model (a trained ldm folder or a bundled name)
         need(not loading, f"{', '.join('--' + k for k in loading)} apply to Stable Diffusion models only")
-        pipe = load_pipeline(model, device=resolve_device(args.device))
+        pipe = load_pipeline(model, device=resolve_device(args.device), **safety_options(args))
         need("prompt" in getattr(pipe, "parameters", ()),
              f"{model} ({pipe.family}) takes no prompt; use `genpix sample {model}`")
         if options.get("clip_skip") == 1:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .captions import FASHION_CAPTIONS, ClassCaptions
 from .dataset import DataError, ImageDataset, Split, make_dataset
 from .download import DOWNLOAD_TIMEOUT_S, DownloadError, default_cache_dir, download
 from .idx import read_idx
@@ -25,7 +26,7 @@ class IdxSource:
         base_url: folder URL the files are downloaded from.
         files: part ("train-images", "train-labels", "test-images", "test-labels") -> (file name, MD5).
         class_names: the name of each label.
-        class_captions: a caption for each label, e.g. "an ankle boot".
+        captions: the phrasings and templates that caption each label's images.
         system_dirs: read-only folders a package manager installs the files into.
         install_hint: a command that installs the files, or None.
     """
@@ -34,7 +35,7 @@ class IdxSource:
     base_url: str
     files: dict[str, tuple[str, str]]
     class_names: tuple[str, ...]
-    class_captions: tuple[str, ...]
+    captions: ClassCaptions
     system_dirs: tuple[str, ...] = ()
     install_hint: str | None = None
 
@@ -50,8 +51,7 @@ FASHION_MNIST = IdxSource(
     },
     class_names=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                  "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
-    class_captions=("a t-shirt or top", "a pair of trousers", "a pullover", "a dress", "a coat",
-                    "a sandal", "a shirt", "a sneaker", "a bag", "an ankle boot"),
+    captions=FASHION_CAPTIONS,
     system_dirs=("/usr/share/datasets/fashion-mnist",),
     install_hint="apt install dataset-fashion-mnist",
 )
@@ -66,7 +66,7 @@ MNIST = IdxSource(
         "test-labels": ("t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c"),
     },
     class_names=tuple(str(d) for d in range(10)),
-    class_captions=tuple(f"a handwritten digit {d}" for d in range(10)),
+    captions=ClassCaptions(tuple((f"a handwritten digit {d}",) for d in range(10))),
 )
 
 
@@ -173,5 +173,5 @@ def load_idx_dataset(
         labels.append(part_labels)
     all_images = np.concatenate(images)[:, None]
     all_labels = np.concatenate(labels)
-    captions = tuple(source.class_captions[i] for i in all_labels.tolist())
+    captions = source.captions.captions(all_labels)
     return make_dataset(all_images, all_labels, source.class_names, captions, source.name, split)

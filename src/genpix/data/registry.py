@@ -20,7 +20,7 @@ from .transforms import convert_channels, resize_images
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 4, 1024
 
 DATASETS: dict[str, str] = {
-    "fashion-mnist": "Zalando's 70k 28x28 grayscale clothing photos, 10 classes "
+    "fashion-mnist": "Zalando's 70k 28x28 grayscale clothing photos, 10 classes, captions in varied wordings "
                      "(apt install dataset-fashion-mnist, or downloaded)",
     "mnist": "70k 28x28 grayscale handwritten digits, 10 classes (downloaded on first use)",
     "digits": "scikit-learn's 1797 8x8 handwritten digits upscaled to 32x32, 10 classes (offline)",

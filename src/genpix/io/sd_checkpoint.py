@@ -8,8 +8,9 @@ encoder under ``cond_stage_model.``. genpix's modules use diffusers' names, so l
 The rename tables are built from the architecture, one prefix pair per submodule (the same rules as
 diffusers' ``convert_ldm_unet_checkpoint`` and ``convert_ldm_vae_checkpoint``): the keys of our
 module (enumerated on the meta device, nothing allocated) map to LDM keys, so every missing,
-unexpected or wrongly shaped tensor is reported by name. Files are read with safetensors; ``.ckpt``
-pickles only through ``torch.load(weights_only=True)``, which refuses pickles that carry code.
+unexpected or wrongly shaped tensor is reported by name. Files are memory-mapped by safetensors;
+``.ckpt`` pickles only through ``torch.load(weights_only=True, mmap=True)``, which refuses pickles
+that carry code.
 """
 
 from __future__ import annotations
@@ -159,7 +160,15 @@ def convert_ldm_vae(checkpoint: dict[str, torch.Tensor], config: AutoencoderConf
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """All tensors of a ``.safetensors`` file, or of a ``.ckpt`` / ``.pt`` pickle read with
-    ``torch.load(weights_only=True)`` (its ``state_dict`` entry when it has one)."""
+    ``torch.load(weights_only=True)`` (its ``state_dict`` entry when it has one).
+
+    Both are memory-mapped, privately (copy-on-write), in their stored dtypes: the tensors are views
+    of the file's pages, read when first touched and counted as file-backed memory, not anonymous
+    (safetensors' ``load_file``; reading all of a 1.5 GiB float32 file grew RssAnon by 0 MiB where
+    its ``pread`` backend grows it by the file's size). safetensors validates the header (length,
+    JSON, dtypes, offsets within the file, neither overlapping nor leaving gaps); any fault is one
+    :class:`CheckpointError` naming the file. ``assign_weights`` keeps float32 tensors as mapped and
+    converts half precision once."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path} does not exist")

@@ -347,7 +347,8 @@ class SentenceEncoder(nn.Module):
 
     dim = pooled_dim = 384
 
-    def __init__(self, folder: str | Path | None = None, *, max_length: int = CLIP_MAX_LENGTH) -> None:
+    def __init__(self, folder: str | Path | None = None, *, max_length: int = CLIP_MAX_LENGTH,
+                 cache_size: int = 4096) -> None:
         super().__init__()
         folder = Path(folder) if folder is not None else minilm_folder()
         try:
@@ -362,6 +363,8 @@ class SentenceEncoder(nn.Module):
             raise TextEncoderError(f"cannot load the sentence encoder from {folder}: {exc}") from exc
         self.bert.requires_grad_(False).eval()
         self.max_length = max_length
+        self.cache_size = cache_size
+        self._cache: dict[str, tuple[torch.Tensor, ...]] = {}
 
     def train(self, mode: bool = True) -> SentenceEncoder:
         """Frozen: the BERT stays in eval mode (no dropout) whatever the caller's mode."""
@@ -371,15 +374,30 @@ class SentenceEncoder(nn.Module):
 
     @torch.no_grad()
     def forward(self, prompts: list[str]) -> TextEncoding:
-        batch = self.tokenizer(list(prompts), padding="max_length", truncation=True,
-                               max_length=self.max_length, return_tensors="pt")
+        """Encodes the prompts not seen before in one batch; frozen and deterministic, so the rows of
+        earlier prompts come from a cache of up to ``cache_size`` prompts (training on a captioned
+        dataset sees the same captions every epoch)."""
         device = self.bert.embeddings.word_embeddings.weight.device
+        new = list(dict.fromkeys(p for p in prompts if p not in self._cache))
+        rows = dict(zip(new, self._encode(new, device))) if new else {}
+        if len(self._cache) + len(rows) > self.cache_size:
+            self._cache.clear()
+        if len(rows) <= self.cache_size:
+            self._cache.update(rows)
+        rows = [rows[p] if p in rows else self._cache[p] for p in prompts]
+        tokens, pooled, mask = (torch.stack(column).to(device) for column in zip(*rows))
+        return TextEncoding(tokens=tokens, pooled=pooled, mask=mask)
+
+    def _encode(self, prompts: list[str], device: torch.device) -> list[tuple[torch.Tensor, ...]]:
+        """(tokens (T, 384), pooled (384,), mask (T,)) of each prompt, on the CPU."""
+        batch = self.tokenizer(prompts, padding="max_length", truncation=True,
+                               max_length=self.max_length, return_tensors="pt")
         batch = {k: v.to(device) for k, v in batch.items()}
         tokens = self.bert(**batch).last_hidden_state  # (B, T, 384)
         mask = batch["attention_mask"].bool()  # (B, T)
         weights = mask[..., None].to(tokens.dtype)
         mean = (tokens * weights).sum(1) / weights.sum(1).clamp(min=1)  # Sentence-BERT mean pooling
-        return TextEncoding(tokens=tokens, pooled=F.normalize(mean, dim=-1), mask=mask)
+        return list(zip(tokens.cpu(), F.normalize(mean, dim=-1).cpu(), mask.cpu()))
 
 
 TEXT_ENCODERS = ("minilm", "learned")

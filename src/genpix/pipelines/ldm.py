@@ -5,9 +5,13 @@ through classifier-free guidance, the sd-webui samplers and schedules, img2img, 
 autoencoder, infotexts); only the prompt encoder differs: CLIP's tokenizer and text model give way
 to the model's own tau_theta (models/ldm.py), the learned byte-level transformer, the frozen
 MiniLM, a class embedding (the prompt names a class) or nothing (the prompt must be empty).
+The same safety checks run after decoding (pipelines/safety.py): the prompt blocklist by default.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 
@@ -17,7 +21,10 @@ from genpix.diffusion.ldm_config import LDMConfig
 from genpix.errors import GenpixError
 from genpix.io.checkpoint import CheckpointError, ModelDir, load_module_weights
 from genpix.models.autoencoder import AutoencoderKL
+from genpix.models.cpu_prepack import prepack_on_cpu
 from genpix.models.ldm import Conditioner, LatentDiffusionModel
+from genpix.pipelines.prompt_blocklist import PromptBlocklist
+from genpix.pipelines.safety import CombinedCheck, SafetyCheck, default_checks
 from genpix.pipelines.text_to_image import StableDiffusionPipeline
 
 DEFAULT_STEPS, DEFAULT_SAMPLER, DEFAULT_CFG_SCALE = 20, "DPM++ 2M", 5.0
@@ -26,7 +33,8 @@ DEFAULT_STEPS, DEFAULT_SAMPLER, DEFAULT_CFG_SCALE = 20, "DPM++ 2M", 5.0
 class LatentDiffusionPipeline(StableDiffusionPipeline):
     """pipe(prompt, negative_prompt="", steps=20, sampler="DPM++ 2M", cfg_scale=5.0, seed=0, n=1, ...)
     -> PipelineOutput, as :class:`StableDiffusionPipeline` (no clip_skip; a mask inpaints with the latent mask).
-    A class-conditional model takes a class name as its prompt ("" is the null class)."""
+    A class-conditional model takes a class name as its prompt ("" is the null class).
+    ``safety_checks`` as the SD pipeline's: None is the prompt blocklist alone, () none."""
 
     family = "ldm"
     # inpaints with the latent mask; class_name: a class model's prompt, as for the other class models
@@ -34,17 +42,20 @@ class LatentDiffusionPipeline(StableDiffusionPipeline):
 
     def __init__(self, model: LatentDiffusionModel, vae: AutoencoderKL, alphas_cumprod: torch.Tensor, *,
                  prediction: str = "eps", class_names: tuple[str, ...] = (), model_name: str = "ldm",
-                 device: torch.device | str = "cpu", batch_size: int = 4) -> None:
+                 device: torch.device | str = "cpu", batch_size: int = 4,
+                 safety_checks: Sequence[SafetyCheck] | None = None) -> None:
         # StableDiffusionPipeline.__init__ wants a CLIP tokenizer and text model; tau_theta replaces both
         self.device = torch.device(device)
         self.model = model.eval().requires_grad_(False).to(self.device)
         self.conditioner: Conditioner = self.model.conditioner
         self.unet = self.model.unet
         self.vae = vae.eval().requires_grad_(False).to(self.device)
+        prepack_on_cpu(self.device, self.model, self.vae)  # oneDNN weight layouts, once (models/cpu_prepack.py)
         self.prediction, self.model_name, self.batch_size = prediction, model_name, batch_size
         self.class_names = tuple(class_names)
         self.denoiser = DiscreteDenoiser(self._network, alphas_cumprod, prediction)
         self.factor = vae.config.downsampling_factor
+        self.safety = CombinedCheck((PromptBlocklist(),) if safety_checks is None else safety_checks)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -87,8 +98,11 @@ class LatentDiffusionPipeline(StableDiffusionPipeline):
                                 seed, width, height, latents, **options)
 
 
-def load_ldm_pipeline(model_dir: ModelDir, device: str | torch.device = "cpu") -> LatentDiffusionPipeline:
-    """An ldm model folder -> pipeline with its EMA weights (role "ema") and its autoencoder."""
+def load_ldm_pipeline(model_dir: ModelDir, device: str | torch.device = "cpu", *, safety_checker: bool = True,
+                      blocklist: str | Path | None = None) -> LatentDiffusionPipeline:
+    """An ldm model folder -> pipeline with its EMA weights (role "ema") and its autoencoder; the
+    safety checks of pipelines/safety.py's default_checks (``safety_checker`` False: none)."""
+    checks = default_checks(safety_checker, blocklist)
     where = f"{model_dir.path}/model.safetensors"
     config = from_dict(LDMConfig, model_dir.config["model"], where=f"{model_dir.path}/config.json model")
     if config.first_stage is None:
@@ -107,4 +121,5 @@ def load_ldm_pipeline(model_dir: ModelDir, device: str | torch.device = "cpu") -
         raise CheckpointError(f"{model_dir.path}/config.json: a class-conditional model needs "
                               f"{config.num_classes} names in data.class_names")
     return LatentDiffusionPipeline(model, vae, config.alphas_cumprod(), prediction=config.prediction,
-                                   class_names=class_names, model_name=model_dir.path.name, device=device)
+                                   class_names=class_names, model_name=model_dir.path.name, device=device,
+                                   safety_checks=checks)

@@ -4,12 +4,13 @@ on tensors: images (B, C, H, W) in [0, 1], masks (B or 1, 1, H, W) in [0, 1] wit
 Shared by every diffusion pipeline that inpaints with an ordinary model (the latent mask of
 diffusion/inpainting.py): :func:`prepare_mask` (invert, Gaussian "Mask blur"), :func:`masked_start`
 (the "Masked content" options and the latent-grid mask), :func:`overlay` (the original pasted back
-outside the mask); and the pictures' side for the CLI and the server (:func:`mask_from_picture`,
-:func:`pictures_to_batch`).
+outside the mask), :func:`nothing_to_repaint` (an all-black mask); and the pictures' side for the
+CLI and the server (:func:`mask_from_picture`, :func:`pictures_to_batch`).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -66,6 +67,18 @@ def prepare_mask(mask: torch.Tensor, blur: int = 0, invert: bool = False) -> tor
     mask = mask.float().clamp(0, 1)
     mask = 1 - mask if invert else mask
     return gaussian_blur(mask, float(blur)).clamp(0, 1)
+
+
+def nothing_to_repaint(mask: torch.Tensor) -> bool:
+    """True, with a warning, when a prepared mask (after invert and blur) marks no pixel to repaint:
+    every value below half an 8-bit step, where :func:`overlay` gives back the original exactly.
+    The pipelines then return their init images unchanged instead of sampling (sd-webui would run
+    the whole sampler and paste the original back over all of it)."""
+    if float(mask.max()) >= 0.5 / 255:
+        return False
+    warnings.warn("the mask is all black (nothing to repaint): the image comes back unchanged; "
+                  "white marks what to repaint", stacklevel=3)
+    return True
 
 
 def fill_masked(images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

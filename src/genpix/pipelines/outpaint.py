@@ -8,7 +8,8 @@ API's outpainting scripts).
 2. :func:`generation_size`: the size the model inpaints at: the canvas rounded to the pipeline's
    multiple of 8 where it takes any size, else the model's one size (the canvas is resized to it).
 3. :func:`paste_back`: each result resized to the canvas and composited over it through the blurred
-   mask, so the picture comes back pixel for pixel wherever the blurred mask is 0.
+   mask, so the picture comes back pixel for pixel wherever the blurred mask is 0; a result the
+   safety checks flagged (pipelines/safety.py) stays black all over.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from PIL import Image
 
 from genpix.errors import GenpixError
 from genpix.pipelines.masking import overlay, pictures_to_batch, prepare_mask
+from genpix.pipelines.safety import black_out
 
 DIRECTIONS = ("left", "right", "up", "down")
 MAX_EXTEND = 2048
@@ -52,15 +54,17 @@ def generation_size(pipe, size: tuple[int, int], multiple: int = 8) -> tuple[int
 
 
 def paste_back(results: Sequence[Image.Image], canvas: Image.Image, mask: Image.Image,
-               blur: int = 0, invert: bool = False) -> list[Image.Image]:
+               blur: int = 0, invert: bool = False, nsfw: Sequence[bool] | None = None) -> list[Image.Image]:
     """Each result resized to the canvas (Lanczos) and shown only where the mask, inverted and
-    blurred as the pipeline was told (pipelines/masking.py), is above 0."""
+    blurred as the pipeline was told (pipelines/masking.py), is above 0; those ``nsfw`` flags
+    (the pipeline's ``info["nsfw"]``) black, the canvas not pasted over them."""
     size, channels = canvas.size, len(canvas.getbands())
     weight = prepare_mask(pictures_to_batch([mask], size, 1), blur, invert)
     original = pictures_to_batch([canvas], size, channels)
     out = []
-    for result in results:
+    for result, flagged in zip(results, nsfw or [False] * len(results), strict=True):
         mixed = overlay(pictures_to_batch([result], size, channels), original, weight)
+        mixed = black_out(mixed, [flagged])
         array = (mixed[0] * 255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
         out.append(Image.fromarray(array[..., 0] if channels == 1 else array, mode=canvas.mode))
     return out

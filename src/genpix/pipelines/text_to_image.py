@@ -12,8 +12,9 @@ Composed from passed-in parts: a CLIP tokenizer and text model, the text-conditi
 3. the network wrapped as a denoiser D(x, sigma, context) -> x0 (Karras et al. 2022), guided by
    CFGDenoiser, sampled with the named sd-webui sampler over its schedule's sigmas;
 4. decode z / scaling_factor with the autoencoder; images in [0, 1], sd-webui infotexts;
-5. with a safety checker (a diffusers folder's safety_checker/, models/safety_checker.py), images
-   it flags are replaced by black ones, with a warning; ``info["nsfw"]`` holds the flags.
+5. the safety checks (pipelines/safety.py; by default the prompt blocklist, pipelines/prompt_blocklist.py,
+   and a diffusers folder's safety checker, models/safety_checker.py): images they flag are replaced
+   by black ones, with a warning naming the checks; ``info["nsfw"]`` holds the flags (None with no checks).
 
 img2img starts from the encoded init image noised to the strength's sigma (SDEdit, Meng et al.
 2022); SD inpainting models (9 input channels) also see the mask and the masked image's latents;
@@ -30,7 +31,7 @@ last sigma is sigma(t=0) and the result is scaled back to the variance-preservin
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -42,14 +43,17 @@ from genpix.diffusion.inpainting import MaskedDenoiser
 from genpix.errors import GenpixError
 from genpix.io.images import format_infotext, to_pil
 from genpix.models.autoencoder import AutoencoderKL
-from genpix.models.safety_checker import SafetyChecker
+from genpix.models.cpu_prepack import prepack_on_cpu
 from genpix.models.sd_unet import SDUNet
 from genpix.models.text import CLIPTextModel
 from genpix.models.tokenizer import CLIPTokenizer
 from genpix.pipelines import masking
 from genpix.pipelines.diffusion import _counting
 from genpix.pipelines.output import PipelineOutput
+from genpix.pipelines.prompt_blocklist import PromptBlocklist
 from genpix.pipelines.prompt_chunks import chunk_prompt, encode_chunks
+from genpix.pipelines.prompt_text import check_prompt_text
+from genpix.pipelines.safety import CombinedCheck, ImageSafetyCheck, SafetyCheck, default_checks
 
 DEFAULT_STEPS, DEFAULT_SAMPLER, DEFAULT_CFG_SCALE = 20, "Euler a", 7.0
 VP_START = frozenset({"DDIM", "PLMS", "UniPC", "DDPM"})  # start from x_T = noise (sd_samplers_timesteps)
@@ -63,10 +67,10 @@ class StableDiffusionPipeline:
 
     Image i draws everything random (posterior samples, initial noise, sampler noise) from one
     generator seeded seed + i, in diffusers' order, so it is the same whatever ``n`` or
-    ``batch_size``. ``clip_skip`` is sd-webui's "Clip skip" (1: the last layer)."""
+    ``batch_size``. ``clip_skip`` is sd-webui's "Clip skip" (1: the last layer). ``safety_checks``
+    run on the decoded images (pipelines/safety.py): None is the prompt blocklist alone, () none."""
 
     family = "sd"
-    safety_checker: SafetyChecker | None = None  # (the LDM pipeline has none)
     parameters = frozenset({"n", "seed", "prompt", "negative_prompt", "steps", "sampler", "cfg_scale", "width",
                             "height", "schedule", "eta", "s_churn", "s_noise", "latents", "callback", "clip_skip",
                             "init_images", "strength", "mask", "mask_blur", "inpainting_fill", "invert_mask"})
@@ -74,7 +78,7 @@ class StableDiffusionPipeline:
     def __init__(self, tokenizer: CLIPTokenizer, text_model: CLIPTextModel, unet: SDUNet, vae: AutoencoderKL,
                  alphas_cumprod: torch.Tensor, *, prediction: str = "eps", model_name: str = "sd",
                  device: torch.device | str = "cpu", batch_size: int = 4,
-                 safety_checker: SafetyChecker | None = None) -> None:
+                 safety_checks: Sequence[SafetyCheck] | None = None) -> None:
         if unet.config.cross_attention_dim != text_model.config.hidden_size:
             raise GenpixError(f"the U-Net attends to {unet.config.cross_attention_dim}-d text tokens but the text "
                               f"encoder gives {text_model.config.hidden_size}-d ones")
@@ -82,10 +86,11 @@ class StableDiffusionPipeline:
         self.tokenizer, self.text_model = tokenizer, text_model.eval().requires_grad_(False).to(self.device)
         self.unet = unet.eval().requires_grad_(False).to(self.device)
         self.vae = vae.eval().requires_grad_(False).to(self.device)
+        prepack_on_cpu(self.device, self.unet, self.vae)  # oneDNN weight layouts, once (models/cpu_prepack.py)
         self.prediction, self.model_name, self.batch_size = prediction, model_name, batch_size
         self.denoiser = DiscreteDenoiser(self._network, alphas_cumprod, prediction)
         self.factor = vae.config.downsampling_factor
-        self.safety_checker = None if safety_checker is None else safety_checker.eval().to(self.device)
+        self.safety = CombinedCheck((PromptBlocklist(),) if safety_checks is None else safety_checks)
 
     @property
     def default_size(self) -> int:
@@ -204,7 +209,8 @@ class StableDiffusionPipeline:
         conditioning is the masked image) and ``invert_mask`` as sd-webui's; strength defaults to 0.75.
         ``prompt_embeds`` (1, L, D), e.g. a point between two prompts' embeddings, replaces the encoded
         prompt (``prompt`` then only labels the infotext); it must match the negative prompt's shape."""
-        prompt, negative_prompt = prompt or "", negative_prompt or ""
+        prompt = check_prompt_text(prompt or "", "prompt")
+        negative_prompt = check_prompt_text(negative_prompt or "", "negative prompt")
         steps = DEFAULT_STEPS if steps is None else steps
         cfg_scale = DEFAULT_CFG_SCALE if cfg_scale is None else float(cfg_scale)
         nine_channels = self.unet.config.in_channels != self.unet.config.out_channels
@@ -220,6 +226,7 @@ class StableDiffusionPipeline:
         if mask is not None:
             masking.check_inpainting(mask_blur, inpainting_fill)
             mask = masking.prepare_mask(mask, mask_blur, invert_mask)
+        unchanged = mask is not None and masking.nothing_to_repaint(mask)  # all black: no sampling
         latent_mask = mask is not None and not nine_channels
         seeds = [seed + i for i in range(n)]
 
@@ -244,6 +251,9 @@ class StableDiffusionPipeline:
         parts = []
         for first in range(0, n, self.batch_size):
             chunk = slice(first, first + self.batch_size)
+            if unchanged:
+                parts.append(_rows(init_images, n, chunk).float().cpu())
+                continue
             generators = [torch.Generator().manual_seed(s) for s in seeds[chunk]]
             given = None if latents is None else latents[chunk].float()
             init, inpaint = _rows(init_images, n, chunk), _rows(mask, n, chunk)
@@ -268,13 +278,15 @@ class StableDiffusionPipeline:
             images = self.decode(x0 / end)
             parts.append(masking.overlay(images, init, inpaint) if latent_mask else images)
         images = torch.cat(parts)
-        # 5. the safety checker (diffusers' run_safety_checker): flagged images become black
+        # 5. the safety checks (diffusers' run_safety_checker): flagged images become black
         nsfw = None
-        if self.safety_checker is not None:
-            images, nsfw = self.safety_checker(images)
+        if self.safety.checks:
+            checked = self.safety.run(images, [prompt] * n)
+            images, nsfw = checked.images, checked.flags
             if any(nsfw):
-                warnings.warn(f"potential NSFW content was detected in {sum(nsfw)} of {n} images: they were "
-                              f"replaced by black images (try another prompt or seed)", stacklevel=2)
+                warnings.warn(f"potential NSFW content was detected in {sum(nsfw)} of {n} images by the "
+                              f"{' and the '.join(checked.flagged_by)}: they were replaced by black images "
+                              f"(try another prompt or seed)", stacklevel=2)
         params = {"Steps": steps, "Sampler": entry.name, "Schedule type": schedules.SCHEDULE_LABELS[schedule],
                   "CFG scale": cfg_scale, "Eta": eta, "Sigma churn": s_churn, "Sigma noise": s_noise}
         after = {"Size": f"{width}x{height}", "Model": self.model_name,
@@ -325,15 +337,20 @@ class _Conditioned:
 
 def load_sd_pipeline(path, device: str | torch.device = "cpu", *, tokenizer=None, vae=None,
                      prediction: str | None = None, download_tokenizer: bool = False,
-                     safety_checker: bool = True) -> StableDiffusionPipeline:
+                     safety_checker: bool = True, blocklist: str | None = None) -> StableDiffusionPipeline:
     """A Stable Diffusion 1.x/2.x diffusers folder or single-file checkpoint as a pipeline
     (io/sd_loader.py): ``tokenizer`` a folder with vocab.json and merges.txt, ``vae`` an external
-    autoencoder file, ``prediction`` "eps" or "v" to override the model's; ``safety_checker``
-    False skips a folder's safety checker (models/safety_checker.py)."""
+    autoencoder file, ``prediction`` "eps" or "v" to override the model's. Safety checks
+    (pipelines/safety.py): the prompt blocklist, with the terms of the file ``blocklist`` and
+    $GENPIX_BLOCKLIST added, and a folder's safety checker (models/safety_checker.py);
+    ``safety_checker`` False runs none of them."""
     from genpix.io.sd_loader import load_sd_components
 
+    checks = default_checks(safety_checker, blocklist)  # a bad blocklist file fails before the loading
     parts = load_sd_components(path, tokenizer=tokenizer, vae=vae, prediction=prediction,
                                download_tokenizer=download_tokenizer, safety_checker=safety_checker)
+    if parts.safety_checker is not None:
+        checks += (ImageSafetyCheck(parts.safety_checker.eval().to(device)),)
     return StableDiffusionPipeline(parts.tokenizer, parts.text_model, parts.unet, parts.vae, parts.alphas_cumprod,
                                    prediction=parts.prediction, model_name=parts.name, device=device,
-                                   safety_checker=parts.safety_checker)
+                                   safety_checks=checks)

@@ -67,7 +67,7 @@ async def _generate(ctx: ServerContext, kind: str, request: Txt2ImgRequest, init
         extra = {} if pictures is None else generation.img2img_arguments(pipe, entry, run, pictures, picture_mask)
         result = generation.generate(pipe, entry, run, seed, ctx.jobs, extra)
         if script is not None:
-            result.images = script.finish(result.images, canvas, picture_mask)
+            result.images = script.finish(result.images, canvas, picture_mask, result.nsfw)
         if ctx.outputs is not None and result.images:
             ctx.outputs.save(kind, result.images, result.seeds, result.infotexts)
         return result, ctx.jobs.job_timestamp

@@ -5,6 +5,8 @@ take is ignored, as sd-webui ignores unknown fields (a VAE has no steps). What w
 wrong instead is refused with a 4xx: a size the model cannot make, a prompt for a model with no
 classes or text, a mask for a pipeline that cannot inpaint. A mask, its blur, fill and inversion
 go to the pipeline (pipelines/masking.py), which pastes the original back outside the mask.
+The pipelines' safety checks (pipelines/safety.py, the prompt blocklist by default) make the images
+they flag black; ``info["nsfw"]`` lists the flags, one per image, beside sd-webui's fields.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class Generation:
     infotexts: list[str] = field(default_factory=list)
     seeds: list[int] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)  # the last pipeline call's info
+    nsfw: list[bool] = field(default_factory=list)  # per image: flagged by a safety check (made black)
     interrupted: bool = False
 
 
@@ -146,6 +149,7 @@ def generate(pipe, entry: ModelEntry, request: Txt2ImgRequest, seed: int, jobs: 
         result.images += out.images
         result.infotexts += [f"{prefix}\n{text}" if prefix else text for text in out.infotexts]
         result.seeds += list(out.info.get("seeds", range(seed + number * size, seed + (number + 1) * size)))
+        result.nsfw += [bool(flag) for flag in out.info.get("nsfw") or [False] * len(out.images)]
         result.info = out.info
     return result
 
@@ -171,4 +175,5 @@ def processed_info(request: Txt2ImgRequest, entry: ModelEntry, gen: Generation, 
         "styles": request.styles or [], "job_timestamp": job_timestamp, "clip_skip": 1,
         "is_using_inpainting_conditioning": False, "version": f"genpix {genpix.__version__}",
         "interrupted": gen.interrupted,
+        "nsfw": gen.nsfw,  # genpix's: the safety checks' flags, one per image (pipelines/safety.py)
     }

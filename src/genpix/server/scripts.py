@@ -48,8 +48,10 @@ class Outpainting:
                                          "resize_mode": 0})
         return run, canvas, mask
 
-    def finish(self, images: list[Image.Image], canvas: Image.Image, mask: Image.Image) -> list[Image.Image]:
-        return paste_back(images, canvas, mask, self.mask_blur)
+    def finish(self, images: list[Image.Image], canvas: Image.Image, mask: Image.Image,
+               nsfw: list[bool] | None = None) -> list[Image.Image]:
+        """The results pasted over the canvas; those the safety checks flagged stay black."""
+        return paste_back(images, canvas, mask, self.mask_blur, nsfw=nsfw)
 
 
 def _int(args: list[Any], index: int, default: int, name: str, low: int, high: int) -> int:
