@@ -11,7 +11,7 @@ def test_genpix_models_lists_every_bundled_model(run_cli):
     status, out, err = run_cli("models")
     assert status == 0, err
     names = [line.split()[0] for line in out.splitlines()]
-    assert {"fashion-ddpm", "fashion-vae", "shapes-ldm"} <= set(names)
+    assert {"fashion-ddpm", "fashion-vae", "shapes-ldm", "fashion-ldm"} <= set(names)
 
 
 @pytest.mark.parametrize("prompt, expected", [
@@ -23,6 +23,24 @@ def test_shapes_ldm_draws_what_the_prompt_says(prompt, expected):
     out = genpix.load_pipeline("shapes-ldm")(prompt=prompt, n=2, seed=0, steps=10, sampler="DPM++ 2M", cfg_scale=5)
     seen = [describe_shapes_image(np.asarray(im.convert("RGB")).transpose(2, 0, 1)) for im in out.images]
     assert seen == [expected, expected]
+
+
+def bright_box(image) -> tuple[int, int]:
+    """(height, width) of the box holding the pixels brighter than 1/4 of the image's maximum."""
+    pixels = np.asarray(image.convert("L"), dtype=float)
+    rows, cols = np.nonzero(pixels > pixels.max() / 4)
+    return rows.max() - rows.min() + 1, cols.max() - cols.min() + 1
+
+
+@pytest.mark.parametrize("prompt, tall", [("jeans", True), ("a pair of trousers", True), ("a purse", False),
+                                          ("a running shoe", False)])
+def test_fashion_ldm_follows_reworded_prompts(prompt, tall):
+    """The bundled Fashion-MNIST text model (frozen MiniLM): trousers are tall and narrow, bags and shoes
+    wide, also for words it never saw in training ("jeans", "a purse", "a running shoe")."""
+    out = genpix.load_pipeline("fashion-ldm")(prompt=prompt, n=3, seed=0, steps=10, sampler="DPM++ 2M", cfg_scale=5)
+    for image in out.images:
+        height, width = bright_box(image)
+        assert (height > 1.5 * width) if tall else (width > height), (prompt, height, width)
 
 
 def test_fashion_ddpm_samples_a_class_the_same_in_any_batch():

@@ -463,3 +463,22 @@ def test_sdxl_file_and_missing_tokenizer_files_are_named(tmp_path, sd1, vocab, n
         genpix.load_pipeline(str(path), tokenizer=str(tmp_path / "half"))
     with pytest.raises(GenpixError, match="unknown prediction type 'x'; choose one of: eps, v"):
         genpix.load_pipeline(str(path), prediction="x")
+
+
+def test_reduced_precision_path_and_half_on_cpu_refused(sd1, run_cli, tmp_path):
+    """--half's path (U-Net and text encoder in 16 bits, the autoencoder in float32) run here in bfloat16,
+    which CPUs compute; float16 itself is for CUDA, and --half on a CPU is one clear error."""
+    from genpix.io.sd_loader import load_sd_components
+    from genpix.pipelines.text_to_image import StableDiffusionPipeline
+
+    kind, _, folder = sd1
+    settings = dict(prompt=PROMPT, negative_prompt=NEGATIVE, steps=3, width=SIZE, height=SIZE, seed=5)
+    want = genpix.load_pipeline(str(folder))(**settings).tensors
+    parts = load_sd_components(folder)
+    pipe = StableDiffusionPipeline(parts.tokenizer, parts.text_model, parts.unet, parts.vae, parts.alphas_cumprod,
+                                   prediction=parts.prediction, dtype=torch.bfloat16)
+    assert pipe.unet.conv_in.weight.dtype == torch.bfloat16 and pipe.vae.decoder.conv_in.weight.dtype == torch.float32
+    got = pipe(**settings).tensors
+    assert got.dtype == torch.float32 and 0 < (got - want).abs().mean() < 0.02  # bfloat16 rounding, same image
+    status, _, err = run_cli("generate", PROMPT, "--model", folder, "--half", "-o", tmp_path / "o")
+    assert status == 1 and err.strip() == "genpix: error: --half needs a CUDA device (float16 is for GPUs); this runs on cpu"

@@ -44,6 +44,12 @@ def add_seed(parser: argparse.ArgumentParser, default: int | None = 0) -> None:
                         help=f"random seed (default {default}); image i uses seed + i")
 
 
+def add_half(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--half", action="store_true",
+                        help="Stable Diffusion on CUDA: the U-Net and text encoder in float16 (the autoencoder "
+                             "stays float32)")
+
+
 def add_safety(parser: argparse.ArgumentParser) -> None:
     """--no-safety-checker and --blocklist: the safety checks of text-to-image models (pipelines/safety.py)."""
     parser.add_argument("--no-safety-checker", dest="safety_checker", action="store_false",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from genpix.cli.common import add_device, add_safety, add_seed, finite_float, positive_int, safety_options
+from genpix.cli.common import add_device, add_half, add_safety, add_seed, finite_float, positive_int, safety_options
 
 
 def register(commands) -> None:
@@ -28,6 +28,7 @@ def register(commands) -> None:
     p.add_argument("--class", dest="class_name")
     p.add_argument("--negative-prompt")
     p.add_argument("--tokenizer", help="tokenizer folder for a single-file Stable Diffusion checkpoint")
+    add_half(p)
     add_safety(p)
     p.add_argument("--trajectory", help="also write the denoising strip of the first image")
     add_seed(p)
@@ -65,6 +66,7 @@ def run_img2img(args: argparse.Namespace) -> int:
     set_cpu_threads()
     model, image_path, prompt = _split_arguments(args)
     options = {"tokenizer": args.tokenizer} if args.tokenizer else {}
+    options.update({"half": True} if args.half else {})
     options.update(safety_options(args))
     pipe = load_pipeline(model, device=resolve_device(args.device), **options)
     if "init_images" not in getattr(pipe, "parameters", ()):

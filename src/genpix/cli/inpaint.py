@@ -13,8 +13,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from genpix.cli.common import add_device, add_safety, add_seed, finite_float, non_negative_int, positive_int, \
-    safety_options
+from genpix.cli.common import (add_device, add_half, add_safety, add_seed, finite_float, non_negative_int,
+                               positive_int, safety_options)
 from genpix.cli.generate import add_outputs, add_sampler_options
 
 OUTPAINT_STRENGTH = 0.8  # outpainting mk2's recommended denoising strength
@@ -36,6 +36,7 @@ def _add_options(p: argparse.ArgumentParser, strength_help: str) -> None:
     p.add_argument("--cfg-scale", type=finite_float, help="classifier-free guidance scale")
     p.add_argument("--negative-prompt", help="negative prompt (text-conditioned models)")
     p.add_argument("--tokenizer", help="tokenizer folder for a single-file Stable Diffusion checkpoint")
+    add_half(p)
     add_safety(p)
     add_seed(p)
     add_device(p)
@@ -94,6 +95,7 @@ def _paint(args: argparse.Namespace, picture, mask, strength: float | None) -> i
 
     set_cpu_threads()
     loading = {"tokenizer": args.tokenizer} if args.tokenizer else {}
+    loading.update({"half": True} if args.half else {})
     loading.update(safety_options(args))
     pipe = load_pipeline(args.model, device=resolve_device(args.device), **loading)
     takes = getattr(pipe, "parameters", frozenset())

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import argparse
 
-from genpix.cli.common import add_device, add_safety, add_seed, finite_float, need, positive_int, safety_options
+from genpix.cli.common import (add_device, add_half, add_safety, add_seed, finite_float, need, positive_int,
+                               safety_options)
 from genpix.cli.generate import add_outputs, add_sampler_options, run_pipeline, write_outputs
 
 
@@ -36,6 +37,7 @@ def register(commands) -> None:
     p.add_argument("--vae", help="an external autoencoder file (.safetensors/.ckpt/.pt) to decode with")
     p.add_argument("--prediction", choices=("eps", "v"), help="override the parameterisation (v for 768-v models)")
     p.add_argument("--tokenizer", help="folder with the CLIP vocab.json and merges.txt (single files carry none)")
+    add_half(p)
     add_safety(p)
     add_seed(p)
     add_device(p)
@@ -49,8 +51,8 @@ def run_generate(args: argparse.Namespace) -> int:
 
     set_cpu_threads()
     model = args.model or DEFAULT_TEXT_MODEL
-    loading = {k: v for k, v in (("tokenizer", args.tokenizer), ("vae", args.vae), ("prediction", args.prediction))
-               if v is not None}
+    loading = {k: v for k, v in (("tokenizer", args.tokenizer), ("vae", args.vae), ("prediction", args.prediction),
+                                 ("half", args.half or None)) if v is not None}
     options = {"prompt": args.prompt, "negative_prompt": args.negative_prompt, "steps": args.steps,
                "sampler": args.sampler, "cfg_scale": args.cfg_scale, "width": args.width, "height": args.height,
                "schedule": args.schedule, "eta": args.eta, "s_churn": args.s_churn, "s_noise": args.s_noise,

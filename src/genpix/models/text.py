@@ -356,11 +356,18 @@ class SentenceEncoder(nn.Module):
         except ImportError as exc:
             raise TextEncoderError(f"the MiniLM sentence encoder needs the optional extra: "
                                    f"pip install 'genpix[text]' ({exc.name} is missing)") from exc
+        from transformers.utils import logging as hf_logging
+
+        bars = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # no "Loading weights" bar on every `genpix generate`
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
             self.bert = BertModel.from_pretrained(str(folder), local_files_only=True)
         except OSError as exc:
             raise TextEncoderError(f"cannot load the sentence encoder from {folder}: {exc}") from exc
+        finally:
+            if bars:
+                hf_logging.enable_progress_bar()
         self.bert.requires_grad_(False).eval()
         self.max_length = max_length
         self.cache_size = cache_size

@@ -16,6 +16,7 @@ from genpix.diffusion.inpainting import MaskedDenoiser
 from genpix.errors import GenpixError
 from genpix.io.checkpoint import CheckpointError, ModelDir, load_module_weights
 from genpix.io.images import format_infotext, to_pil
+from genpix.models.cpu_prepack import prepack_on_cpu
 from genpix.models.unet import UNet
 from genpix.pipelines import masking
 from genpix.pipelines.latent_decoder import seeded_normal
@@ -218,5 +219,7 @@ def load_diffusion_pipeline(model_dir: ModelDir, device: str | torch.device = "c
     if config.class_conditional and len(class_names) != config.num_classes:
         raise CheckpointError(f"{model_dir.path}/config.json: a class-conditional model needs "
                               f"{config.num_classes} names in data.class_names")
-    return DiffusionPipeline(unet.to(device), config, class_names=class_names,
+    pipe = DiffusionPipeline(unet.to(device), config, class_names=class_names,
                              model_name=model_dir.path.name, device=device)
+    prepack_on_cpu(pipe.device, pipe.unet)  # oneDNN weight layouts, once (models/cpu_prepack.py)
+    return pipe

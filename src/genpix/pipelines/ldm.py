@@ -50,7 +50,6 @@ class LatentDiffusionPipeline(StableDiffusionPipeline):
         self.conditioner: Conditioner = self.model.conditioner
         self.unet = self.model.unet
         self.vae = vae.eval().requires_grad_(False).to(self.device)
-        prepack_on_cpu(self.device, self.model, self.vae)  # oneDNN weight layouts, once (models/cpu_prepack.py)
         self.prediction, self.model_name, self.batch_size = prediction, model_name, batch_size
         self.class_names = tuple(class_names)
         self.denoiser = DiscreteDenoiser(self._network, alphas_cumprod, prediction)
@@ -120,6 +119,8 @@ def load_ldm_pipeline(model_dir: ModelDir, device: str | torch.device = "cpu", *
     if config.cond == "class" and len(class_names) != config.num_classes:
         raise CheckpointError(f"{model_dir.path}/config.json: a class-conditional model needs "
                               f"{config.num_classes} names in data.class_names")
-    return LatentDiffusionPipeline(model, vae, config.alphas_cumprod(), prediction=config.prediction,
+    pipe = LatentDiffusionPipeline(model, vae, config.alphas_cumprod(), prediction=config.prediction,
                                    class_names=class_names, model_name=model_dir.path.name, device=device,
                                    safety_checks=checks)
+    prepack_on_cpu(pipe.device, pipe.model, pipe.vae)  # oneDNN weight layouts, once (models/cpu_prepack.py)
+    return pipe

@@ -68,9 +68,12 @@ class StableDiffusionPipeline:
     Image i draws everything random (posterior samples, initial noise, sampler noise) from one
     generator seeded seed + i, in diffusers' order, so it is the same whatever ``n`` or
     ``batch_size``. ``clip_skip`` is sd-webui's "Clip skip" (1: the last layer). ``safety_checks``
-    run on the decoded images (pipelines/safety.py): None is the prompt blocklist alone, () none."""
+    run on the decoded images (pipelines/safety.py): None is the prompt blocklist alone, () none.
+    ``dtype``: the U-Net's and the text encoder's (float16 for ``--half`` on CUDA); the autoencoder
+    stays in float32, as sd-webui's ``--no-half-vae`` keeps it (SD's decoder overflows in float16)."""
 
     family = "sd"
+    dtype = torch.float32  # of the U-Net and the text encoder (the autoencoder always runs in float32)
     parameters = frozenset({"n", "seed", "prompt", "negative_prompt", "steps", "sampler", "cfg_scale", "width",
                             "height", "schedule", "eta", "s_churn", "s_noise", "latents", "callback", "clip_skip",
                             "init_images", "strength", "mask", "mask_blur", "inpainting_fill", "invert_mask"})
@@ -78,15 +81,16 @@ class StableDiffusionPipeline:
     def __init__(self, tokenizer: CLIPTokenizer, text_model: CLIPTextModel, unet: SDUNet, vae: AutoencoderKL,
                  alphas_cumprod: torch.Tensor, *, prediction: str = "eps", model_name: str = "sd",
                  device: torch.device | str = "cpu", batch_size: int = 4,
-                 safety_checks: Sequence[SafetyCheck] | None = None) -> None:
+                 safety_checks: Sequence[SafetyCheck] | None = None, dtype: torch.dtype = torch.float32) -> None:
         if unet.config.cross_attention_dim != text_model.config.hidden_size:
             raise GenpixError(f"the U-Net attends to {unet.config.cross_attention_dim}-d text tokens but the text "
                               f"encoder gives {text_model.config.hidden_size}-d ones")
         self.device = torch.device(device)
-        self.tokenizer, self.text_model = tokenizer, text_model.eval().requires_grad_(False).to(self.device)
-        self.unet = unet.eval().requires_grad_(False).to(self.device)
+        self.dtype = dtype
+        self.tokenizer = tokenizer
+        self.text_model = text_model.eval().requires_grad_(False).to(self.device, dtype)
+        self.unet = unet.eval().requires_grad_(False).to(self.device, dtype)
         self.vae = vae.eval().requires_grad_(False).to(self.device)
-        prepack_on_cpu(self.device, self.unet, self.vae)  # oneDNN weight layouts, once (models/cpu_prepack.py)
         self.prediction, self.model_name, self.batch_size = prediction, model_name, batch_size
         self.denoiser = DiscreteDenoiser(self._network, alphas_cumprod, prediction)
         self.factor = vae.config.downsampling_factor
@@ -106,7 +110,8 @@ class StableDiffusionPipeline:
                  concat: torch.Tensor | None = None) -> torch.Tensor:
         """The U-Net on x_t (B, 4, h, w), with an inpainting model's mask and masked-image latents
         (B, 5, h, w) concatenated on the channels (unscaled, as the LDM ``c_concat``)."""
-        return self.unet(x if concat is None else torch.cat([x, concat], dim=1), t, context)
+        x = x if concat is None else torch.cat([x, concat], dim=1)
+        return self.unet(x.to(self.dtype), t, context.to(self.dtype)).float()
 
     def encode_prompt(self, prompt: str, clip_skip: int = 1) -> torch.Tensor:
         """Per-token embeddings (1, 77 k, D) of one prompt, as sd-webui encodes it
@@ -118,7 +123,7 @@ class StableDiffusionPipeline:
         if not 1 <= clip_skip <= layers:
             raise GenpixError(f"clip_skip must be between 1 and {layers} (sd-webui's Clip skip), got {clip_skip}")
         chunks = chunk_prompt(self.tokenizer, prompt, length=self.text_model.config.max_position_embeddings)
-        return encode_chunks(self.text_model, chunks, clip_skip=clip_skip - 1)
+        return encode_chunks(self.text_model, chunks, clip_skip=clip_skip - 1).float()
 
     def encode_prompts(self, prompt: str, negative_prompt: str,
                        clip_skip: int = 1) -> tuple[torch.Tensor, torch.Tensor, bool]:
@@ -337,20 +342,27 @@ class _Conditioned:
 
 def load_sd_pipeline(path, device: str | torch.device = "cpu", *, tokenizer=None, vae=None,
                      prediction: str | None = None, download_tokenizer: bool = False,
-                     safety_checker: bool = True, blocklist: str | None = None) -> StableDiffusionPipeline:
+                     safety_checker: bool = True, blocklist: str | None = None,
+                     half: bool = False) -> StableDiffusionPipeline:
     """A Stable Diffusion 1.x/2.x diffusers folder or single-file checkpoint as a pipeline
     (io/sd_loader.py): ``tokenizer`` a folder with vocab.json and merges.txt, ``vae`` an external
     autoencoder file, ``prediction`` "eps" or "v" to override the model's. Safety checks
     (pipelines/safety.py): the prompt blocklist, with the terms of the file ``blocklist`` and
     $GENPIX_BLOCKLIST added, and a folder's safety checker (models/safety_checker.py);
-    ``safety_checker`` False runs none of them."""
+    ``safety_checker`` False runs none of them. ``half``: the U-Net and the text encoder in float16,
+    on CUDA only (float16 convolutions are slow or missing on CPUs)."""
     from genpix.io.sd_loader import load_sd_components
+
+    if half and torch.device(device).type != "cuda":
+        raise GenpixError(f"--half needs a CUDA device (float16 is for GPUs); this runs on {torch.device(device)}")
 
     checks = default_checks(safety_checker, blocklist)  # a bad blocklist file fails before the loading
     parts = load_sd_components(path, tokenizer=tokenizer, vae=vae, prediction=prediction,
                                download_tokenizer=download_tokenizer, safety_checker=safety_checker)
     if parts.safety_checker is not None:
         checks += (ImageSafetyCheck(parts.safety_checker.eval().to(device)),)
-    return StableDiffusionPipeline(parts.tokenizer, parts.text_model, parts.unet, parts.vae, parts.alphas_cumprod,
+    pipe = StableDiffusionPipeline(parts.tokenizer, parts.text_model, parts.unet, parts.vae, parts.alphas_cumprod,
                                    prediction=parts.prediction, model_name=parts.name, device=device,
-                                   safety_checks=checks)
+                                   safety_checks=checks, dtype=torch.float16 if half else torch.float32)
+    prepack_on_cpu(pipe.device, pipe.unet, pipe.vae)  # oneDNN weight layouts, once (models/cpu_prepack.py)
+    return pipe
