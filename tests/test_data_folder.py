@@ -210,3 +210,23 @@ def test_load_image_file_matches_the_folder_pipeline(tmp_path):
         load_image_file(tmp_path / "b.png", image_size=16, channels=3)
     with pytest.raises(DataError, match="no such image file"):
         load_image_file(tmp_path / "missing.png", image_size=16, channels=3)
+
+
+def test_metadata_jsonl_captions(tmp_path):
+    """Hugging Face's imagefolder convention: metadata.jsonl beside the images; a sidecar .txt fills gaps."""
+    (tmp_path / "sub").mkdir()
+    _save(_solid("RGB", (1, 1, 1)), tmp_path / "a.png")
+    _save(_solid("RGB", (2, 2, 2)), tmp_path / "sub" / "b.png")
+    _save(_solid("RGB", (3, 3, 3)), tmp_path / "c.png")
+    (tmp_path / "c.txt").write_text("from the sidecar", encoding="utf-8")
+    (tmp_path / "metadata.jsonl").write_text(
+        '{"file_name": "a.png", "text": " a red fox "}\n\n{"file_name": "./sub/b.png", "caption": "a blue bird"}\n',
+        encoding="utf-8")
+    ds = load_folder(tmp_path, "all", image_size=4)
+    assert ds.captions == ("a red fox", "from the sidecar", "a blue bird")  # a.png, c.png, sub/b.png
+    for text, message in (('{"file_name": "a.png"}', r"metadata.jsonl:1: no caption \(text or caption\) for a.png"),
+                          ('{"text": "x"}', 'metadata.jsonl:1: each line needs a "file_name" string'),
+                          ("not json", "metadata.jsonl:1: not a JSON object")):
+        (tmp_path / "metadata.jsonl").write_text(text + "\n", encoding="utf-8")
+        with pytest.raises(DataError, match=message):
+            load_folder(tmp_path, "all", image_size=4)

@@ -81,13 +81,16 @@ def test_all_black_mask_returns_the_picture_with_a_warning(picture, run_cli, tmp
 
 
 def test_all_black_mask_is_one_code_path_for_ldm_and_sd(sd_folder):  # noqa: F811
-    """The Python API of both pipelines (the LDM one inherits the SD loop): the init images, unchanged."""
-    for pipe, init in ((genpix.load_pipeline("shapes-ldm"), torch.rand(1, 3, SIZE, SIZE)),
-                       (genpix.load_pipeline(str(sd_folder)), smooth_image())):
+    """The Python API of the pipelines (the LDM one inherits the SD loop; the pixel one, fashion-ddpm,
+    makes the same check): the init images, unchanged, and no sampling."""
+    for pipe, init, prompt in ((genpix.load_pipeline("shapes-ldm"), torch.rand(1, 3, SIZE, SIZE), "a red circle"),
+                               (genpix.load_pipeline(str(sd_folder)), smooth_image(), "a red circle"),
+                               (genpix.load_pipeline("fashion-ddpm"), torch.rand(1, 1, 28, 28), None)):
         calls = []
+        size = init.shape[-1]
         with pytest.warns(UserWarning, match="the mask is all black"):
-            out = pipe(prompt="a red circle", n=2, steps=2, seed=0, init_images=init, mask_blur=4,
-                       mask=torch.zeros(1, 1, SIZE, SIZE), callback=calls.append)
+            out = pipe(**({"prompt": prompt} if prompt else {}), n=2, steps=2, seed=0, init_images=init,
+                       mask_blur=4, mask=torch.zeros(1, 1, size, size), callback=calls.append)
         assert torch.equal(out.tensors, init.expand(2, -1, -1, -1)) and calls == []  # no sampling at all
         assert len(out.infotexts) == 2 and out.info["seeds"] == [0, 1]
 

@@ -1,7 +1,9 @@
-"""A folder of image files as a dataset: recursive scan, robust decoding, sub-folder classes, sidecar captions."""
+"""A folder of image files as a dataset: recursive scan, robust decoding, sub-folder classes, captions (sidecar
+.txt files or a metadata.jsonl)."""
 
 from __future__ import annotations
 
+import json
 import os
 import struct
 import warnings
@@ -101,12 +103,42 @@ def _labels(root: Path, files: list[Path]) -> tuple[np.ndarray | None, tuple[str
     return np.array([index[parts[0]] for parts in tops], dtype=np.int64), class_names
 
 
-def _captions(files: list[Path]) -> list[str] | None:
-    """The text of each file's sidecar `NAME.txt` ("" where one is missing), or None when none has one."""
+METADATA_FILE = "metadata.jsonl"  # Hugging Face's imagefolder convention: {"file_name": ..., "text": ...} a line
+CAPTION_KEYS = ("text", "caption")  # the caption's key in a metadata line, in order of preference
+
+
+def _captions(root: Path, files: list[Path]) -> list[str] | None:
+    """Each file's caption: its line of ``root/metadata.jsonl``, else its sidecar `NAME.txt`, else "";
+    None when no file has one."""
+    listed = _metadata_captions(root)
     sidecars = [path.with_suffix(".txt") for path in files]
-    if not any(sidecar.is_file() for sidecar in sidecars):
+    if not listed and not any(sidecar.is_file() for sidecar in sidecars):
         return None
-    return [s.read_text(encoding="utf-8", errors="replace").strip() if s.is_file() else "" for s in sidecars]
+    return [listed.get(path.relative_to(root).as_posix(),
+                       s.read_text(encoding="utf-8", errors="replace").strip() if s.is_file() else "")
+            for path, s in zip(files, sidecars)]
+
+
+def _metadata_captions(root: Path) -> dict[str, str]:
+    """file_name (relative to root, '/'-separated) -> caption, from ``root/metadata.jsonl`` if it exists."""
+    path = root / METADATA_FILE
+    if not path.is_file():
+        return {}
+    captions = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}:{number}: not a JSON object ({exc.msg})") from None
+        if not isinstance(row, dict) or not isinstance(row.get("file_name"), str):
+            raise DataError(f"{path}:{number}: each line needs a \"file_name\" string")
+        text = next((row[key] for key in CAPTION_KEYS if isinstance(row.get(key), str)), None)
+        if text is None:
+            raise DataError(f"{path}:{number}: no caption ({' or '.join(CAPTION_KEYS)}) for {row['file_name']}")
+        captions[Path(row["file_name"]).as_posix().removeprefix("./")] = text.strip()
+    return captions
 
 
 def _describe(skipped: list[tuple[Path, str]], root: Path) -> str:
@@ -154,7 +186,7 @@ def load_folder(
         if channels is None:
             channels = 1 if modes and all(is_grayscale_mode(mode) for mode in modes) else 3
         labels, class_names = _labels(root, readable)
-        captions = _captions(readable)
+        captions = _captions(root, readable)
         kept, arrays = [], []
         for i in split_indices(len(readable), split).tolist():
             if limit is not None and len(arrays) >= limit:

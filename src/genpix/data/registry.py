@@ -14,6 +14,7 @@ from .digits import load_digits
 from .emoji import load_emoji
 from .folder import FOLDER_NATIVE_SIZE, load_folder
 from .mnist import FASHION_MNIST, MNIST, IdxSource, load_idx_dataset
+from .scenes import load_shape_scenes
 from .synthetic import load_shapes
 from .transforms import convert_channels, resize_images
 
@@ -25,6 +26,8 @@ DATASETS: dict[str, str] = {
     "mnist": "70k 28x28 grayscale handwritten digits, 10 classes (downloaded on first use)",
     "digits": "scikit-learn's 1797 8x8 handwritten digits upscaled to 32x32, 10 classes (offline)",
     "shapes": "20k synthetic 32x32 coloured circles, squares and triangles with position captions (offline)",
+    "shape-scenes": "20k synthetic 32x32 scenes: one large or 1-3 small shapes on dark backgrounds, captions with "
+                    "count, size, colour, shape and position (offline)",
     "emoji": "about 1300 Noto Color Emoji rendered at 64x64, captioned with their Unicode names (offline)",
 }
 
@@ -32,7 +35,8 @@ DATASETS: dict[str, str] = {
 # IDX datasets, read from files (downloaded when missing); resized afterwards by `_conform`.
 _IDX_SOURCES: dict[str, IdxSource] = {"fashion-mnist": FASHION_MNIST, "mnist": MNIST}
 # Offline datasets, made directly at the requested size (`image_size` keyword, else their native size).
-_MADE: dict[str, Callable[..., ImageDataset]] = {"digits": load_digits, "shapes": load_shapes, "emoji": load_emoji}
+_MADE: dict[str, Callable[..., ImageDataset]] = {"digits": load_digits, "shapes": load_shapes,
+                                                 "shape-scenes": load_shape_scenes, "emoji": load_emoji}
 
 
 def list_datasets() -> list[tuple[str, str]]:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -93,24 +95,30 @@ def shapes_attributes(
 
 
 def render_spec(spec: ShapeSpec, size: int = SHAPES_NATIVE_SIZE) -> np.ndarray:
-    """Draw `spec` as uint8 `(3, size, size)`: drawn at up to 4x with ImageDraw, box-filtered down (antialiasing)."""
+    """Draw `spec` as uint8 `(3, size, size)` on black."""
+    centre = (POSITIONS[spec.position][0] + spec.offset[0], POSITIONS[spec.position][1] + spec.offset[1])
+    return render_shapes([(spec.shape, centre, spec.radius)], COLOURS[spec.colour], size)
+
+
+def render_shapes(shapes: list[tuple[str, tuple[float, float], float]], fill: tuple[int, int, int], size: int,
+                  background: tuple[int, int, int] = (0, 0, 0)) -> np.ndarray:
+    """Draw (shape, (cx, cy), half-extent) items, in fractions of the side, in one colour on ``background``
+    as uint8 `(3, size, size)`: drawn at up to 4x with ImageDraw, box-filtered down (antialiasing)."""
     scale = max(1, min(4, 512 // size))
     side = size * scale
-    canvas = Image.new("RGB", (side, side))
+    canvas = Image.new("RGB", (side, side), background)
     draw = ImageDraw.Draw(canvas)
-    cx = (POSITIONS[spec.position][0] + spec.offset[0]) * side
-    cy = (POSITIONS[spec.position][1] + spec.offset[1]) * side
-    r = spec.radius * side
-    fill = COLOURS[spec.colour]
-    if spec.shape == "circle":
-        draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fill)
-    elif spec.shape == "square":
-        h = 0.9 * r  # a little smaller than the circle's box so both look the same size
-        draw.rectangle((cx - h, cy - h, cx + h, cy + h), fill=fill)
-    elif spec.shape == "triangle":
-        draw.polygon([(cx, cy - r), (cx + r, cy + r), (cx - r, cy + r)], fill=fill)
-    else:
-        raise ValueError(f"unknown shape {spec.shape!r}; choose one of {', '.join(SHAPES)}")
+    for shape, (fx, fy), radius in shapes:
+        cx, cy, r = fx * side, fy * side, radius * side
+        if shape == "circle":
+            draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=fill)
+        elif shape == "square":
+            h = 0.9 * r  # a little smaller than the circle's box so both look the same size
+            draw.rectangle((cx - h, cy - h, cx + h, cy + h), fill=fill)
+        elif shape == "triangle":
+            draw.polygon([(cx, cy - r), (cx + r, cy + r), (cx - r, cy + r)], fill=fill)
+        else:
+            raise ValueError(f"unknown shape {shape!r}; choose one of {', '.join(SHAPES)}")
     if scale > 1:
         canvas = canvas.resize((size, size), Image.Resampling.BOX)
     return np.asarray(canvas).transpose(2, 0, 1).copy()
@@ -169,11 +177,16 @@ def load_shapes(
 ) -> ImageDataset:
     """The shapes dataset as uint8 `(N, 3, image_size, image_size)`; labels index SHAPES; captions name all three
     attributes. `count` images in "all" (test = every 10th); nothing is cached on disk."""
-    specs = sample_specs(count, seed)
-    index = split_indices(count, split)[:limit].tolist()
+    return render_dataset(sample_specs(count, seed), render_spec, "shapes", split, image_size, limit)
+
+
+def render_dataset(specs: list, render: Callable[[Any, int], np.ndarray], name: str, split: Split,
+                   image_size: int, limit: int | None) -> ImageDataset:
+    """The ``split`` of ``specs`` (each with a ``shape`` and a ``caption``) drawn by ``render(spec, size)``;
+    labels index SHAPES."""
+    index = split_indices(len(specs), split)[:limit].tolist()
     images = np.zeros((len(index), 3, image_size, image_size), dtype=np.uint8)
     for row, i in enumerate(index):
-        images[row] = render_spec(specs[i], image_size)
+        images[row] = render(specs[i], image_size)
     labels = np.array([SHAPES.index(specs[i].shape) for i in index], dtype=np.int64)
-    captions = tuple(specs[i].caption for i in index)
-    return make_dataset(images, labels, SHAPES, captions, "shapes", split)
+    return make_dataset(images, labels, SHAPES, tuple(specs[i].caption for i in index), name, split)

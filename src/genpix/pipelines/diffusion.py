@@ -109,6 +109,7 @@ class DiffusionPipeline:
             sigmas, init_images = self._img2img_start(sigmas, init_images, strength, n)
         if mask is not None:
             mask = self._prepare_mask(mask, originals, n, mask_blur, inpainting_fill, invert_mask)
+        unchanged = mask is not None and masking.nothing_to_repaint(mask)  # all black: no sampling
         label = None if class_name is None else self.class_index(class_name)
         if cfg_scale is not None and label is None:
             raise GenpixError("--cfg-scale needs a class (--class NAME) to guide towards")
@@ -121,6 +122,9 @@ class DiffusionPipeline:
         progress = None if callback is None else _counting(callback, total)
         for start in range(0, n, self.batch_size):
             chunk = slice(start, start + self.batch_size)
+            if unchanged:
+                parts.append(originals.float().expand(n, -1, -1, -1)[chunk].cpu())
+                continue
             generators = [torch.Generator().manual_seed(sd) for sd in seeds[chunk]]
             eps = noise[chunk].to(self.device)
             if init_images is None:
