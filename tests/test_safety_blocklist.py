@@ -226,3 +226,30 @@ def test_server_txt2img_and_img2img_black_out_a_blocked_prompt(monkeypatch):
     assert all(decode(im).max() > 50 for im in clean.json()["images"])
     assert json.loads(img2img.json()["info"])["nsfw"] == [True, True]
     assert all(decode(im).max() == 0 for im in img2img.json()["images"])
+
+
+@pytest.mark.filterwarnings("ignore:potential NSFW content")
+def test_server_blocklist_file_extends_the_text_models_checks_only(monkeypatch, tmp_path, run_cli):
+    """`genpix serve --blocklist FILE`: the text-to-image models flag its terms; the other models load as before."""
+    import base64
+    import io
+
+    from genpix.pipelines.prompt_blocklist import BlocklistError
+    from genpix.server import create_app
+
+    monkeypatch.delenv(BLOCKLIST_ENV, raising=False)
+    terms = tmp_path / "terms.txt"
+    terms.write_text("# site rules\ngiraffe\n", encoding="utf-8")
+    with ServerThread(create_app(model="shapes-ldm", blocklist=terms)) as url:
+        body = {"steps": 2, "width": 32, "height": 32, "batch_size": 1, "seed": 1}
+        flagged = requests.post(f"{url}/sdapi/v1/txt2img", json={**body, "prompt": "a red giraffe"}, timeout=120)
+        pixel_model = requests.post(f"{url}/sdapi/v1/txt2img", json={"steps": 2, "prompt": "",
+                                    "override_settings": {"sd_model_checkpoint": "fashion-ddpm"}}, timeout=120)
+    assert flagged.status_code == 200 and pixel_model.status_code == 200, (flagged.text, pixel_model.text)
+    assert json.loads(flagged.json()["info"])["nsfw"] == [True]
+    image = np.asarray(Image.open(io.BytesIO(base64.b64decode(flagged.json()["images"][0]))))
+    assert image.max() == 0
+    with pytest.raises(BlocklistError, match="no such file"):
+        create_app(blocklist=tmp_path / "missing.txt")
+    status, _, err = run_cli("serve", "--blocklist", tmp_path / "missing.txt", "--port", "7999")
+    assert status == 1 and err.strip().count("\n") == 0 and "no such file" in err

@@ -25,6 +25,8 @@ def register(commands) -> None:
     p.add_argument("--outputs-dir", help="save every generated image here as PNG with its parameters")
     p.add_argument("--api-auth", metavar="USER:PASS[,...]", help="require HTTP Basic auth on every route")
     p.add_argument("--model", help="model to start with: a title, name or hash (default: the first found)")
+    p.add_argument("--blocklist", metavar="FILE",
+                   help="extra prompt-blocklist terms (one a line) for the text-to-image models' safety check")
     add_device(p)
     p.set_defaults(run=run_serve)
 
@@ -37,7 +39,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
     set_cpu_threads()
     app = create_app(models_dir=args.models_dir, outputs_dir=args.outputs_dir, api_auth=args.api_auth,
-                     model=args.model, device=str(resolve_device(args.device)))
+                     model=args.model, device=str(resolve_device(args.device)), blocklist=args.blocklist)
     print(f"genpix: serving on http://{args.host}:{args.port}/ (API at /sdapi/v1)", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0

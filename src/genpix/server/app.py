@@ -11,6 +11,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import Response
 
 from genpix import __version__
+from genpix.pipelines.prompt_blocklist import read_terms
 from genpix.server.api import ServerContext, build_router
 from genpix.server.auth import basic_auth, parse_credentials
 from genpix.server.catalog import ModelCatalog
@@ -28,13 +29,18 @@ def _ui_file(name: str) -> bytes:
 
 
 def create_app(models_dir: str | Path | None = None, outputs_dir: str | Path | None = None,
-               api_auth: str | None = None, model: str | None = None, device: str = "cpu") -> FastAPI:
+               api_auth: str | None = None, model: str | None = None, device: str = "cpu",
+               blocklist: str | Path | None = None) -> FastAPI:
     """A new app with its own model catalog, job queue and settings (nothing is shared between apps).
 
     ``model`` picks the model loaded first (a title, name or hash; default: the first one found);
-    ``api_auth`` is 'USER:PASS[,USER:PASS...]' and then guards every route, the UI included.
+    ``api_auth`` is 'USER:PASS[,USER:PASS...]' and then guards every route, the UI included;
+    ``blocklist`` a file of extra prompt-blocklist terms for the text-to-image models (read now, so a bad
+    file fails before the server listens).
     """
-    catalog = ModelCatalog(models_dir, device=device)
+    if blocklist is not None:
+        read_terms(blocklist)
+    catalog = ModelCatalog(models_dir, device=device, blocklist=blocklist)
     ctx = ServerContext(catalog, JobQueue(), Options(catalog, model),
                         OutputFolder(outputs_dir) if outputs_dir else None)
     dependencies = [Depends(basic_auth(parse_credentials(api_auth)))] if api_auth else []

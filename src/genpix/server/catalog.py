@@ -78,9 +78,11 @@ def _model_size(path: Path) -> tuple[int | None, int | None]:
 class ModelCatalog:
     """The bundled models and the model folders/files under ``models_dir``, found by :meth:`refresh`."""
 
-    def __init__(self, models_dir: str | Path | None = None, device: str = "cpu", keep_loaded: int = 2) -> None:
+    def __init__(self, models_dir: str | Path | None = None, device: str = "cpu", keep_loaded: int = 2,
+                 blocklist: str | Path | None = None) -> None:
         self.models_dir = Path(models_dir) if models_dir else None
         self.device, self.keep_loaded = device, keep_loaded
+        self.blocklist = blocklist  # extra prompt-blocklist terms for the text-to-image models
         self._entries: list[ModelEntry] | None = None
         self._hashes: dict[tuple[str, int, int], str] = {}  # (path, size, mtime) -> sha256
         self._loaded: OrderedDict[str, Any] = OrderedDict()  # sha256 + path -> pipeline
@@ -148,8 +150,22 @@ class ModelCatalog:
 
         key = f"{entry.sha256}:{entry.path}"
         if key not in self._loaded:
-            self._loaded[key] = genpix.load_pipeline(str(entry.path), device=self.device)
+            takes_blocklist = self.blocklist is not None and _takes_prompts(entry.path)
+            self._loaded[key] = genpix.load_pipeline(str(entry.path), device=self.device,
+                                                     **({"blocklist": self.blocklist} if takes_blocklist else {}))
             while len(self._loaded) > self.keep_loaded:
                 self._loaded.popitem(last=False)
         self._loaded.move_to_end(key)
         return self._loaded[key]
+
+
+def _takes_prompts(path: Path) -> bool:
+    """Whether the model at ``path`` is a text-to-image one (Stable Diffusion, or a genpix ldm folder)."""
+    from genpix.io.sd_loader import is_sd_model
+
+    if is_sd_model(path):
+        return True
+    try:
+        return json.loads((path / "config.json").read_text(encoding="utf-8")).get("family") == "ldm"
+    except (OSError, ValueError, AttributeError):
+        return False
