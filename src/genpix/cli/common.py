@@ -44,10 +44,18 @@ def add_seed(parser: argparse.ArgumentParser, default: int | None = 0) -> None:
                         help=f"random seed (default {default}); image i uses seed + i")
 
 
-def add_half(parser: argparse.ArgumentParser) -> None:
+def add_loading(parser: argparse.ArgumentParser, tokenizer_help: str) -> None:
+    """--tokenizer and --half (Stable Diffusion models), then the safety flags of :func:`add_safety`."""
+    parser.add_argument("--tokenizer", help=tokenizer_help)
     parser.add_argument("--half", action="store_true",
                         help="Stable Diffusion on CUDA: the U-Net and text encoder in float16 (the autoencoder "
                              "stays float32)")
+    add_safety(parser)
+
+
+def sd_options(args: argparse.Namespace) -> dict:
+    """load_pipeline's Stable Diffusion options for the flags of :func:`add_loading` (none for the defaults)."""
+    return {k: v for k, v in (("tokenizer", args.tokenizer), ("half", args.half or None)) if v is not None}
 
 
 def add_safety(parser: argparse.ArgumentParser) -> None:

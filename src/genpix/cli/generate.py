@@ -13,12 +13,9 @@ def register(commands) -> None:
     p = commands.add_parser("sample", help="generate images with a model",
                             description="Generate images with a model folder or a bundled model.")
     p.add_argument("model", metavar="MODEL", help="model folder or bundled model name (genpix models)")
-    p.add_argument("-n", "--num-images", type=positive_int, default=16, help="images to generate (default 16)")
-    add_outputs(p)
-    p.add_argument("--steps", type=positive_int, help="sampling steps (diffusion models)")
-    p.add_argument("--sampler", help="sampler name, e.g. 'Euler a' or 'DPM++ 2M Karras' (genpix samplers)")
-    add_sampler_options(p)
-    p.add_argument("--cfg-scale", type=finite_float, help="classifier-free guidance scale")
+    add_sampling(p, n=16, steps_help="sampling steps (diffusion models)",
+                 sampler_help="sampler name, e.g. 'Euler a' or 'DPM++ 2M Karras' (genpix samplers)",
+                 cfg_help="classifier-free guidance scale")
     p.add_argument("--prompt", help="text prompt (text-conditioned models)")
     p.add_argument("--negative-prompt", help="negative prompt (text-conditioned models)")
     p.add_argument("--class", dest="class_name",
@@ -77,6 +74,16 @@ def add_outputs(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--out", help="folder for one PNG per image (default: outputs, unless --npy/--grid)")
     p.add_argument("--npy", help="also write the images as a uint8 array (N, H, W, C) to this .npy file")
     p.add_argument("--grid", help="also write all images as one grid picture to this file")
+
+
+def add_sampling(p: argparse.ArgumentParser, *, n: int, steps_help: str, sampler_help: str, cfg_help: str) -> None:
+    """-n, the outputs, --steps, --sampler, the sampler options and --cfg-scale."""
+    p.add_argument("-n", "--num-images", type=positive_int, default=n, help=f"images to generate (default {n})")
+    add_outputs(p)
+    p.add_argument("--steps", type=positive_int, help=steps_help)
+    p.add_argument("--sampler", help=sampler_help)
+    add_sampler_options(p)
+    p.add_argument("--cfg-scale", type=finite_float, help=cfg_help)
 
 
 def add_sampler_options(p: argparse.ArgumentParser) -> None:

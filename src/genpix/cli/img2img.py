@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from genpix.cli.common import add_device, add_half, add_safety, add_seed, finite_float, positive_int, safety_options
+from genpix.cli.common import add_device, add_loading, add_seed, finite_float, positive_int, safety_options, sd_options
 
 
 def register(commands) -> None:
@@ -27,9 +27,7 @@ def register(commands) -> None:
     p.add_argument("--cfg-scale", type=finite_float)
     p.add_argument("--class", dest="class_name")
     p.add_argument("--negative-prompt")
-    p.add_argument("--tokenizer", help="tokenizer folder for a single-file Stable Diffusion checkpoint")
-    add_half(p)
-    add_safety(p)
+    add_loading(p, "tokenizer folder for a single-file Stable Diffusion checkpoint")
     p.add_argument("--trajectory", help="also write the denoising strip of the first image")
     add_seed(p)
     add_device(p)
@@ -65,10 +63,7 @@ def run_img2img(args: argparse.Namespace) -> int:
 
     set_cpu_threads()
     model, image_path, prompt = _split_arguments(args)
-    options = {"tokenizer": args.tokenizer} if args.tokenizer else {}
-    options.update({"half": True} if args.half else {})
-    options.update(safety_options(args))
-    pipe = load_pipeline(model, device=resolve_device(args.device), **options)
+    pipe = load_pipeline(model, device=resolve_device(args.device), **sd_options(args), **safety_options(args))
     if "init_images" not in getattr(pipe, "parameters", ()):
         raise GenpixError(f"{pipe.model_name} ({pipe.family}) cannot do img2img; use a diffusion model")
     channels, size, _ = pipe.image_shape

@@ -13,9 +13,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from genpix.cli.common import (add_device, add_half, add_safety, add_seed, finite_float, non_negative_int,
-                               positive_int, safety_options)
-from genpix.cli.generate import add_outputs, add_sampler_options
+from genpix.cli.common import (add_device, add_loading, add_seed, finite_float, non_negative_int, safety_options,
+                               sd_options)
+from genpix.cli.generate import add_sampling
 
 OUTPAINT_STRENGTH = 0.8  # outpainting mk2's recommended denoising strength
 
@@ -28,16 +28,11 @@ def _add_options(p: argparse.ArgumentParser, strength_help: str) -> None:
     p.add_argument("--inpainting-fill", type=int, choices=range(4), default=1, metavar="0..3",
                    help="masked content before noising: 0 fill (blurred surroundings), 1 original (default), "
                         "2 latent noise, 3 latent nothing")
-    p.add_argument("-n", "--num-images", type=positive_int, default=1, help="images to generate (default 1)")
-    add_outputs(p)
-    p.add_argument("--steps", type=positive_int, help="sampling steps before strength")
-    p.add_argument("--sampler", help="sampler name, e.g. 'Euler a' or 'DPM++ 2M Karras'")
-    add_sampler_options(p)
-    p.add_argument("--cfg-scale", type=finite_float, help="classifier-free guidance scale")
+    add_sampling(p, n=1, steps_help="sampling steps before strength",
+                 sampler_help="sampler name, e.g. 'Euler a' or 'DPM++ 2M Karras'",
+                 cfg_help="classifier-free guidance scale")
     p.add_argument("--negative-prompt", help="negative prompt (text-conditioned models)")
-    p.add_argument("--tokenizer", help="tokenizer folder for a single-file Stable Diffusion checkpoint")
-    add_half(p)
-    add_safety(p)
+    add_loading(p, "tokenizer folder for a single-file Stable Diffusion checkpoint")
     add_seed(p)
     add_device(p)
 
@@ -94,10 +89,7 @@ def _paint(args: argparse.Namespace, picture, mask, strength: float | None) -> i
     from genpix.pipelines.output import PipelineOutput
 
     set_cpu_threads()
-    loading = {"tokenizer": args.tokenizer} if args.tokenizer else {}
-    loading.update({"half": True} if args.half else {})
-    loading.update(safety_options(args))
-    pipe = load_pipeline(args.model, device=resolve_device(args.device), **loading)
+    pipe = load_pipeline(args.model, device=resolve_device(args.device), **sd_options(args), **safety_options(args))
     takes = getattr(pipe, "parameters", frozenset())
     if "mask" not in takes:
         raise GenpixError(f"{pipe.model_name} ({pipe.family}) cannot inpaint; use a diffusion model")

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import argparse
 
-from genpix.cli.common import (add_device, add_half, add_safety, add_seed, finite_float, need, positive_int,
-                               safety_options)
-from genpix.cli.generate import add_outputs, add_sampler_options, run_pipeline, write_outputs
+from genpix.cli.common import add_device, add_loading, add_seed, need, positive_int, safety_options, sd_options
+from genpix.cli.generate import add_sampling, run_pipeline, write_outputs
 
 
 DEFAULT_TEXT_MODEL = "shapes-ldm"  # the bundled text-to-image model `generate` uses without --model
@@ -24,21 +23,16 @@ def register(commands) -> None:
     p.add_argument("--model", help="a Stable Diffusion .safetensors/.ckpt file or diffusers folder, or a genpix "
                                    "text-to-image model (an ldm run or a bundled name; default shapes-ldm)")
     p.add_argument("--negative-prompt", help="what to steer away from (in place of the empty prompt)")
-    p.add_argument("-n", "--num-images", type=positive_int, default=1, help="images to generate (default 1)")
-    add_outputs(p)
-    p.add_argument("--steps", type=positive_int, help="sampling steps (default 20)")
-    p.add_argument("--sampler", help="sampler name, e.g. 'Euler a' (default) or 'DPM++ 2M Karras'")
-    add_sampler_options(p)
-    p.add_argument("--cfg-scale", type=finite_float, help="classifier-free guidance scale (default 7)")
+    add_sampling(p, n=1, steps_help="sampling steps (default 20)",
+                 sampler_help="sampler name, e.g. 'Euler a' (default) or 'DPM++ 2M Karras'",
+                 cfg_help="classifier-free guidance scale (default 7)")
     p.add_argument("--width", type=positive_int, help="image width, a multiple of 8 (default: the model's size)")
     p.add_argument("--height", type=positive_int, help="image height, a multiple of 8 (default: the model's size)")
     p.add_argument("--clip-skip", type=positive_int, default=1,
                    help="sd-webui's Clip skip: 1 uses the text encoder's last layer, 2 the one before (default 1)")
     p.add_argument("--vae", help="an external autoencoder file (.safetensors/.ckpt/.pt) to decode with")
     p.add_argument("--prediction", choices=("eps", "v"), help="override the parameterisation (v for 768-v models)")
-    p.add_argument("--tokenizer", help="folder with the CLIP vocab.json and merges.txt (single files carry none)")
-    add_half(p)
-    add_safety(p)
+    add_loading(p, "folder with the CLIP vocab.json and merges.txt (single files carry none)")
     add_seed(p)
     add_device(p)
     p.set_defaults(run=run_generate)
@@ -51,8 +45,8 @@ def run_generate(args: argparse.Namespace) -> int:
 
     set_cpu_threads()
     model = args.model or DEFAULT_TEXT_MODEL
-    loading = {k: v for k, v in (("tokenizer", args.tokenizer), ("vae", args.vae), ("prediction", args.prediction),
-                                 ("half", args.half or None)) if v is not None}
+    loading = {**sd_options(args), **{k: v for k, v in (("vae", args.vae), ("prediction", args.prediction))
+                                      if v is not None}}
     options = {"prompt": args.prompt, "negative_prompt": args.negative_prompt, "steps": args.steps,
                "sampler": args.sampler, "cfg_scale": args.cfg_scale, "width": args.width, "height": args.height,
                "schedule": args.schedule, "eta": args.eta, "s_churn": args.s_churn, "s_noise": args.s_noise,

@@ -69,15 +69,16 @@ def split_weights(flat: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Te
     return roles
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json_object(path: Path, error: type[Exception] = CheckpointError) -> dict[str, Any]:
+    """The JSON object in ``path``; a missing, unreadable or non-object file raises ``error`` naming it."""
     if not path.is_file():
-        raise CheckpointError(f"{path} is missing")
+        raise error(f"{path} is missing")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise CheckpointError(f"{path} is not valid JSON ({error})") from None
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise error(f"{path} is not valid JSON ({exc})") from None
     if not isinstance(data, dict):
-        raise CheckpointError(f"{path} must hold a JSON object")
+        raise error(f"{path} must hold a JSON object")
     return data
 
 
@@ -111,7 +112,7 @@ def validate_config(config: dict[str, Any], where: str) -> dict[str, Any]:
 
 def read_config(path: str | Path) -> dict[str, Any]:
     """A run's or model's config.json, checked; every problem is a one-line CheckpointError."""
-    return validate_config(_read_json(Path(path)), str(path))
+    return validate_config(read_json_object(Path(path)), str(path))
 
 
 def read_model_dir(path: str | Path) -> ModelDir:
@@ -219,7 +220,7 @@ class TrainingCheckpoint:
 def read_training_checkpoint(path: str | Path) -> TrainingCheckpoint:
     path = Path(path)
     model = read_model_dir(path)
-    state = _read_json(path / STATE_NAME)
+    state = read_json_object(path / STATE_NAME)
     tensors = _read_safetensors(path / OPTIMIZER_NAME)
     try:
         optimizers = _join_optimizer_state(tensors, state.pop("optimizers"))

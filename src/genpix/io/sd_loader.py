@@ -32,7 +32,7 @@ from torch import nn
 from genpix.config import ConfigError
 from genpix.diffusion import schedules
 from genpix.errors import GenpixError
-from genpix.io.checkpoint import CheckpointError, check_state_dict
+from genpix.io.checkpoint import CheckpointError, check_state_dict, read_json_object
 from genpix.io.sd_checkpoint import convert_ldm_unet, convert_ldm_vae, read_state_dict
 from genpix.io.sd_clip import LDMTextEncoder, find_text_encoder
 from genpix.io.sd_config import SD2_CONTEXT_DIM, SUPPORTED, configs_from_ldm_yaml, infer_unet_config, infer_vae_config
@@ -161,18 +161,6 @@ def _from_tokenizer_json(folder: Path) -> CLIPTokenizer:
     return CLIPTokenizer(vocab, merges, pad_token=pad)
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise CheckpointError(f"{path} is missing")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"cannot read {path}: {exc}") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path} is not a JSON object")
-    return data
-
-
 def _weights_file(folder: Path, stem: str) -> Path:
     for name in (f"{stem}.safetensors", f"{stem}.bin", f"{stem}.fp16.safetensors", f"{stem}.fp16.bin"):
         if (folder / name).is_file():
@@ -194,21 +182,21 @@ def load_diffusers_folder(folder: Path, *, tokenizer: str | Path | None = None,
                           safety_checker: bool = True) -> SDComponents:
     """unet/, vae/, text_encoder/, tokenizer/, scheduler/ of a diffusers Stable Diffusion folder,
     and safety_checker/ with feature_extractor/ when model_index.json names one."""
-    index = _read_json(folder / "model_index.json")
+    index = read_json_object(folder / "model_index.json")
     kind = index.get("_class_name")
     if kind not in SD_PIPELINES:
         raise CheckpointError(f"{folder}: a {kind} folder; {SUPPORTED} (diffusers folders of "
                               f"{', '.join(SD_PIPELINES[:3])})")
-    unet_config = SDUNetConfig.from_diffusers(_read_json(folder / "unet" / "config.json"))
+    unet_config = SDUNetConfig.from_diffusers(read_json_object(folder / "unet" / "config.json"))
     unet_weights = read_state_dict(_weights_file(folder / "unet", "diffusion_pytorch_model"))
     unet = assign_weights(SDUNet, unet_config, unet_weights, f"{folder / 'unet'}")
-    vae_config = AutoencoderConfig.from_diffusers(_read_json(folder / "vae" / "config.json"))
+    vae_config = AutoencoderConfig.from_diffusers(read_json_object(folder / "vae" / "config.json"))
     vae_weights = read_state_dict(_weights_file(folder / "vae", "diffusion_pytorch_model"))
     vae = assign_weights(AutoencoderKL, vae_config, vae_weights, f"{folder / 'vae'}")
     text_model = CLIPTextModel.from_folder(folder / "text_encoder")
     tok = tokenizer_from_folder(tokenizer if tokenizer is not None else folder / "tokenizer")
     _check_vocab(tok, text_model)
-    scheduler = _read_json(folder / "scheduler" / "scheduler_config.json")
+    scheduler = read_json_object(folder / "scheduler" / "scheduler_config.json")
     checker = None
     if safety_checker and index.get("safety_checker", [None])[0] is not None:
         checker = SafetyChecker.from_folders(folder / "safety_checker", folder / "feature_extractor")

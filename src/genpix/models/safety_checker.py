@@ -19,7 +19,6 @@ agree at the thresholds too.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from torch import nn
 
 from genpix.config import from_dict
 from genpix.errors import GenpixError
+from genpix.io.checkpoint import read_json_object
 from genpix.io.images import to_pil
 from genpix.models.clip_vision import CLIPVisionConfig, CLIPVisionTransformer
 
@@ -183,8 +183,8 @@ class SafetyChecker(nn.Module):
         extractor_file = feature_extractor / "preprocessor_config.json"
         if not extractor_file.is_file():
             raise SafetyCheckerError(f"the safety checker needs {extractor_file} (its image preprocessing)")
-        config = SafetyCheckerConfig.from_transformers(_read_json(checker / "config.json"))
-        preprocessing = ImagePreprocessing.from_transformers(_read_json(extractor_file))
+        config = SafetyCheckerConfig.from_transformers(read_json_object(checker / "config.json", SafetyCheckerError))
+        preprocessing = ImagePreprocessing.from_transformers(read_json_object(extractor_file, SafetyCheckerError))
         weights = next((checker / n for n in ("model.safetensors", "pytorch_model.bin") if (checker / n).is_file()),
                        None)
         if weights is None:
@@ -193,12 +193,3 @@ class SafetyChecker(nn.Module):
         model.load_transformers_state_dict(read_state_dict(weights), str(checker))
         return model.eval().requires_grad_(False)
 
-
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SafetyCheckerError(f"cannot read {path}: {exc}") from None
-    if not isinstance(data, dict):
-        raise SafetyCheckerError(f"{path} is not a JSON object")
-    return data
