@@ -54,6 +54,12 @@ class SamplerInfo:
     default_schedule: str
     options: tuple[str, ...] = ()
     fixed: tuple[tuple[str, Any], ...] = ()
+    # where sampling starts and ends, as sd-webui runs each sampler (sd_samplers_timesteps.py):
+    # vp_start: from x_T = noise itself, noise * sqrt(sigma_max^2 + 1) in the sigma form, not
+    # k-diffusion's noise * sigma_max; ends_at_first_alpha: the last step goes to alphas_cumprod[0]
+    # rather than 1 for models whose schedule says so (diffusers' set_alpha_to_one=False)
+    vp_start: bool = False
+    ends_at_first_alpha: bool = False
 
     def __call__(self, denoiser, x, sigmas, **kwargs: Any) -> torch.Tensor:
         return self.function(denoiser, x, sigmas, **dict(self.fixed), **kwargs)
@@ -77,11 +83,12 @@ _ENTRIES = (
     SamplerInfo("Heun", sample_heun, ("k_heun",), "uniform", CHURN),
     SamplerInfo("DPM2", sample_dpm_2, ("k_dpm_2",), "karras", CHURN),
     SamplerInfo("DPM2 a", sample_dpm_2_ancestral, ("k_dpm_2_a",), "karras", ETA),
-    SamplerInfo("DDIM", sample_ddim, ("ddim",), "ddim", ("eta",)),
-    SamplerInfo("PLMS", sample_plms, ("plms",), "ddim"),
-    SamplerInfo("UniPC", sample_unipc, ("unipc",), "uniform", ("order", "variant", "lower_order_final")),
+    SamplerInfo("DDIM", sample_ddim, ("ddim",), "ddim", ("eta",), vp_start=True, ends_at_first_alpha=True),
+    SamplerInfo("PLMS", sample_plms, ("plms",), "ddim", vp_start=True, ends_at_first_alpha=True),
+    SamplerInfo("UniPC", sample_unipc, ("unipc",), "uniform", ("order", "variant", "lower_order_final"),
+                vp_start=True),
     SamplerInfo("LCM", sample_lcm, ("k_lcm",), "uniform"),
-    SamplerInfo("DDPM", sample_ddpm, ("ddpm",), "uniform"),
+    SamplerInfo("DDPM", sample_ddpm, ("ddpm",), "uniform", vp_start=True),
 )
 SAMPLER_INFO: dict[str, SamplerInfo] = {entry.name: entry for entry in _ENTRIES}
 SAMPLERS: dict[str, Sampler] = {entry.name: entry for entry in _ENTRIES}  # name -> callable sampler
