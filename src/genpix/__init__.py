@@ -1,6 +1,6 @@
 """genpix: train VAEs, GANs and diffusion models on your own images, and generate with them."""
 
-__version__ = "0.1.0"
+from genpix.version import __version__
 
 
 def load_pipeline(path_or_name: str, device: str = "cpu", **options):

@@ -10,10 +10,10 @@ import os
 import sys
 import warnings
 
-from genpix import __version__
 from genpix.cli import (bench, evaluate, export, generate, img2img, info, inpaint, report, serve, text_to_image,
                         train)
 from genpix.errors import GenpixError
+from genpix.version import __version__
 
 
 class Parser(argparse.ArgumentParser):

@@ -247,7 +247,7 @@ def bench_unet_vs_diffusers(config: BenchConfig, device: torch.device) -> dict[s
 def run_bench(config: BenchConfig, device: torch.device, progress: Callable[[str], None] = lambda _: None
               ) -> dict[str, Any]:
     """Every measurement of ``config``: the JSON ``genpix bench --json`` writes."""
-    from genpix import __version__
+    from genpix.version import __version__
 
     result: dict[str, Any] = {"genpix": __version__, "torch": torch.__version__, "device": str(device),
                               "threads": torch.get_num_threads(), "config": asdict(config), "families": {}}

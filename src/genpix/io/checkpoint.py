@@ -21,9 +21,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from genpix import __version__
 from genpix.errors import GenpixError
 from genpix.io.atomic import atomic_directory, write_atomic
+from genpix.version import __version__
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"

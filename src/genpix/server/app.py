@@ -10,7 +10,6 @@ from pathlib import Path
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import Response
 
-from genpix import __version__
 from genpix.pipelines.prompt_blocklist import read_terms
 from genpix.server.api import ServerContext, build_router
 from genpix.server.auth import basic_auth, parse_credentials
@@ -19,6 +18,7 @@ from genpix.server.errors import error_response, install_error_handlers
 from genpix.server.jobs import JobQueue
 from genpix.server.options import Options
 from genpix.server.outputs import OutputFolder
+from genpix.version import __version__
 
 MAX_BODY_BYTES = 64 * 1024 * 1024  # a few large init images in base64
 UI_FILES = {"index.html": "text/html", "app.js": "text/javascript", "style.css": "text/css"}

@@ -21,10 +21,10 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from genpix import __version__
 from genpix.config import ConfigError, check, from_dict, to_dict
 from genpix.errors import GenpixError
 from genpix.io.atomic import write_atomic
+from genpix.version import __version__
 
 NOTE = "domain features, not comparable to Inception FID"
 KIND = "genpix-domain-features"
