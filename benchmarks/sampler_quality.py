@@ -19,8 +19,8 @@ import time
 import genpix
 from genpix.device import set_cpu_threads
 from genpix.eval.features import extract, load_extractor
-from genpix.eval.frechet import feature_statistics, frechet_distance_stats
 from genpix.eval.inputs import load_image_set
+from genpix.metrics.frechet import feature_statistics, frechet_distance_stats
 
 
 def main() -> None:

@@ -9,11 +9,11 @@ import torch.nn.functional as F
 from genpix.data import load_dataset
 from genpix.eval.features import extract, load_extractor
 from genpix.eval.features.domain import DomainTrainConfig, save_domain_features, train_domain_net
-from genpix.eval.frechet import feature_statistics, frechet_distance_stats
 from genpix.eval.inputs import ImageSet
-from genpix.eval.kid import kernel_inception_distance
 from genpix.eval.report import EvalOptions, evaluate
-from genpix.eval.ssim import gaussian_window
+from genpix.metrics.frechet import feature_statistics, frechet_distance_stats
+from genpix.metrics.kid import kernel_inception_distance
+from genpix.metrics.ssim import gaussian_window
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,11 @@ import pytest
 import scipy.linalg
 import torch
 
-from genpix.eval.classes import class_stats
-from genpix.eval.frechet import feature_statistics, frechet_distance
-from genpix.eval.inception_score import inception_score
-from genpix.eval.kid import kernel_inception_distance, mmd2_unbiased
-from genpix.eval.precision_recall import knn_radii, precision_recall
+from genpix.metrics.classes import class_stats
+from genpix.metrics.frechet import feature_statistics, frechet_distance
+from genpix.metrics.inception_score import inception_score
+from genpix.metrics.kid import kernel_inception_distance, mmd2_unbiased
+from genpix.metrics.precision_recall import knn_radii, precision_recall
 
 
 def random_spd(rng: np.random.Generator, d: int) -> np.ndarray:

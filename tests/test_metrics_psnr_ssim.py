@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from genpix.eval.psnr import psnr
-from genpix.eval.ssim import ssim
+from genpix.metrics.psnr import psnr
+from genpix.metrics.ssim import ssim
 
 
 def test_psnr_closed_form():

@@ -12,13 +12,13 @@ from typing import Any
 
 from genpix.config import check
 from genpix.errors import GenpixError
-from genpix.eval.classes import class_stats
 from genpix.eval.features import Extracted, FeatureExtractor, extract
-from genpix.eval.frechet import feature_statistics, frechet_distance_stats
-from genpix.eval.inception_score import inception_score
 from genpix.eval.inputs import ImageSet
-from genpix.eval.kid import kernel_inception_distance
-from genpix.eval.precision_recall import precision_recall
+from genpix.metrics.classes import class_stats
+from genpix.metrics.frechet import feature_statistics, frechet_distance_stats
+from genpix.metrics.inception_score import inception_score
+from genpix.metrics.kid import kernel_inception_distance
+from genpix.metrics.precision_recall import precision_recall
 
 MIN_IMAGES = 2
 

@@ -16,9 +16,9 @@ from torch import nn
 
 from genpix.config import check, to_dict
 from genpix.data import ImageDataset
-from genpix.eval.psnr import psnr
-from genpix.eval.ssim import ssim
 from genpix.io.images import make_grid, to_pil
+from genpix.metrics.psnr import psnr
+from genpix.metrics.ssim import ssim
 from genpix.models.autoencoder import AutoencoderConfig, AutoencoderKL
 from genpix.models.patch_discriminator import PatchDiscriminator, patch_grid
 from genpix.training.task import Batch

@@ -9,9 +9,9 @@ from PIL import Image
 
 from genpix.config import to_dict
 from genpix.data import ImageDataset
-from genpix.eval.psnr import psnr
-from genpix.eval.ssim import ssim
 from genpix.io.images import make_grid, to_pil
+from genpix.metrics.psnr import psnr
+from genpix.metrics.ssim import ssim
 from genpix.models.vae import VAE, VAEConfig
 from genpix.training.task import Batch
 
