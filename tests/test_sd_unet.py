@@ -66,7 +66,8 @@ def test_sd15_and_sd2_shapes_have_the_published_sizes_on_the_meta_device():
 
 @pytest.mark.parametrize("change, message", [
     ({"class_embed_type": "timestep"}, "class_embed_type='timestep' is not supported"),
-    ({"addition_embed_type": "text_time"}, "addition_embed_type='text_time' is not supported"),
+    ({"addition_embed_type": "text"}, "addition_embed_type: 'text' is not one of 'text_time'"),
+    ({"addition_embed_type": "text_time"}, "needs addition_time_embed_dim and projection_class_embeddings_input_dim"),
     ({"num_attention_heads": 8}, "num_attention_heads is not supported"),
     ({"layers_per_block": [2, 1]}, "layers_per_block must be the same at every level"),
     ({"mid_block_type": "UNetMidBlock2DSimpleCrossAttn"}, "mid_block_type"),

@@ -10,7 +10,14 @@ and passed through a two-layer MLP.
 
 SD 1.x: :data:`SD1` (768-d CLIP context, 8 heads everywhere, attention at the 3 finest of 4
 levels, 1x1-convolution projections). SD 2.x: :data:`SD2` (1024-d OpenCLIP context, 64 channels
-per head, linear projections). Parameter names are those of diffusers' ``UNet2DConditionModel``
+per head, linear projections). SDXL (Podell et al. 2023, "SDXL: Improving Latent Diffusion Models
+for High-Resolution Image Synthesis", sec. 2.1-2.2): :data:`SDXL_BASE` (3 levels, no attention at
+the first, transformer depth 2 and 10 at the others and in the middle, 2048-d context of both
+text encoders) and :data:`SDXL_REFINER` (4 levels of 384-1536 channels, depth 4, 1280-d context);
+both add diffusers' ``addition_embed_type="text_time"``: the pooled text embedding and the
+Fourier-embedded micro-conditioning ``time_ids`` (sizes, crop, aesthetic score; SGM's
+``ConcatTimestepEmbedderND``) go through an MLP (``add_embedding``, SGM's ``label_emb``) that is
+added to the time embedding. Parameter names are those of diffusers' ``UNet2DConditionModel``
 (``down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k``, ...), so its state_dict loads
 unchanged; :meth:`SDUNetConfig.from_diffusers` reads its config.json.
 """
@@ -45,12 +52,19 @@ class SDUNetConfig:
     layers_per_block: int = 2  # resnets per level on the way down (one more on the way up)
     num_attention_heads: tuple[int, ...] = (8, 8, 8, 8)  # heads per level (diffusers: "attention_head_dim")
     cross_attention_dim: int = 768  # D of the context tokens
-    transformer_layers_per_block: int = 1  # BasicTransformerBlocks per transformer
+    # BasicTransformerBlocks per transformer: one for all, or one per level (the middle takes the
+    # deepest level's, the way up the levels' in reverse; SDXL: (1, 2, 10))
+    transformer_layers_per_block: int | tuple[int, ...] = 1
     use_linear_projection: bool = False  # proj_in / proj_out: Linear (SD 2.x) or 1x1 Conv2d (SD 1.x)
     upcast_attention: bool = False  # attention in float32 for half-precision inputs (SD 2.1)
     norm_num_groups: int = 32  # GroupNorm groups of the resnets and transformers
     norm_eps: float = 1e-5  # GroupNorm eps of the resnets and the output norm
     dropout: float = 0.0  # inside the resnets
+    # SDXL's extra conditioning: None, or "text_time": text_embeds (B, P) and time_ids (B, n), each
+    # id embedded in addition_time_embed_dim sinusoids; P + n * that = projection_class_embeddings_input_dim
+    addition_embed_type: Literal["text_time"] | None = None
+    addition_time_embed_dim: int | None = None  # 256 for SDXL
+    projection_class_embeddings_input_dim: int | None = None  # 2816 (base: 1280 + 6 * 256), 2560 (refiner)
 
     def __post_init__(self) -> None:
         levels = len(self.block_out_channels)
@@ -61,7 +75,15 @@ class SDUNetConfig:
                   f"{name} needs one entry per level ({levels}), got {getattr(self, name)}")
         check(self.in_channels >= 1 and self.out_channels >= 1, "in_channels and out_channels must be >= 1")
         check(self.layers_per_block >= 1, f"layers_per_block must be at least 1, got {self.layers_per_block}")
-        check(self.transformer_layers_per_block >= 1, "transformer_layers_per_block must be at least 1")
+        depths = self.depths()
+        check(len(depths) == levels and all(d >= 1 for d in depths),
+              f"transformer_layers_per_block must be at least 1 (one value, or one per level), "
+              f"got {self.transformer_layers_per_block}")
+        if self.addition_embed_type is not None:
+            check(all(n is not None and n >= 1 for n in (self.addition_time_embed_dim,
+                                                         self.projection_class_embeddings_input_dim)),
+                  "addition_embed_type 'text_time' needs addition_time_embed_dim and "
+                  "projection_class_embeddings_input_dim")
         check(self.cross_attention_dim >= 1, f"cross_attention_dim must be >= 1, got {self.cross_attention_dim}")
         check(self.norm_num_groups >= 1 and all(c % self.norm_num_groups == 0 for c in self.block_out_channels),
               f"norm_num_groups {self.norm_num_groups} must divide every level's channels {self.block_out_channels}")
@@ -69,6 +91,11 @@ class SDUNetConfig:
             check(heads >= 1 and width % heads == 0,
                   f"num_attention_heads {self.num_attention_heads} must divide the level's channels {width}")
         check(0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}")
+
+    def depths(self) -> tuple[int, ...]:
+        """Transformer depth per level, finest first."""
+        depth = self.transformer_layers_per_block
+        return (depth,) * len(self.block_out_channels) if isinstance(depth, int) else tuple(depth)
 
     @classmethod
     def from_diffusers(cls, config: dict[str, Any]) -> SDUNetConfig:
@@ -80,7 +107,9 @@ class SDUNetConfig:
         levels = len(config.get("block_out_channels", cls.block_out_channels))
         heads = config.pop("attention_head_dim", 8)  # diffusers' misnomer: it is the number of heads
         config["num_attention_heads"] = [heads] * levels if isinstance(heads, int) else heads
-        for key in ("layers_per_block", "transformer_layers_per_block", "cross_attention_dim"):
+        if config.get("upcast_attention", False) is None:  # SDXL's config.json writes null
+            config["upcast_attention"] = False
+        for key in ("layers_per_block", "cross_attention_dim"):
             value = config.get(key)
             if isinstance(value, (list, tuple)):
                 check(len(set(value)) == 1, f"UNet2DConditionModel: {key} must be the same at every level, got {value}")
@@ -98,12 +127,11 @@ DIFFUSERS_FIXED: dict[str, Any] = {
     "center_input_sample": False, "flip_sin_to_cos": True, "freq_shift": 0,
     "mid_block_type": "UNetMidBlock2DCrossAttn", "only_cross_attention": _never, "downsample_padding": 1,
     "mid_block_scale_factor": 1, "act_fn": "silu", "encoder_hid_dim": None, "encoder_hid_dim_type": None,
-    "dual_cross_attention": False, "class_embed_type": None, "addition_embed_type": None,
-    "addition_time_embed_dim": None, "num_class_embeds": None, "resnet_time_scale_shift": "default",
+    "dual_cross_attention": False, "class_embed_type": None, "num_class_embeds": None, "resnet_time_scale_shift": "default",
     "resnet_skip_time_act": False, "resnet_out_scale_factor": 1.0, "time_embedding_type": "positional",
     "time_embedding_dim": None, "time_embedding_act_fn": None, "timestep_post_act": None,
     "time_cond_proj_dim": None, "conv_in_kernel": 3, "conv_out_kernel": 3,
-    "projection_class_embeddings_input_dim": None, "attention_type": "default", "class_embeddings_concat": False,
+    "attention_type": "default", "class_embeddings_concat": False,
     "mid_block_only_cross_attention": lambda value: value in (None, False), "cross_attention_norm": None,
     "addition_embed_type_num_heads": 64, "reverse_transformer_layers_per_block": None,
 }
@@ -117,6 +145,18 @@ def heads_for(block_out_channels: tuple[int, ...], head_channels: int) -> tuple[
 SD1 = SDUNetConfig()  # stable-diffusion-v1-5: 859.5M parameters
 SD2 = replace(SD1, num_attention_heads=heads_for(SD1.block_out_channels, 64), cross_attention_dim=1024,
               use_linear_projection=True)  # stable-diffusion-2(-base); 2.1 768-v adds sample_size 96, upcast
+# SGM configs/inference/sd_xl_base.yaml and sd_xl_refiner.yaml, as diffusers converts them
+SDXL_BASE = SDUNetConfig(
+    sample_size=128, block_out_channels=(320, 640, 1280), num_attention_heads=(5, 10, 20),
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=2048,
+    transformer_layers_per_block=(1, 2, 10), use_linear_projection=True, addition_embed_type="text_time",
+    addition_time_embed_dim=256, projection_class_embeddings_input_dim=2816)  # 2.567B parameters
+SDXL_REFINER = replace(
+    SDXL_BASE, block_out_channels=(384, 768, 1536, 1536), num_attention_heads=(6, 12, 24, 24),
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=1280,
+    transformer_layers_per_block=4, projection_class_embeddings_input_dim=2560)
 
 
 class GEGLU(nn.Module):
@@ -219,19 +259,23 @@ class SDUNet(nn.Module):
         self.conv_in = nn.Conv2d(cfg.in_channels, widths[0], 3, padding=1)
         self.time_embedding = TimestepEmbedding(widths[0], temb)
 
-        def transformer(heads: int) -> partial:
+        if cfg.addition_embed_type == "text_time":
+            self.add_embedding = TimestepEmbedding(cfg.projection_class_embeddings_input_dim, temb)
+        depths = cfg.depths()
+
+        def transformer(heads: int, depth: int) -> partial:
             return partial(Transformer2DModel, heads=heads, context_dim=cfg.cross_attention_dim, groups=groups,
-                           num_layers=cfg.transformer_layers_per_block, linear=cfg.use_linear_projection,
-                           upcast=cfg.upcast_attention)
+                           num_layers=depth, linear=cfg.use_linear_projection, upcast=cfg.upcast_attention)
 
         self.down_blocks = nn.ModuleList(
             DownBlock2D(widths[max(i - 1, 0)], widths[i], temb, cfg.layers_per_block, groups, eps,
                         add_downsample=i < levels - 1, dropout=cfg.dropout,
-                        attention=transformer(cfg.num_attention_heads[i]) if kind.startswith("CrossAttn") else None)
+                        attention=(transformer(cfg.num_attention_heads[i], depths[i])
+                                   if kind.startswith("CrossAttn") else None))
             for i, kind in enumerate(cfg.down_block_types))
-        self.mid_block = UNetMidBlock2D(widths[-1], temb, groups, eps, transformer(cfg.num_attention_heads[-1]),
-                                        dropout=cfg.dropout)
-        rev_widths, rev_heads = widths[::-1], cfg.num_attention_heads[::-1]
+        self.mid_block = UNetMidBlock2D(widths[-1], temb, groups, eps,
+                                        transformer(cfg.num_attention_heads[-1], depths[-1]), dropout=cfg.dropout)
+        rev_widths, rev_heads, rev_depths = widths[::-1], cfg.num_attention_heads[::-1], depths[::-1]
         layers = cfg.layers_per_block + 1
         up_blocks = []
         for i, kind in enumerate(cfg.up_block_types):
@@ -239,17 +283,24 @@ class SDUNet(nn.Module):
             # resnet j sees the previous output and the skip popped for it
             ins = [(prev if j == 0 else out) + (skip_last if j == layers - 1 else out) for j in range(layers)]
             up_blocks.append(UpBlock2D(ins, out, temb, groups, eps, add_upsample=i < levels - 1,
-                                       attention=transformer(rev_heads[i]) if kind.startswith("CrossAttn") else None,
+                                       attention=(transformer(rev_heads[i], rev_depths[i])
+                                                  if kind.startswith("CrossAttn") else None),
                                        dropout=cfg.dropout))
         self.up_blocks = nn.ModuleList(up_blocks)
         self.conv_norm_out = nn.GroupNorm(groups, widths[0], eps=eps)
         self.conv_out = nn.Conv2d(widths[0], cfg.out_channels, 3, padding=1)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor | float, context: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor | float, context: torch.Tensor, *,
+                text_embeds: torch.Tensor | None = None, time_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """``text_embeds`` (B, P) and ``time_ids`` (B, n): the "text_time" conditioning (SDXL only)."""
         if context.ndim != 3 or context.shape[-1] != self.config.cross_attention_dim:
             raise ValueError(f"context must be (B, L, {self.config.cross_attention_dim}), got {tuple(context.shape)}")
         t = torch.as_tensor(t, device=x.device).reshape(-1).expand(x.shape[0])
         temb = self.time_embedding(timestep_embedding(t, self.config.block_out_channels[0]).to(x.dtype))
+        if self.config.addition_embed_type == "text_time":
+            temb = temb + self.add_embedding(self.added_embedding_input(text_embeds, time_ids).to(x.dtype))
+        elif text_embeds is not None or time_ids is not None:
+            raise ValueError("text_embeds and time_ids are for a U-Net with addition_embed_type 'text_time'")
         h = self.conv_in(x)
         skips = [h]
         for block in self.down_blocks:
@@ -261,6 +312,21 @@ class SDUNet(nn.Module):
             size = skips[-n - 1].shape[-2:] if len(skips) > n else None  # the next level's size
             h = block(h, skips, temb, context, size)
         return self.conv_out(F.silu(self.conv_norm_out(h)))
+
+
+    def added_embedding_input(self, text_embeds: torch.Tensor | None, time_ids: torch.Tensor | None) -> torch.Tensor:
+        """[text_embeds, sinusoids of each time id] (B, projection_class_embeddings_input_dim): SDXL's
+        vector conditioning c_vec (SGM ``ConcatTimestepEmbedderND``: [cos, sin] of 256 frequencies each)."""
+        cfg = self.config
+        if text_embeds is None or time_ids is None:
+            raise ValueError("this U-Net (addition_embed_type 'text_time') needs text_embeds and time_ids")
+        b = text_embeds.shape[0]
+        time_embeds = timestep_embedding(time_ids.reshape(-1), cfg.addition_time_embed_dim).reshape(b, -1)
+        joined = torch.cat([text_embeds.float(), time_embeds], dim=-1)
+        if joined.shape[-1] != cfg.projection_class_embeddings_input_dim:
+            raise ValueError(f"text_embeds {tuple(text_embeds.shape)} and time_ids {tuple(time_ids.shape)} give "
+                             f"{joined.shape[-1]} features; the U-Net takes {cfg.projection_class_embeddings_input_dim}")
+        return joined
 
 
 def count_parameters(config: SDUNetConfig) -> int:
