@@ -22,7 +22,8 @@ from transformers import CLIPConfig, CLIPImageProcessor
 
 import genpix
 from genpix.io.images import to_pil
-from genpix.models.safety_checker import SafetyChecker, SafetyCheckerError
+from genpix.io.safety_checker import load_safety_checker
+from genpix.models.safety_checker import SafetyCheckerError
 
 TINY_VISION = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4, image_size=32,
                    patch_size=4)
@@ -66,7 +67,7 @@ def flag_one_of_two(checker: StableDiffusionSafetyChecker, clip_input: torch.Ten
 def save_checker(checker, extractor, tmp_path):
     checker.save_pretrained(tmp_path / "safety_checker")
     extractor.save_pretrained(tmp_path / "feature_extractor")
-    return SafetyChecker.from_folders(tmp_path / "safety_checker", tmp_path / "feature_extractor")
+    return load_safety_checker(tmp_path / "safety_checker", tmp_path / "feature_extractor")
 
 
 def smooth_images(n: int, h: int, w: int, seed: int) -> torch.Tensor:
@@ -176,7 +177,7 @@ def test_missing_feature_extractor_is_one_line_error(tmp_path):
     ref, extractor = tiny_checker()
     ref.save_pretrained(tmp_path / "safety_checker")
     with pytest.raises(SafetyCheckerError, match="the safety checker needs .*preprocessor_config.json"):
-        SafetyChecker.from_folders(tmp_path / "safety_checker", tmp_path / "feature_extractor")
+        load_safety_checker(tmp_path / "safety_checker", tmp_path / "feature_extractor")
 
 
 def test_hub_layout_of_transformers_4_loads(tmp_path):
@@ -203,7 +204,7 @@ def test_hub_layout_of_transformers_4_loads(tmp_path):
               "feature_extractor_type": "CLIPFeatureExtractor", "image_mean": [0.48145466, 0.4578275, 0.40821073],
               "image_std": [0.26862954, 0.26130258, 0.27577711], "resample": 3, "size": 32}
     (tmp_path / "old" / "feature_extractor" / "preprocessor_config.json").write_text(json.dumps(legacy))
-    loaded = SafetyChecker.from_folders(tmp_path / "old" / "safety_checker", tmp_path / "old" / "feature_extractor")
+    loaded = load_safety_checker(tmp_path / "old" / "safety_checker", tmp_path / "old" / "feature_extractor")
     assert loaded.preprocessing == new.preprocessing == ImagePreprocessing(shortest_edge=32, crop_height=32,
                                                                            crop_width=32)
     for key, tensor in new.state_dict().items():

@@ -35,6 +35,7 @@ from genpix.errors import GenpixError
 from genpix.io.checkpoint import CheckpointError, check_state_dict, read_json_object
 from genpix.io.sd_checkpoint import convert_ldm_unet, convert_ldm_vae, read_state_dict
 from genpix.io.sd_clip import LDMTextEncoder, find_text_encoder
+from genpix.io.safety_checker import load_safety_checker
 from genpix.io.sd_config import SD2_CONTEXT_DIM, SUPPORTED, configs_from_ldm_yaml, infer_unet_config, infer_vae_config
 from genpix.models.autoencoder import AutoencoderConfig, AutoencoderKL
 from genpix.models.safety_checker import SafetyChecker
@@ -199,7 +200,7 @@ def load_diffusers_folder(folder: Path, *, tokenizer: str | Path | None = None,
     scheduler = read_json_object(folder / "scheduler" / "scheduler_config.json")
     checker = None
     if safety_checker and index.get("safety_checker", [None])[0] is not None:
-        checker = SafetyChecker.from_folders(folder / "safety_checker", folder / "feature_extractor")
+        checker = load_safety_checker(folder / "safety_checker", folder / "feature_extractor")
     return SDComponents(tok, text_model, unet, vae, alphas_cumprod_from_scheduler(scheduler),
                         prediction_from_scheduler(scheduler), folder.name, checker)
 

@@ -20,7 +20,6 @@ agree at the thresholds too.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -30,8 +29,6 @@ from torch import nn
 
 from genpix.config import from_dict
 from genpix.errors import GenpixError
-from genpix.io.checkpoint import read_json_object
-from genpix.io.images import to_pil
 from genpix.models.clip_vision import CLIPVisionConfig, CLIPVisionTransformer
 
 N_CONCEPTS, N_SPECIAL = 17, 3
@@ -157,39 +154,10 @@ class SafetyChecker(nn.Module):
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, list[bool]]:
         """Images (B, 3, H, W) in [0, 1] -> the same with flagged ones black, and the flags."""
-        flags = self.flags(self.preprocessing(to_pil(images)))
+        # the uint8 pictures the user gets (io.images.to_pil's rounding)
+        pixels = images.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu()
+        flags = self.flags(self.preprocessing([Image.fromarray(a.squeeze(-1).numpy()) for a in pixels]))
         if any(flags):
             images = images.clone()
             images[torch.tensor(flags)] = 0
         return images, flags
-
-    def load_transformers_state_dict(self, state: dict[str, torch.Tensor], where: str) -> None:
-        """diffusers' ``StableDiffusionSafetyChecker`` weights: transformers 5 names
-        (``vision_model.embeddings...``) or 4's (``vision_model.vision_model.embeddings...``)."""
-        state = {k.replace("vision_model.vision_model.", "vision_model.", 1): v.float() for k, v in state.items()
-                 if not k.endswith("position_ids")}
-        from genpix.io.checkpoint import check_state_dict
-
-        check_state_dict(self.state_dict(), state, where, SafetyCheckerError)
-        self.load_state_dict(state)
-
-    @classmethod
-    def from_folders(cls, checker: str | Path, feature_extractor: str | Path) -> SafetyChecker:
-        """A diffusers model's ``safety_checker/`` (config.json, model.safetensors or
-        pytorch_model.bin) and ``feature_extractor/`` (preprocessor_config.json)."""
-        from genpix.io.sd_checkpoint import read_state_dict
-
-        checker, feature_extractor = Path(checker), Path(feature_extractor)
-        extractor_file = feature_extractor / "preprocessor_config.json"
-        if not extractor_file.is_file():
-            raise SafetyCheckerError(f"the safety checker needs {extractor_file} (its image preprocessing)")
-        config = SafetyCheckerConfig.from_transformers(read_json_object(checker / "config.json", SafetyCheckerError))
-        preprocessing = ImagePreprocessing.from_transformers(read_json_object(extractor_file, SafetyCheckerError))
-        weights = next((checker / n for n in ("model.safetensors", "pytorch_model.bin") if (checker / n).is_file()),
-                       None)
-        if weights is None:
-            raise SafetyCheckerError(f"no model.safetensors (or pytorch_model.bin) in {checker}")
-        model = cls(config, preprocessing)
-        model.load_transformers_state_dict(read_state_dict(weights), str(checker))
-        return model.eval().requires_grad_(False)
-
