@@ -12,6 +12,7 @@ import warnings
 
 from genpix.cli import (bench, evaluate, export, generate, img2img, info, inpaint, report, serve, text_to_image,
                         train)
+from genpix.cli import upscale
 from genpix.errors import GenpixError
 from genpix.version import __version__
 
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.required = True
     for module in (train, generate, text_to_image, img2img, inpaint, info, evaluate, serve, bench, export, report):
         module.register(commands)
+    upscale.register(commands)  # genpix upscale: sd-webui's Extras
     return parser
 
 
@@ -64,4 +66,5 @@ def main(argv: list[str] | None = None) -> int:
 def _is_user_error(error: BaseException) -> bool:
     from genpix.data import DataError
 
-    return isinstance(error, (DataError, FileNotFoundError, PermissionError, IsADirectoryError))
+    return isinstance(error, (DataError, FileNotFoundError, PermissionError, IsADirectoryError, FileExistsError,
+                              NotADirectoryError))
