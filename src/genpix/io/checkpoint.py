@@ -8,28 +8,36 @@ model.safetensors holds each network's ``state_dict`` under its role's prefix
 (``vae.encoder.0.weight``, ``generator.net.0.weight``, ``ema.…``). A training checkpoint adds
 ``optimizer.safetensors`` (every tensor of the optimisers' states) and ``state.json`` (the rest:
 step, param_groups, scalar optimiser state). Pickle is never used.
+
+Weights and config are one unit: model.safetensors carries a copy of config.json in its metadata
+(``genpix_config``), written first, so a run killed between the two renames leaves weights whose
+own config is read instead of the older config.json beside them, with a warning.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from genpix.errors import GenpixError
-from genpix.io.atomic import atomic_directory, write_atomic
+from genpix.io.atomic import atomic_directory, check_output_folder, write_atomic
 from genpix.version import __version__
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 OPTIMIZER_NAME = "optimizer.safetensors"
 STATE_NAME = "state.json"
-FAMILIES = ("vae", "gan", "ddpm", "autoencoder", "ldm")
+FAMILIES = ("vae", "gan", "ddpm", "autoencoder", "ldm", "preview-decoder")
+EMBEDDED_CONFIG = "genpix_config"  # model.safetensors metadata: the config.json written with these weights
 CONFIG_KEYS = ("genpix", "family", "model", "data", "train", "step", "distributed", "metrics", "notes")
 
 
@@ -120,19 +128,42 @@ def read_model_dir(path: str | Path) -> ModelDir:
     path = Path(path)
     if not path.is_dir():
         raise CheckpointError(f"{path} is not a model folder (expected {CONFIG_NAME} + {WEIGHTS_NAME})")
-    config = read_config(path / CONFIG_NAME)
     weights = split_weights(_read_safetensors(path / WEIGHTS_NAME))
+    embedded = _embedded_config(path / WEIGHTS_NAME)
+    try:
+        config = read_config(path / CONFIG_NAME)
+    except CheckpointError:
+        if embedded is None:
+            raise
+        config = None
+    if embedded is not None and embedded != config:
+        warnings.warn(f"{path / CONFIG_NAME} does not belong to the weights beside it (a run stopped "
+                      f"between writing the two?); using the config stored with the weights", stacklevel=2)
+        config = validate_config(embedded, f"{path / WEIGHTS_NAME} ({EMBEDDED_CONFIG})")
     return ModelDir(path, config, weights)
 
 
+def _embedded_config(path: Path) -> dict[str, Any] | None:
+    """The config stored in a weights file's metadata by :func:`write_model_dir`, or None."""
+    try:
+        with safe_open(path, framework="pt") as f:
+            text = (f.metadata() or {}).get(EMBEDDED_CONFIG)
+        data = json.loads(text) if text is not None else None
+    except (SafetensorError, OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def write_model_dir(path: str | Path, config: dict[str, Any], modules: dict) -> Path:
-    """Write config.json and model.safetensors into ``path``, each file atomically."""
-    path = Path(path)
+    """Write model.safetensors (with the config in its metadata) and then config.json into ``path``,
+    each file atomically; a reader never pairs the weights with another run's config (see the top)."""
+    path = check_output_folder(path, "model folder")
     config = {"genpix": __version__, **config}
     validate_config(config, "config")
     flat = flatten_weights(modules)
-    write_atomic(path / WEIGHTS_NAME, lambda p: save_file(flat, p))
-    write_atomic(path / CONFIG_NAME, lambda p: p.write_text(json.dumps(config, indent=2)))
+    text = json.dumps(config, indent=2)
+    write_atomic(path / WEIGHTS_NAME, lambda p: save_file(flat, p, metadata={EMBEDDED_CONFIG: text}))
+    write_atomic(path / CONFIG_NAME, lambda p: p.write_text(text))
     return path
 
 
@@ -141,6 +172,9 @@ def export_model_dir(src: str | Path, dest: str | Path, *, roles: tuple[str, ...
     """Copy model folder ``src`` to ``dest`` keeping only ``roles`` (all when None), floating
     weights cast to ``dtype`` (e.g. float16 to halve a bundled model), ``notes`` merged into
     config.json's "notes" (recipe, hardware, measured quality). Each file is written atomically."""
+    if Path(src).exists() and Path(dest).exists() and os.path.samefile(src, dest):
+        raise CheckpointError(f"export would overwrite its source {src}; choose another OUT folder")
+    check_output_folder(dest, "export OUT")
     model = read_model_dir(src)
     keep = tuple(model.weights) if roles is None else roles
     missing = [r for r in keep if r not in model.weights]
@@ -243,6 +277,27 @@ def check_state_dict(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor
         if own[key].shape != tensor.shape:
             raise error(f"{where}: weight {key!r} has shape {tuple(tensor.shape)}, "
                         f"the model expects {tuple(own[key].shape)}")
+
+
+def check_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[str, Any], where: str) -> None:
+    """Raise CheckpointError unless ``state`` (an optimizer state_dict) fits ``optimizer``: the same
+    parameter groups, with the same number of parameters, and state tensors of the parameters' shapes."""
+    groups = state.get("param_groups") if isinstance(state, dict) else None
+    if not isinstance(groups, list) or len(groups) != len(optimizer.param_groups):
+        raise CheckpointError(f"{where}: optimizer state has {len(groups or [])} parameter groups, "
+                              f"the optimizer {len(optimizer.param_groups)}")
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    sizes = [len(g.get("params", [])) if isinstance(g, dict) else -1 for g in groups]
+    if sizes != [len(g["params"]) for g in optimizer.param_groups]:
+        raise CheckpointError(f"{where}: optimizer state groups hold {sizes} parameters, the optimizer "
+                              f"{[len(g['params']) for g in optimizer.param_groups]}")
+    for index, values in (state.get("state") or {}).items():
+        if not isinstance(index, int) or not 0 <= index < len(params):
+            raise CheckpointError(f"{where}: optimizer state for unknown parameter {index!r}")
+        for key, value in values.items():
+            if torch.is_tensor(value) and value.dim() > 0 and value.shape != params[index].shape:
+                raise CheckpointError(f"{where}: optimizer state {key!r} of parameter {index} has shape "
+                                      f"{tuple(value.shape)}, the parameter {tuple(params[index].shape)}")
 
 
 def load_module_weights(module: torch.nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
