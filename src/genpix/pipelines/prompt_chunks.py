@@ -87,16 +87,24 @@ def empty_chunk(tokenizer: CLIPTokenizer, length: int = 77) -> PromptChunk:
     return PromptChunk((tokenizer.bos_id, tokenizer.eos_id) + (tokenizer.pad_id,) * (length - 2), (1.0,) * length)
 
 
-def encode_chunks(text_model: CLIPTextModel, chunks: list[PromptChunk], *, clip_skip: int = 0) -> torch.Tensor:
-    """(1, 77 k, D): each chunk through the text model on its own (``clip_skip`` as
-    CLIPTextModel's: 0 is the last layer), weighted with the mean restored, concatenated."""
+def encode_chunks(text_model: CLIPTextModel, chunks: list[PromptChunk], *, clip_skip: int = 0,
+                  final_norm: bool = True) -> torch.Tensor:
+    """(1, 77 k, D): each chunk through the text model on its own (``clip_skip`` and ``final_norm``
+    as CLIPTextModel's: 0 is the last layer), weighted with the mean restored, concatenated."""
     device = text_model.text_model.embeddings.token_embedding.weight.device
     parts = []
     for chunk in chunks:
-        z = text_model(torch.tensor([chunk.ids], device=device), clip_skip=clip_skip).tokens  # (1, 77, D)
-        if any(w != 1.0 for w in chunk.weights):
-            original_mean = z.mean()
-            z = z * torch.tensor(chunk.weights, dtype=z.dtype, device=device)[None, :, None]
-            z = z * (original_mean / z.mean())
-        parts.append(z)
+        z = text_model(torch.tensor([chunk.ids], device=device), clip_skip=clip_skip,
+                       final_norm=final_norm).tokens  # (1, 77, D)
+        parts.append(emphasize(z, chunk.weights))
     return torch.cat(parts, dim=1)
+
+
+def emphasize(z: torch.Tensor, weights: tuple[float, ...]) -> torch.Tensor:
+    """sd-webui's "Original" emphasis on one chunk's embeddings z (1, 77, D): z w, rescaled so its
+    mean is z's mean again; all weights 1 leave z as it is."""
+    if all(w == 1.0 for w in weights):
+        return z
+    original_mean = z.mean()
+    z = z * torch.tensor(weights, dtype=z.dtype, device=z.device)[None, :, None]
+    return z * (original_mean / z.mean())
