@@ -1,0 +1,204 @@
+"""sd-webui's extra networks in prompts: ``<lora:NAME:WEIGHT>`` applied for one generation.
+
+Syntax (modules/extra_networks.py ``parse_prompt``, extensions-builtin/Lora/extra_networks_lora.py):
+``<lora:NAME>``, ``<lora:NAME:TE>``, ``<lora:NAME:TE:UNET>`` (``:DYN`` after it is read and ignored),
+or named ``te=``, ``unet=``, ``dyn=``; the U-Net weight defaults to the text encoder's, which
+defaults to 1. ``lyco`` is the same as ``lora``. NAME is a file stem in the LoRA folder (sd-webui's
+``models/Lora``, sub-folders included) or its training alias (``ss_output_name``). Tags are removed
+from the prompt before it is encoded; several in one prompt each apply; tags of other types
+(``<hypernet:...>``) are removed too, with a warning. The infotext records
+``Lora hashes: "NAME: 0123456789ab, ..."`` (io/lora_files.py ``short_hash``).
+
+:class:`NetworkLibrary` owns a pipeline's folders and caches: parsed files (by path, size and
+mtime) and the merged weights of the last network set (kept while that set repeats, so a run of
+requests with the same LoRA merges once). ``with library.applied(unet, {"lora_te_": text_model},
+specs):`` computes with the networks merged and restores the exact original weights on exit
+(models/lora_apply.py); concurrent requests on one model take turns.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from difflib import get_close_matches
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from genpix.errors import GenpixError
+from genpix.io.lora_files import NetworkFile, list_network_files, read_network_file, short_hash
+from genpix.models.lora_apply import check_changes, merged_weights, swap_lock, swapped_weights, target_table
+
+DEFAULT_LORA_DIR = "models/Lora"
+NETWORK_TYPES = ("lora", "lyco")
+_EXTRA_NETWORK = re.compile(r"<(\w+):([^>]+)>")  # sd-webui's re_extra_net
+
+
+class ExtraNetworkError(GenpixError, ValueError):
+    """A malformed ``<lora:...>`` tag, an unknown name, or a file that does not fit the model."""
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """One ``<lora:NAME:TE:UNET>`` tag, or one ``--lora PATH:WEIGHT``."""
+
+    name: str  # the file stem (or alias) as written, or a path
+    te: float = 1.0  # multiplier of the text encoders' changes
+    unet: float = 1.0  # multiplier of the U-Net's changes
+
+
+def _weight(text: str, tag: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ExtraNetworkError(f"LoRA weight {text!r} in {tag} is not a number") from None
+
+
+def _spec(args: str, tag: str) -> NetworkSpec:
+    """NAME[:TE[:UNET[:DYN]]] or named te= / unet= / dyn= (sd-webui's ExtraNetworkParams)."""
+    items = [a.strip() for a in args.split(":")]
+    named = {k.strip(): v for k, _, v in (a.partition("=") for a in items[1:] if "=" in a)}
+    positional = [a for a in items[1:] if "=" not in a]
+    if not items[0]:
+        raise ExtraNetworkError(f"{tag} names no LoRA")
+    unknown = set(named) - {"te", "unet", "dyn"}
+    if unknown:
+        raise ExtraNetworkError(f"{tag}: unknown option {sorted(unknown)[0]!r} (te=, unet=, dyn=)")
+    te = _weight(named.get("te", positional[0] if positional else "1"), tag)
+    unet = _weight(named.get("unet", positional[1] if len(positional) > 1 else str(te)), tag)
+    return NetworkSpec(items[0], te, unet)
+
+
+def parse_prompt_networks(prompt: str) -> tuple[str, list[NetworkSpec]]:
+    """(the prompt without its extra-network tags, the LoRA specs in order of appearance)."""
+    specs: list[NetworkSpec] = []
+    others: list[str] = []
+
+    def take(match: re.Match) -> str:
+        kind, args = match.group(1), match.group(2)
+        if kind in NETWORK_TYPES:
+            specs.append(_spec(args, match.group(0)))
+        else:
+            others.append(kind)
+        return ""
+
+    clean = _EXTRA_NETWORK.sub(take, prompt)
+    if others:
+        warnings.warn(f"extra networks of type {', '.join(sorted(set(others)))} are not supported; their tags "
+                      f"were removed from the prompt", stacklevel=2)
+    return clean, specs
+
+
+def parse_lora_option(text: str) -> NetworkSpec:
+    """The CLI's ``--lora PATH[:WEIGHT]`` (a NAME of the LoRA folder works too)."""
+    path, sep, weight = text.rpartition(":")
+    if not sep or not path or "/" in weight or "\\" in weight or weight == "":  # no weight, or a drive / path colon
+        return NetworkSpec(text)
+    value = _weight(weight, f"--lora {text}")
+    return NetworkSpec(path, value, value)
+
+
+def unet_aliases(unet: nn.Module) -> dict[str, str]:
+    """LDM module paths (``input_blocks.1.1.proj_in``) -> ours, for LoRAs named after SGM/LDM modules."""
+    from genpix.io.sd_checkpoint import key_map, unet_table
+
+    config = getattr(unet, "config", None)
+    try:
+        with torch.device("meta"):
+            meta = type(unet)(config)
+        mapping = key_map(meta, unet_table(config))
+    except (KeyError, TypeError, AttributeError):  # a U-Net without an LDM table
+        return {}
+    return {ldm.rpartition(".")[0]: ours.rpartition(".")[0] for ours, ldm in mapping.items()
+            if ours.endswith(".weight")}
+
+
+class NetworkLibrary:
+    """A LoRA folder, its parsed files and the merged weights of the last set applied."""
+
+    def __init__(self, lora_dir: str | Path | None = None) -> None:
+        self.lora_dir = Path(lora_dir if lora_dir is not None else DEFAULT_LORA_DIR)
+        self._files: dict[tuple, NetworkFile] = {}
+        self._hashes: dict[tuple, str] = {}
+        self._merged: tuple[tuple, dict] | None = None  # (key, merged weights) of the last set
+        self._aliases: dict[int, dict[str, str]] = {}
+
+    def available(self) -> dict[str, Path]:
+        """Stem -> file of every LoRA in the folder (read afresh: sd-webui's refresh)."""
+        return list_network_files(self.lora_dir)
+
+    def find(self, name: str) -> Path:
+        """The file a tag or ``--lora`` names: an existing path, a stem, or an alias; else one line
+        listing the close names."""
+        if Path(name).suffix and Path(name).is_file():
+            return Path(name)
+        files = self.available()
+        if name in files:
+            return files[name]
+        for path in files.values():
+            if self.read(path).alias == name:
+                return path
+        close = get_close_matches(name, list(files), n=4, cutoff=0.5)
+        hint = f"; close names: {', '.join(close)}" if close else f"; {len(files)} LoRA files there"
+        raise ExtraNetworkError(f"no LoRA named {name!r} in {self.lora_dir}{hint}")
+
+    def read(self, path: Path) -> NetworkFile:
+        """The parsed file, cached while its size and mtime stay the same."""
+        stat = path.stat()
+        key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+        if key not in self._files:
+            if len(self._files) >= 16:
+                self._files.clear()
+            self._files[key] = read_network_file(path)
+        return self._files[key]
+
+    def hash(self, path: Path) -> str:
+        stat = path.stat()
+        key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+        if key not in self._hashes:
+            self._hashes[key] = short_hash(path)
+        return self._hashes[key]
+
+    def infotext(self, specs: list[NetworkSpec]) -> dict[str, str | None]:
+        """sd-webui's ``Lora hashes`` field for the applied specs (None without any)."""
+        if not specs:
+            return {"Lora hashes": None}
+        return {"Lora hashes": '"' + ", ".join(f"{s.name}: {self.hash(self.find(s.name))}" for s in specs) + '"'}
+
+    def applied(self, unet: nn.Module | None, text_encoders: dict[str, nn.Module],
+                specs: list[NetworkSpec]):
+        """Context manager: the networks merged into ``unet`` and ``text_encoders`` (kohya prefix ->
+        module) inside the block, the exact original weights after it; nothing without specs."""
+        if not specs:
+            return nullcontext()
+        return self._applied(unet, text_encoders, specs)
+
+    @contextmanager
+    def _applied(self, unet: nn.Module | None, text_encoders: dict[str, nn.Module],
+                 specs: list[NetworkSpec]) -> Iterator[None]:
+        root = unet if unet is not None else next(iter(text_encoders.values()))
+        with swap_lock(root):
+            files = [(spec, self.find(spec.name)) for spec in specs]
+            key = (id(root), tuple((s.te, s.unet, str(p), p.stat().st_mtime_ns) for s, p in files))
+            if self._merged is None or self._merged[0] != key:
+                self._merged = None  # free the previous set's weights first
+                self._merged = (key, self._merge(unet, text_encoders, files))
+            with swapped_weights(self._merged[1]):
+                yield
+
+    def _merge(self, unet: nn.Module | None, text_encoders: dict[str, nn.Module],
+               files: list[tuple[NetworkSpec, Path]]) -> dict:
+        aliases = self._aliases.setdefault(id(unet), unet_aliases(unet) if unet is not None else {})
+        table = target_table(unet, text_encoders, aliases)
+        changes = []
+        for spec, path in files:
+            network = self.read(path)
+            for key, target in check_changes(table, network.modules, spec.name):
+                weight = spec.te if target.text_encoder else spec.unet
+                changes.append((target, network.modules[key], weight, f"{spec.name}: {key}"))
+        with torch.no_grad():
+            return merged_weights(changes)
