@@ -129,7 +129,7 @@ def test_rrdbnet_equals_reference(tmp_path, channels, scale, unshuffle, layout):
     path = _write(tmp_path, f"m.{'pth' if layout == 'old' else 'safetensors'}",
                   wrapper if layout == "old" else sd)
     model, spec = load_upscaler(path)
-    assert spec.architecture == "ESRGAN"
+    assert spec.architecture == "ESRGAN" and spec.real_esrgan == (layout == "basicsr")
     assert spec.config == RRDBNetConfig(scale=scale, channels=channels, num_features=nf, num_blocks=nb,
                                         growth_channels=gc, unshuffle=unshuffle)
     x = torch.rand(2, channels, 8, 12, generator=torch.Generator().manual_seed(1))

@@ -22,6 +22,8 @@ def register(commands) -> None:
                    help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 for the network)")
     p.add_argument("--port", type=_port, default=7860, help="port (default 7860)")
     p.add_argument("--models-dir", help="folder of model folders and checkpoints to offer besides the bundled ones")
+    p.add_argument("--upscalers-dir", default="models/ESRGAN",
+                   help="folder of upscaler files (.pth, .safetensors) for Extras (default models/ESRGAN)")
     p.add_argument("--outputs-dir", help="save every generated image here as PNG with its parameters")
     p.add_argument("--api-auth", metavar="USER:PASS[,...]", help="require HTTP Basic auth on every route")
     p.add_argument("--model", help="model to start with: a title, name or hash (default: the first found)")
@@ -39,7 +41,8 @@ def run_serve(args: argparse.Namespace) -> int:
 
     set_cpu_threads()
     app = create_app(models_dir=args.models_dir, outputs_dir=args.outputs_dir, api_auth=args.api_auth,
-                     model=args.model, device=str(resolve_device(args.device)), blocklist=args.blocklist)
+                     model=args.model, device=str(resolve_device(args.device)), blocklist=args.blocklist,
+                     upscalers_dir=args.upscalers_dir)
     print(f"genpix: serving on http://{args.host}:{args.port}/ (API at /sdapi/v1)", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0

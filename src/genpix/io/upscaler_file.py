@@ -50,6 +50,12 @@ class UpscalerSpec:
 
     architecture: str  # "ESRGAN" (RRDBNet) or "SRVGGNetCompact"
     config: RRDBNetConfig | SRVGGNetConfig
+    layout: str = "BasicSR"  # key layout of the file: "ESRGAN" (model.N), "BSRGAN", "BasicSR" or "SRVGG"
+
+    @property
+    def real_esrgan(self) -> bool:
+        """Real-ESRGAN's own formats: BasicSR-layout RRDBNet or SRVGGNetCompact."""
+        return self.layout in ("BasicSR", "SRVGG")
 
     @property
     def scale(self) -> int:
@@ -129,16 +135,16 @@ def _from_bsrgan(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def to_basicsr_layout(state: dict[str, torch.Tensor]) -> tuple[str, dict[str, torch.Tensor]]:
-    """(architecture, state dict in genpix's = BasicSR's module names) of any supported layout."""
+    """(layout, state dict in genpix's = BasicSR's module names) of any supported layout."""
     if "model.0.weight" in state and "model.1.sub.0.RDB1.conv1.0.weight" in state:
         return "ESRGAN", _from_old_esrgan(state)
     if "conv_first.weight" in state and "RRDB_trunk.0.RDB1.conv1.weight" in state:
-        return "ESRGAN", _from_bsrgan(state)
+        return "BSRGAN", _from_bsrgan(state)
     if "conv_first.weight" in state and "body.0.rdb1.conv1.weight" in state:
-        return "ESRGAN", dict(state)
+        return "BasicSR", dict(state)
     body1 = state.get("body.1.weight")
     if "body.0.weight" in state and body1 is not None and body1.dim() == 1:
-        return "SRVGGNetCompact", dict(state)
+        return "SRVGG", dict(state)
     sample = ", ".join(sorted(state)[:3]) or "no tensors"
     if any(".conv1x1." in k for k in state):
         sample = "ESRGAN+ conv1x1 keys"
@@ -179,14 +185,15 @@ def _srvgg_config(state: dict[str, torch.Tensor]) -> SRVGGNetConfig:
 
 def inspect_state(state: dict[str, torch.Tensor]) -> tuple[UpscalerSpec, dict[str, torch.Tensor]]:
     """(spec, state dict in genpix's module names); a config the shapes do not allow is one line."""
-    architecture, state = to_basicsr_layout(state)
+    layout, state = to_basicsr_layout(state)
+    architecture = "SRVGGNetCompact" if layout == "SRVGG" else "ESRGAN"
     try:
         config = _rrdb_config(state) if architecture == "ESRGAN" else _srvgg_config(state)
     except GenpixError as error:
         if isinstance(error, UpscalerFileError):
             raise
         raise UpscalerFileError(f"{architecture} weights of an unsupported shape: {error}") from None
-    return UpscalerSpec(architecture, config), state
+    return UpscalerSpec(architecture, config, layout), state
 
 
 def build_upscaler(spec: UpscalerSpec) -> nn.Module:

@@ -194,7 +194,7 @@ def build_router(ctx: ServerContext, dependencies: list) -> APIRouter:
     def script_info():
         return []
 
-    for path in ("/upscalers", "/sd-vae", "/loras", "/prompt-styles", "/face-restorers", "/hypernetworks"):
+    for path in ("/sd-vae", "/loras", "/prompt-styles", "/face-restorers", "/hypernetworks"):
         router.add_api_route(path, lambda: [], methods=["GET"])
 
     return router

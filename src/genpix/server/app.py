@@ -15,6 +15,7 @@ from genpix.server.api import ServerContext, build_router
 from genpix.server.auth import basic_auth, parse_credentials
 from genpix.server.catalog import ModelCatalog
 from genpix.server.errors import error_response, install_error_handlers
+from genpix.server.extras import UpscalerRegistry, build_extras_router
 from genpix.server.jobs import JobQueue
 from genpix.server.options import Options
 from genpix.server.outputs import OutputFolder
@@ -30,7 +31,7 @@ def _ui_file(name: str) -> bytes:
 
 def create_app(models_dir: str | Path | None = None, outputs_dir: str | Path | None = None,
                api_auth: str | None = None, model: str | None = None, device: str = "cpu",
-               blocklist: str | Path | None = None) -> FastAPI:
+               blocklist: str | Path | None = None, upscalers_dir: str | Path | None = "models/ESRGAN") -> FastAPI:
     """A new app with its own model catalog, job queue and settings (nothing is shared between apps).
 
     ``model`` picks the model loaded first (a title, name or hash; default: the first one found);
@@ -69,6 +70,7 @@ def create_app(models_dir: str | Path | None = None, outputs_dir: str | Path | N
         return response
 
     app.include_router(build_router(ctx, dependencies))
+    app.include_router(build_extras_router(UpscalerRegistry(upscalers_dir, device=device), ctx.jobs, dependencies))
 
     @app.get("/", include_in_schema=False, dependencies=dependencies)
     def index() -> Response:
