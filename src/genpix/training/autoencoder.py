@@ -21,6 +21,7 @@ from genpix.metrics.psnr import psnr
 from genpix.metrics.ssim import ssim
 from genpix.models.autoencoder import AutoencoderConfig, AutoencoderKL
 from genpix.models.patch_discriminator import PatchDiscriminator, patch_grid
+from genpix.training.families import Family
 from genpix.training.task import Batch
 
 RECONSTRUCTIONS = ("l1", "l2")
@@ -178,3 +179,14 @@ class AutoencoderTask:
         self.config = replace(self.config, scaling_factor=scaling_factor)
         return {"psnr": torch.cat(p).mean().item(), "ssim": torch.cat(s).mean().item(),
                 "scaling_factor": scaling_factor, "images": min(limit, len(data))}
+
+
+FAMILY = Family(
+    "autoencoder", "KL autoencoder, latent diffusion's first stage (Rombach et al. 2022)", AutoencoderTrainingConfig,
+    AutoencoderTask, default_lr=5e-4, hidden=frozenset({"scaling_factor"}),  # measured at the end of training
+    help={"block_out_channels": "channels per level; downsampling factor 2 ** (levels - 1)",
+          "layers_per_block": "resnets per encoder level", "latent_channels": "channels of z",
+          "norm_num_groups": "GroupNorm groups, dividing every level", "reconstruction": "reconstruction error",
+          "kl_weight": "weight of the KL term",
+          "disc_start": "step from which a PatchGAN discriminator (hinge loss) joins (default: none)",
+          "disc_weight": "weight of the adversarial term", "disc_layers": "halvings in the patch discriminator"})

@@ -19,6 +19,7 @@ from genpix.diffusion.denoiser import append_dims, training_target
 from genpix.diffusion.losses import diffusion_loss, min_snr_weight
 from genpix.io.images import make_grid, to_pil
 from genpix.models.unet import UNet
+from genpix.training.families import Family
 from genpix.training.task import Batch
 
 
@@ -171,3 +172,29 @@ class DDPMTask:
         finally:
             torch.random.set_rng_state(state)
         return {"test_loss": torch.stack(losses).mean().item(), "images": len(images)}
+
+
+def _preset_help() -> str:
+    from genpix.models.unet import PRESETS, count_parameters, preset_config
+
+    sizes = ", ".join(f"{name} {count_parameters(preset_config(name, image_size=32)) / 1e6:.1f}M" for name in PRESETS)
+    return f"U-Net size, parameters at 1 channel: {sizes}"
+
+
+FAMILY = Family(
+    "ddpm", "pixel-space diffusion U-Net (DDPM / DDIM, seeds 000-003)", DDPMConfig, DDPMTask, default_lr=1e-3,
+    train_defaults={"warmup_steps": 100, "lr_schedule": "cosine"},
+    help={"preset": _preset_help, "base_channels": "override the preset's first-level channels",
+          "channel_mult": "override the channel multipliers, e.g. 1,2,2",
+          "num_res_blocks": "override residual blocks per level",
+          "attention_levels": "levels with self-attention, e.g. 2 (0 = full size; default: the preset's)",
+          "dropout": "dropout in residual blocks",
+          "schedule": "noise schedule (linear: Ho et al.'s betas; signal_cosine: the seed's continuous one)",
+          "timesteps": "T of the discrete schedules", "beta_start": "first beta of linear / scaled_linear",
+          "beta_end": "last beta of linear / scaled_linear", "min_signal_rate": "signal_cosine's lowest rate",
+          "max_signal_rate": "signal_cosine's highest rate", "prediction": "what the network predicts",
+          "loss": "mse (Ho et al.) or mae (the seed)", "min_snr_gamma": "min-SNR loss weighting, e.g. 5 (default off)",
+          "cond": "class: class-conditional with label dropout for classifier-free guidance",
+          "cond_drop_prob": "label dropout probability", "ema_decay": "EMA decay of the sampling weights",
+          "grad_clip": "max gradient norm, 0 = off", "weight_decay": "AdamW weight decay",
+          "mixed_precision": "autocast dtype on CUDA (the CPU always trains in float32)"})

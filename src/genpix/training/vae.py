@@ -13,6 +13,7 @@ from genpix.io.images import make_grid, to_pil
 from genpix.metrics.psnr import psnr
 from genpix.metrics.ssim import ssim
 from genpix.models.vae import VAE, VAEConfig
+from genpix.training.families import Family
 from genpix.training.task import Batch
 
 
@@ -76,3 +77,10 @@ def reconstruction_metrics(vae: VAE, data: ImageDataset, device: torch.device,
         s.append(ssim(x, r))
     return {"psnr": torch.cat(p).mean().item(), "ssim": torch.cat(s).mean().item(),
             "images": len(data)}
+
+
+FAMILY = Family(
+    "vae", "convolutional VAE (seed listings 17.1-17.5)", VAEConfig, VAETask, default_lr=1e-3,
+    help={"latent_dim": "dimension of z", "hidden_dim": "dense layer before mu/logvar",
+          "widths": "channels of the strided convolutions", "reconstruction": "reconstruction term",
+          "beta": "weight of the KL term"})
