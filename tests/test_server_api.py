@@ -192,7 +192,7 @@ def test_a_client_that_disconnects_does_not_stop_the_server(server):
     body = json.dumps(LONG_JOB).encode()
     host, port = "127.0.0.1", int(server.rsplit(":", 1)[1])
     with socket.create_connection((host, port)) as s:
-        s.sendall(b"POST /sdapi/v1/txt2img HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        s.sendall(b"POST /sdapi/v1/txt2img HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                   b"Content-Length: %d\r\n\r\n" % len(body) + body)
         left = _wait_for(server, lambda p: p["state"]["job"] == "txt2img")
     step = left["state"]["job_no"] * 40 + left["state"]["sampling_step"]

@@ -7,6 +7,7 @@ answers at once, also while a job runs.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -19,15 +20,18 @@ from genpix.diffusion import samplers, schedules
 from genpix.io.images import INFOTEXT_KEY, parse_infotext
 from genpix.server import generation
 from genpix.server.catalog import ModelCatalog, ModelEntry
-from genpix.server.codec import decode_image, encode_png, text_chunks
+from genpix.server.codec import decode_image, encode_png, load_image, open_image, text_chunks
 from genpix.server.errors import ApiError
 from genpix.server.jobs import JobQueue
+from genpix.server.limits import Limits, check_input_pixels, check_request
 from genpix.server.options import Options
 from genpix.server.outputs import OutputFolder
 from genpix.server.schemas import (GenerationResponse, Img2ImgRequest, PNGInfoRequest, PNGInfoResponse,
                                    ProgressResponse, SamplerItem, SchedulerItem, ScriptsList, SDModelItem,
                                    Txt2ImgRequest)
 from genpix.server.scripts import IMG2IMG_SCRIPTS, find_script
+
+logger = logging.getLogger("genpix.server")
 
 
 @dataclass
@@ -38,25 +42,41 @@ class ServerContext:
     jobs: JobQueue
     options: Options
     outputs: OutputFolder | None = None
+    limits: Limits = Limits()
 
     def model_for(self, request: Txt2ImgRequest) -> ModelEntry:
-        """override_settings.sd_model_checkpoint for this request, else the current model."""
+        """override_settings.sd_model_checkpoint for this request, else the current model.
+
+        The shared model is not switched here: with ``override_settings_restore_afterwards: false``
+        :func:`_generate` switches it only once the request has succeeded, so a refused request
+        changes nothing for the next ones."""
         name = (request.override_settings or {}).get("sd_model_checkpoint")
         if name is None:
             return self.options.model
         if not isinstance(name, str):
             raise ApiError("override_settings.sd_model_checkpoint must be a model title", 422)
-        entry = self.catalog.find(name)
-        if not request.override_settings_restore_afterwards:
-            self.options.model = entry
-        return entry
+        return self.catalog.find(name)
+
+
+def _save_outputs(ctx: ServerContext, kind: str, result) -> list[str]:
+    """--outputs-dir: save the images; a full or unwritable disk is a warning in the answer, not a 500
+    (the images are still returned)."""
+    try:
+        ctx.outputs.save(kind, result.images, result.seeds, result.infotexts)
+    except OSError as error:
+        message = f"the images were not saved under --outputs-dir ({error.strerror or type(error).__name__})"
+        logger.warning(message)
+        return [message]
+    return []
 
 
 async def _generate(ctx: ServerContext, kind: str, request: Txt2ImgRequest, init=None, mask=None) -> dict:
     """Queue one txt2img/img2img job and shape its answer."""
     script = find_script(request, kind)  # outpainting (server/scripts.py), or None
     entry = ctx.model_for(request)
+    check_request(request, ctx.limits, entry.image_size)
     seed = generation.draw_seed(request.seed)
+    warnings: list[str] = []
 
     def job():
         pipe = ctx.catalog.pipeline(entry)
@@ -69,18 +89,33 @@ async def _generate(ctx: ServerContext, kind: str, request: Txt2ImgRequest, init
         if script is not None:
             result.images = script.finish(result.images, canvas, picture_mask, result.nsfw)
         if ctx.outputs is not None and result.images:
-            ctx.outputs.save(kind, result.images, result.seeds, result.infotexts)
+            warnings.extend(_save_outputs(ctx, kind, result))
         return result, ctx.jobs.job_timestamp
 
     result, timestamp = await ctx.jobs.run(kind, job)
+    if not request.override_settings_restore_afterwards:
+        ctx.options.model = entry  # the request succeeded: its model stays the current one
     strength = getattr(request, "denoising_strength", None) if init is not None else None
     info = generation.processed_info(request, entry, result, seed, timestamp, strength)
+    if warnings:
+        info["warnings"] = warnings  # genpix's: what went wrong beside the images (e.g. a full disk)
     images = await run_in_threadpool(
         lambda: [encode_png(im, text) for im, text in zip(result.images, result.infotexts)])
     parameters = request.model_dump()
     if isinstance(request, Img2ImgRequest) and not request.include_init_images:
         parameters["init_images"], parameters["mask"] = None, None
     return {"images": images if request.send_images else [], "parameters": parameters, "info": json.dumps(info)}
+
+
+def _decode_pictures(ctx: ServerContext, request: Img2ImgRequest) -> tuple[list, Any]:
+    """The init images and mask, decoded only once their header sizes fit the limits together."""
+    texts = {f"init_images[{i}]": text for i, text in enumerate(request.init_images)}
+    if request.mask is not None:
+        texts["mask"] = request.mask
+    opened = {what: open_image(text, what) for what, text in texts.items()}
+    check_input_pixels([image.size for image in opened.values()], ctx.limits)
+    pictures = [load_image(image, what) for what, image in opened.items()]
+    return (pictures[:-1], pictures[-1]) if request.mask is not None else (pictures, None)
 
 
 def _memory() -> dict[str, Any]:
@@ -115,12 +150,8 @@ def build_router(ctx: ServerContext, dependencies: list) -> APIRouter:
     async def img2img(request: Img2ImgRequest):
         if not request.init_images:
             raise ApiError("Init image not found", 404)
-
-        def decode():
-            init = [decode_image(text, f"init_images[{i}]") for i, text in enumerate(request.init_images)]
-            return init, None if request.mask is None else decode_image(request.mask, "mask")
-
-        init, mask = await run_in_threadpool(decode)
+        check_request(request, ctx.limits, ctx.model_for(request).image_size)  # counts before decoding
+        init, mask = await run_in_threadpool(_decode_pictures, ctx, request)
         return await _generate(ctx, "img2img", request, init, mask)
 
     @router.get("/progress", response_model=ProgressResponse)

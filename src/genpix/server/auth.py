@@ -1,12 +1,15 @@
-"""--api-auth USER:PASS[,USER:PASS...]: HTTP Basic on every route, passwords compared in constant time."""
+"""--api-auth USER:PASS[,USER:PASS...]: HTTP Basic on every route, passwords compared in constant time.
+
+Credentials are UTF-8 (RFC 7617's charset), so a non-ASCII name or password given at start can log in.
+The check itself runs in server/guard.py, before routing, so no route (the OpenAPI schema, the UI,
+a route added later) can be reached without it.
+"""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import secrets
-from collections.abc import Callable
-
-from fastapi import Depends, HTTPException
-from fastapi.security import HTTPBasic, HTTPBasicCredentials
 
 from genpix.errors import GenpixError
 
@@ -22,18 +25,18 @@ def parse_credentials(spec: str) -> dict[str, str]:
     return credentials
 
 
-def basic_auth(credentials: dict[str, str]) -> Callable:
-    """A FastAPI dependency: 401 {"detail": "Incorrect username or password"} unless a pair matches."""
-    security = HTTPBasic(auto_error=False)
-
-    def check(given: HTTPBasicCredentials | None = Depends(security)) -> None:
-        matched = False
-        if given is not None:
-            for user, password in credentials.items():  # every pair, so timing tells nothing
-                same_user = secrets.compare_digest(given.username.encode(), user.encode())
-                same_password = secrets.compare_digest(given.password.encode(), password.encode())
-                matched |= same_user & same_password
-        if not matched:
-            raise HTTPException(401, "Incorrect username or password", headers={"WWW-Authenticate": "Basic"})
-
-    return check
+def credentials_match(header: str | None, credentials: dict[str, str]) -> bool:
+    """Whether an ``Authorization: Basic ...`` header names one of the pairs (UTF-8 user:pass)."""
+    scheme, _, token = (header or "").strip().partition(" ")
+    if scheme.lower() != "basic":
+        return False
+    try:
+        user, sep, password = base64.b64decode(token.strip(), validate=True).decode("utf-8").partition(":")
+    except (binascii.Error, ValueError):  # UnicodeDecodeError is a ValueError
+        return False
+    matched = False
+    for known_user, known_password in credentials.items():  # every pair, so timing tells nothing
+        same_user = secrets.compare_digest(user.encode(), known_user.encode())
+        same_password = secrets.compare_digest(password.encode(), known_password.encode())
+        matched |= same_user & same_password & bool(sep)
+    return matched

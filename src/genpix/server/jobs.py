@@ -4,6 +4,10 @@ The event loop only waits on the worker, so /progress and /interrupt answer whil
 job reports its steps through :meth:`JobQueue.step`, which is also where an interrupt or skip takes
 effect: it raises :class:`Interrupted` or :class:`Skipped` inside the pipeline's callback. A client
 that disconnects leaves its job to finish; its result is dropped.
+
+The queue is bounded: with ``max_waiting`` jobs waiting a new one is refused with a 503 and a
+``Retry-After``. :meth:`JobQueue.close` (on SIGINT/SIGTERM) refuses new jobs, cancels the waiting
+ones and interrupts the running one; their clients get a 503 that says the server is shutting down.
 """
 
 from __future__ import annotations
@@ -16,7 +20,10 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any, TypeVar
 
+from genpix.server.errors import ApiError
+
 T = TypeVar("T")
+RETRY_AFTER_S = 5  # what a 503 for a full queue asks the client to wait
 
 
 class Interrupted(Exception):
@@ -30,10 +37,11 @@ class Skipped(Exception):
 class JobQueue:
     """Runs jobs one at a time off the event loop and keeps sd-webui's progress ``state``."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_waiting: int = 16) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="genpix-job")
         self._lock = threading.Lock()
-        self._waiting = 0
+        self._waiting, self.max_waiting = 0, max_waiting
+        self.closed = False
         self._reset("")
 
     def _reset(self, job: str) -> None:
@@ -45,12 +53,24 @@ class JobQueue:
         self._preview: tuple[Callable[[Any], list], Any] | None = None
 
     async def run(self, job: str, fn: Callable[[], T]) -> T:
-        """Queue ``fn`` behind the jobs before it and wait for its result."""
+        """Queue ``fn`` behind the jobs before it and wait for its result (a 503 when the queue is
+        full or the server is shutting down)."""
         with self._lock:
+            if self.closed:
+                raise ApiError("the server is shutting down; no new jobs are taken", 503)
+            if self._waiting >= self.max_waiting:
+                raise ApiError(f"the job queue is full ({self._waiting} jobs waiting); retry later", 503,
+                               {"Retry-After": str(RETRY_AFTER_S)})
             self._waiting += 1
-        future = self._executor.submit(self._run, job, fn)
+            future = self._executor.submit(self._run, job, fn)
         future.add_done_callback(self._dropped)
-        return await asyncio.wrap_future(future)  # a cancelled wait cancels the job if it has not begun
+        try:
+            result = await asyncio.wrap_future(future)  # a cancelled wait cancels the job if it has not begun
+        except asyncio.CancelledError:
+            if self.closed:  # cancelled by close(), not by the client going away
+                raise ApiError("the server is shutting down; this job was cancelled before it began", 503) from None
+            raise
+        return result
 
     def _dropped(self, future) -> None:
         if future.cancelled():  # never started, so _run did not count it out of the queue
@@ -62,13 +82,24 @@ class JobQueue:
             self._waiting -= 1
             self._reset(job)
         try:
-            return fn()
+            result = fn()
+            if self.closed:  # close() interrupted it: what it made is partial
+                raise ApiError("the server is shutting down; this job was interrupted", 503)
+            return result
         finally:
             with self._lock:
                 self._reset("")
 
-    def shutdown(self) -> None:
+    def close(self) -> None:
+        """Stop taking jobs, cancel the waiting ones and interrupt the running one (SIGINT/SIGTERM)."""
+        with self._lock:
+            self.closed = True
+            if self.job:
+                self.interrupted = True
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def shutdown(self) -> None:
+        self.close()
 
     # --- called by the running job ----------------------------------------------------------------
 
