@@ -320,3 +320,53 @@ window.addEventListener("DOMContentLoaded", () => {
   });
   Promise.all([loadModels(), loadSamplers()]).catch(showError);
 });
+
+// ---- Extras: upscale a picture with /extra-single-image (sd-webui's Extras tab)
+
+async function loadUpscalers() {
+  const upscalers = await call("GET", "/upscalers");
+  for (const id of ["extras-upscaler-1", "extras-upscaler-2"]) {
+    $(id).replaceChildren(...upscalers.map((u) => new Option(`${u.name}${u.model_path ? ` (x${u.scale})` : ""}`, u.name)));
+  }
+  const model = upscalers.find((u) => u.model_path);
+  $("extras-upscaler-1").value = model ? model.name : "Lanczos";
+}
+
+async function upscalePicture() {
+  const file = $("extras-file").files[0];
+  showError(null);
+  if (!file) return showError(new Error("choose a picture to upscale first"));
+  $("extras-run").disabled = true;
+  try {
+    const image = await readFile(file);
+    const result = await call("POST", "/extra-single-image", {
+      image,
+      resize_mode: Number($("extras-mode").value),
+      upscaling_resize: Number($("extras-scale").value),
+      upscaling_resize_w: Number($("extras-width").value),
+      upscaling_resize_h: Number($("extras-height").value),
+      upscaling_crop: $("extras-crop").checked,
+      upscaler_1: $("extras-upscaler-1").value,
+      upscaler_2: $("extras-upscaler-2").value,
+      extras_upscaler_2_visibility: Number($("extras-visibility").value),
+    });
+    const text = new DOMParser().parseFromString(result.html_info, "text/html").body.textContent;
+    const img = document.createElement("img");
+    img.src = "data:image/png;base64," + result.image;
+    img.alt = "upscaled picture";
+    img.dataset.seed = file.name.replace(/\.[^.]*$/, "") + "-upscaled";
+    img.dataset.infotext = text;
+    img.addEventListener("click", () => select(img, true));
+    $("gallery").replaceChildren(img);
+    select(img, false);
+  } catch (error) {
+    showError(error);
+  } finally {
+    $("extras-run").disabled = false;
+  }
+}
+
+window.addEventListener("DOMContentLoaded", () => {
+  $("extras-run").addEventListener("click", upscalePicture);
+  loadUpscalers().catch(showError);
+});
