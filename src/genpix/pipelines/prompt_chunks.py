@@ -17,11 +17,19 @@ emphasis (modules/sd_emphasis.py):
 5. the chunks are concatenated along the sequence: (1, 77 k, D) for k chunks.
 
 A prompt of at most 75 tokens without emphasis is one chunk identical to diffusers' (1, 77, D)
-input: bos, tokens, eos, padding. Textual-inversion embeddings are not supported.
+input: bos, tokens, eos, padding.
+
+Textual-inversion embeddings (io/embeddings.py) as sd-webui places them (``tokenize_line`` with
+``EmbeddingDatabase.find_embedding_at_position``, ``EmbeddingsWithFixes``): where the token ids of
+an embedding's name (its file stem, tokenized as the prompt is) appear, the longest match first,
+its n vectors take n places of the chunk (placeholder id 0), never split across chunks (a new chunk
+starts when they do not fit); at encoding, the token embeddings at those places are replaced by the
+vectors, so each counts against the 75 like a token.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -39,43 +47,82 @@ class PromptChunk:
 
     ids: tuple[int, ...]
     weights: tuple[float, ...]
+    fixes: tuple[tuple[int, str], ...] = ()  # (position in ids, embedding name): its vectors go there
+
+
+def embedding_lookup(tokenizer: CLIPTokenizer, counts: Mapping[str, int]) -> dict[int, list[tuple[tuple[int, ...], str]]]:
+    """First token id -> [(the name's ids, name)], longest first (sd-webui's ids_lookup)."""
+    lookup: dict[int, list[tuple[tuple[int, ...], str]]] = {}
+    for name in counts:
+        ids = tuple(tokenizer.encoder.get(s, tokenizer.unk_id) for s in tokenizer.tokenize(name))
+        if ids:
+            lookup.setdefault(ids[0], []).append((ids, name))
+    for entries in lookup.values():
+        entries.sort(key=lambda entry: len(entry[0]), reverse=True)
+    return lookup
+
+
+def _embedding_at(lookup: dict, ids: list[int], position: int) -> tuple[tuple[int, ...], str] | None:
+    for entry in lookup.get(ids[position], ()):
+        if tuple(ids[position:position + len(entry[0])]) == entry[0]:
+            return entry
+    return None
 
 
 def chunk_prompt(tokenizer: CLIPTokenizer, prompt: str, *, length: int = 77,
-                 comma_backtrack: int = COMMA_BACKTRACK) -> list[PromptChunk]:
+                 comma_backtrack: int = COMMA_BACKTRACK,
+                 embeddings: Mapping[str, int] | None = None) -> list[PromptChunk]:
     """The prompt's chunks of ``length`` ids (75 prompt tokens with bos and eos), as sd-webui's
-    tokenize_line; an empty prompt is one chunk."""
+    tokenize_line; an empty prompt is one chunk. ``embeddings``: name -> its number of vectors."""
     size = length - 2
     comma = tokenizer.encoder.get(",</w>")
+    lookup = embedding_lookup(tokenizer, embeddings) if embeddings else {}
     chunks: list[PromptChunk] = []
     tokens: list[int] = []
     weights: list[float] = []
+    fixes: list[tuple[int, str]] = []
     last_comma = -1
 
     def next_chunk() -> None:
-        nonlocal tokens, weights, last_comma
+        nonlocal tokens, weights, fixes, last_comma
         fill = size - len(tokens)
         ids = [tokenizer.bos_id, *tokens, tokenizer.eos_id] + [tokenizer.pad_id] * fill
-        chunks.append(PromptChunk(tuple(ids), (1.0, *weights, 1.0) + (1.0,) * fill))
-        tokens, weights, last_comma = [], [], -1
+        chunks.append(PromptChunk(tuple(ids), (1.0, *weights, 1.0) + (1.0,) * fill, tuple(fixes)))
+        tokens, weights, fixes, last_comma = [], [], [], -1
 
     for text, weight in parse_prompt_attention(prompt):
         if (text, weight) == (BREAK, BREAK_WEIGHT):
             next_chunk()
             continue
-        for token in (tokenizer.encoder.get(s, tokenizer.unk_id) for s in tokenizer.tokenize(text)):
+        run = [tokenizer.encoder.get(s, tokenizer.unk_id) for s in tokenizer.tokenize(text)]
+        position = 0
+        while position < len(run):
+            token = run[position]
             if token == comma:
                 last_comma = len(tokens)
             elif (comma_backtrack and len(tokens) == size and last_comma != -1
                   and len(tokens) - last_comma <= comma_backtrack):
                 moved, moved_weights = tokens[last_comma + 1:], weights[last_comma + 1:]
+                moved_fixes = [(p - last_comma - 1, n) for p, n in fixes if p > last_comma]
                 tokens, weights = tokens[:last_comma + 1], weights[:last_comma + 1]
+                fixes = [(p, n) for p, n in fixes if p <= last_comma]
                 next_chunk()
-                tokens, weights = moved, moved_weights
+                tokens, weights, fixes = moved, moved_weights, moved_fixes
             if len(tokens) == size:
                 next_chunk()
-            tokens.append(token)
-            weights.append(weight)
+            found = _embedding_at(lookup, run, position) if lookup else None
+            if found is None:
+                tokens.append(token)
+                weights.append(weight)
+                position += 1
+                continue
+            count = embeddings[found[1]]
+            if len(tokens) + count > size:
+                next_chunk()
+            fixes.append((len(tokens), found[1]))
+            tokens += [0] * count
+            weights += [weight] * count
+            position += len(found[0])
     if tokens or not chunks:
         next_chunk()
     return chunks
@@ -88,16 +135,37 @@ def empty_chunk(tokenizer: CLIPTokenizer, length: int = 77) -> PromptChunk:
 
 
 def encode_chunks(text_model: CLIPTextModel, chunks: list[PromptChunk], *, clip_skip: int = 0,
-                  final_norm: bool = True) -> torch.Tensor:
+                  final_norm: bool = True, vectors: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
     """(1, 77 k, D): each chunk through the text model on its own (``clip_skip`` and ``final_norm``
-    as CLIPTextModel's: 0 is the last layer), weighted with the mean restored, concatenated."""
-    device = text_model.text_model.embeddings.token_embedding.weight.device
+    as CLIPTextModel's: 0 is the last layer), weighted with the mean restored, concatenated.
+    ``vectors``: embedding name -> (n, D) for this text encoder, written over the chunks' fixes."""
+    table = text_model.text_model.embeddings.token_embedding
+    device = table.weight.device
     parts = []
     for chunk in chunks:
-        z = text_model(torch.tensor([chunk.ids], device=device), clip_skip=clip_skip,
-                       final_norm=final_norm).tokens  # (1, 77, D)
+        ids = torch.tensor([chunk.ids], device=device)
+        hook = table.register_forward_hook(_fix_rows(ids, chunk.fixes, vectors)) if chunk.fixes else None
+        try:
+            z = text_model(ids, clip_skip=clip_skip, final_norm=final_norm).tokens  # (1, 77, D)
+        finally:
+            if hook is not None:
+                hook.remove()
         parts.append(emphasize(z, chunk.weights))
     return torch.cat(parts, dim=1)
+
+
+def _fix_rows(ids: torch.Tensor, fixes: tuple[tuple[int, str], ...], vectors: Mapping[str, torch.Tensor] | None):
+    """A token-embedding hook writing each fix's vectors at rows offset + 1 ... (after bos), for
+    this call's ids only (sd-webui's EmbeddingsWithFixes)."""
+    def hook(module: torch.nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor | None:
+        if inputs[0] is not ids:
+            return None
+        output = output.clone()
+        for offset, name in fixes:
+            rows = vectors[name].to(output.device, output.dtype)
+            output[0, offset + 1:offset + 1 + len(rows)] = rows
+        return output
+    return hook
 
 
 def emphasize(z: torch.Tensor, weights: tuple[float, ...]) -> torch.Tensor:
