@@ -34,13 +34,29 @@ def finite_float(text: str) -> float:
     return value
 
 
+SEED_LIMIT = 2**63  # seeds are signed 64-bit integers (torch.Generator, numpy); image i uses seed + i
+
+
+def seed_int(text: str) -> int:
+    """A --seed: a whole number of at most 64 bits (signed), checked here rather than as torch's
+    'Overflow when unpacking long' traceback."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    low, high = -SEED_LIMIT, SEED_LIMIT - 2**20 - 1  # room for seed + i over a large batch
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"must be a 64-bit seed from {low} to {high}, got {text}")
+    return value
+
+
 def add_device(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                         help="where to run (default: CUDA when present, else the CPU)")
 
 
 def add_seed(parser: argparse.ArgumentParser, default: int | None = 0) -> None:
-    parser.add_argument("--seed", type=int, default=default,
+    parser.add_argument("--seed", type=seed_int, default=default,
                         help=f"random seed (default {default}); image i uses seed + i")
 
 

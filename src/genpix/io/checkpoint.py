@@ -36,7 +36,7 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 OPTIMIZER_NAME = "optimizer.safetensors"
 STATE_NAME = "state.json"
-FAMILIES = ("vae", "gan", "ddpm", "autoencoder", "ldm", "preview-decoder")
+FAMILIES = ("vae", "gan", "ddpm", "autoencoder", "ldm", "preview-decoder", "upscaler")
 EMBEDDED_CONFIG = "genpix_config"  # model.safetensors metadata: the config.json written with these weights
 CONFIG_KEYS = ("genpix", "family", "model", "data", "train", "step", "distributed", "metrics", "notes")
 
@@ -130,15 +130,13 @@ def read_model_dir(path: str | Path) -> ModelDir:
         raise CheckpointError(f"{path} is not a model folder (expected {CONFIG_NAME} + {WEIGHTS_NAME})")
     weights = split_weights(_read_safetensors(path / WEIGHTS_NAME))
     embedded = _embedded_config(path / WEIGHTS_NAME)
-    try:
-        config = read_config(path / CONFIG_NAME)
-    except CheckpointError:
-        if embedded is None:
-            raise
-        config = None
+    # config.json is written atomically, so a kill leaves it missing or old, never damaged: a damaged
+    # one is an error; a missing or older one gives way to the config stored with the weights
+    missing = embedded is not None and not (path / CONFIG_NAME).exists()
+    config = None if missing else read_config(path / CONFIG_NAME)
     if embedded is not None and embedded != config:
-        warnings.warn(f"{path / CONFIG_NAME} does not belong to the weights beside it (a run stopped "
-                      f"between writing the two?); using the config stored with the weights", stacklevel=2)
+        warnings.warn(f"{path / CONFIG_NAME} is missing or does not belong to the weights beside it (a run "
+                      f"stopped between writing the two?); using the config stored with the weights", stacklevel=2)
         config = validate_config(embedded, f"{path / WEIGHTS_NAME} ({EMBEDDED_CONFIG})")
     return ModelDir(path, config, weights)
 

@@ -25,8 +25,10 @@ from tqdm import tqdm
 from genpix.config import check, to_dict
 from genpix.data import ImageDataset
 from genpix.errors import GenpixError
+from genpix.io.atomic import check_output_folder, disk_full_is_an_error, write_text_atomic
 from genpix.io.checkpoint import (
     CheckpointError,
+    check_optimizer_state,
     load_module_weights,
     read_training_checkpoint,
     write_model_dir,
@@ -109,6 +111,15 @@ def window_means(window: dict[str, list[torch.Tensor]]) -> dict[str, float]:
     return dict(zip(keys, distributed.all_reduce_mean(local).tolist()))
 
 
+def _log_step(line: str) -> int | None:
+    """The step of one log.jsonl line; None for a half-written or otherwise unreadable one."""
+    try:
+        step = json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return step if isinstance(step, int) else None
+
+
 class Trainer:
     """Runs a :class:`Task` on a dataset, writing everything under ``out``::
 
@@ -152,8 +163,9 @@ class Trainer:
                 for role, module in self.task.modules().items():
                     load_module_weights(module, ckpt.model.weights.get(role, {}), f"{path} ({role})")
                 for name, optimizer in self.task.optimizers().items():
+                    check_optimizer_state(optimizer, ckpt.optimizers[name], f"{path} ({name})")
                     optimizer.load_state_dict(ckpt.optimizers[name])
-            except (CheckpointError, KeyError) as error:
+            except (CheckpointError, KeyError, ValueError) as error:  # ValueError: load_state_dict's own check
                 errors.append(f"{path.name}: {error}")
                 continue
             if errors:
@@ -164,16 +176,25 @@ class Trainer:
         raise CheckpointError(f"--resume: no checkpoint in {self.out / 'checkpoints'} to resume from")
 
     def _truncate_log(self, step: int) -> None:
-        """Drop log lines past ``step`` (written after the checkpoint a resume starts from)."""
+        """Drop log lines past ``step`` (written after the checkpoint a resume starts from) and any
+        line a kill or power loss left half-written; the log is rewritten atomically."""
         for log in (self.out / "log.jsonl", self.out / "diagnostics.jsonl"):
             if log.exists():
-                lines = [ln for ln in log.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
-                log.write_text("".join(ln + "\n" for ln in lines))
+                lines = [ln for ln in log.read_text(encoding="utf-8", errors="replace").splitlines()
+                         if _log_step(ln) is not None and _log_step(ln) <= step]
+                write_text_atomic(log, "".join(ln + "\n" for ln in lines))
 
     # --- the loop ------------------------------------------------------------------------------
 
     def fit(self, data: ImageDataset, *, test_data: ImageDataset | None = None,
             resume: bool = False) -> dict[str, float]:
+        """Train from step 0 (or the newest checkpoint with ``resume``) to ``config.steps``; a full
+        disk stops the run with a one-line DiskFullError and leaves the last checkpoint intact."""
+        check_output_folder(self.out, "--out")
+        with disk_full_is_an_error(self.out):
+            return self._fit(data, test_data, resume)
+
+    def _fit(self, data: ImageDataset, test_data: ImageDataset | None, resume: bool) -> dict[str, float]:
         cfg = self.config
         rank, world = distributed.rank_and_world()
         main = rank == 0  # only rank 0 writes files and shows progress
