@@ -50,3 +50,12 @@ def test_report_bad_options(run_cli, tmp_path):
     assert status == 2 and "expected SAMPLER:STEPS such as 'DDIM:10'" in err
     status, _, err = run_cli("report", "--diffusion", "Nope:3", "--features", "domain:/nonexistent.safetensors")
     assert status == 1 and "unknown sampler 'Nope'" in err
+
+
+def test_rows_per_family_are_one_for_vae_and_gan_and_one_per_diffusion_sampler():
+    from genpix.eval.trilemma import ReportConfig
+
+    config = ReportConfig(diffusion=(("DDIM", 2), ("DPM++ 2M", 3)))
+    assert config.ways("vae") == [("decoder", {})] and config.ways("gan") == [("generator", {})]
+    assert config.ways("ddpm") == [("DDIM (2 steps)", {"sampler": "DDIM", "steps": 2}),
+                                   ("DPM++ 2M (3 steps)", {"sampler": "DPM++ 2M", "steps": 3})]

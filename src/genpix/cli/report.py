@@ -111,9 +111,7 @@ def run_report(args: argparse.Namespace) -> int:
                          *(["--limit", str(config.limit)] if config.limit else [])])
         need(status == 0, f"training {family} failed (see above)")
         train_s = time.perf_counter() - tic
-        ways = ([(f"{name} ({n} steps)", {"sampler": name, "steps": n}) for name, n in config.diffusion]
-                if family == "ddpm" else [("decoder" if family == "vae" else "generator", {})])
-        for sampler, options_ in ways:
+        for sampler, options_ in config.ways(family):
             tic = time.perf_counter()
             fake = load_image_set(str(run_dir), config.num_images, device=device, seed=config.seed, **options_)
             ms = 1000 * (time.perf_counter() - tic) / config.num_images

@@ -17,7 +17,7 @@ import resource
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import torch
@@ -101,23 +101,15 @@ class Memory:
 
 
 def make_task(family: str, config: BenchConfig, device: torch.device):
-    """The family's training task with its default model at the benchmark's image size."""
-    size, channels = config.image_size, config.channels
-    if family == "vae":
-        from genpix.models.vae import VAEConfig
-        from genpix.training.vae import VAETask
+    """The family's training task (from the registry of ``genpix train``) with its default model at the
+    benchmark's image size, and the benchmark's U-Net preset where the family has one."""
+    from genpix.training.families import get_family
+    from genpix.training.trainer import TrainConfig
 
-        return VAETask(VAEConfig(image_size=size, channels=channels), lr=1e-3, device=device, seed=config.seed)
-    if family == "gan":
-        from genpix.models.gan import GANConfig
-        from genpix.training.gan import GANTask
-
-        return GANTask(GANConfig(image_size=size, channels=channels), lr=2e-4, device=device, seed=config.seed)
-    from genpix.diffusion.config import DDPMConfig
-    from genpix.training.ddpm import DDPMTask
-
-    return DDPMTask(DDPMConfig(image_size=size, channels=channels, preset=config.preset), lr=1e-4,
-                    device=device, seed=config.seed)
+    spec = get_family(family)
+    preset = {"preset": config.preset} if "preset" in {f.name for f in fields(spec.config)} else {}
+    model_config = spec.config(image_size=config.image_size, channels=config.channels, **preset)
+    return spec.make_task(model_config, TrainConfig(lr=spec.default_lr, seed=config.seed), device)
 
 
 def _samplers(family: str, task, config: BenchConfig, device: torch.device) -> dict[str, Callable[[], Any]]:

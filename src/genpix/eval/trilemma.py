@@ -19,6 +19,7 @@ from genpix.config import check
 from genpix.io.atomic import write_atomic
 
 FAMILIES: tuple[str, ...] = ("vae", "gan", "ddpm")
+ONE_WAY = {"vae": "decoder", "gan": "generator"}  # families sampled one way: the row's label
 # (sampler, steps) of the diffusion rows: the full DDIM walk and two few-step samplers
 DIFFUSION_SAMPLERS: tuple[tuple[str, int], ...] = (("DDIM", 50), ("DDIM", 10), ("DPM++ 2M", 10))
 
@@ -47,6 +48,12 @@ class ReportConfig:
         for name, steps in self.diffusion:
             samplers.get(name)  # an unknown name: one line listing the known ones
             check(steps >= 1, f"sampling steps must be >= 1, got {steps} for {name}")
+
+    def ways(self, family: str) -> list[tuple[str, dict[str, Any]]]:
+        """The rows of one family: (label, sampling options); a diffusion family's samplers, else one."""
+        if family in ONE_WAY:
+            return [(ONE_WAY[family], {})]
+        return [(f"{name} ({n} steps)", {"sampler": name, "steps": n}) for name, n in self.diffusion]
 
 
 @dataclass(frozen=True)
