@@ -1,4 +1,6 @@
-"""``genpix train FAMILY``: one command shape for every model family."""
+"""``genpix train FAMILY``: one command shape for every family of the training registry
+(training/families.py). The data, run and distributed flags live here; the TrainConfig flags and each
+family's own are derived from their config dataclasses (training/flags.py)."""
 
 from __future__ import annotations
 
