@@ -36,7 +36,7 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 OPTIMIZER_NAME = "optimizer.safetensors"
 STATE_NAME = "state.json"
-FAMILIES = ("vae", "gan", "ddpm", "autoencoder", "ldm", "preview-decoder", "upscaler")
+FAMILIES = ("vae", "gan", "ddpm", "autoencoder", "ldm", "preview-decoder", "upscaler", "lora")
 EMBEDDED_CONFIG = "genpix_config"  # model.safetensors metadata: the config.json written with these weights
 CONFIG_KEYS = ("genpix", "family", "model", "data", "train", "step", "distributed", "metrics", "notes")
 

@@ -47,6 +47,7 @@ FAMILY_MODULES: dict[str, str] = {  # name -> the module whose FAMILY it is; the
     "autoencoder": "genpix.training.autoencoder",
     "ldm": "genpix.training.ldm",
     "preview-decoder": "genpix.training.preview_decoder",
+    "lora": "genpix.training.lora",
 }
 
 SET_FROM_DATA = frozenset({"image_size", "channels", "num_classes"})  # config fields the dataset decides
