@@ -2,7 +2,8 @@
 
 Reads ``.pth`` / ``.pt`` with ``torch.load(weights_only=True)`` (a pickle that would build any
 object other than tensors and plain containers is refused, nothing in it runs) and ``.safetensors``.
-A ``params_ema`` (preferred, as BasicSR and spandrel do) or ``params`` wrapper is unwrapped.
+A ``params_ema`` (preferred, as BasicSR and spandrel do) or ``params`` wrapper is unwrapped, and so
+is the ``upscaler.`` role prefix of a ``genpix train upscaler`` run's ``model.safetensors``.
 The architecture and its hyper-parameters come from the keys and shapes alone
 (shared/reference/sdxl-lora-upscalers.md section 4.1-4.2):
 
@@ -84,6 +85,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
             state = state[wrapper]
             break
+    if isinstance(state, dict) and state and all(str(k).startswith("upscaler.") for k in state):
+        state = {k.removeprefix("upscaler."): v for k, v in state.items()}  # a genpix run's model.safetensors
     if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
         raise UpscalerFileError(f"{path} does not hold a state dict of tensors")
     return state

@@ -48,6 +48,7 @@ FAMILY_MODULES: dict[str, str] = {  # name -> the module whose FAMILY it is; the
     "ldm": "genpix.training.ldm",
     "preview-decoder": "genpix.training.preview_decoder",
     "lora": "genpix.training.lora",
+    "upscaler": "genpix.training.upscaler",
 }
 
 SET_FROM_DATA = frozenset({"image_size", "channels", "num_classes"})  # config fields the dataset decides
