@@ -225,7 +225,7 @@ def build_router(ctx: ServerContext, dependencies: list) -> APIRouter:
     def script_info():
         return []
 
-    for path in ("/sd-vae", "/loras", "/prompt-styles", "/face-restorers", "/hypernetworks"):
+    for path in ("/sd-vae", "/prompt-styles", "/face-restorers", "/hypernetworks"):  # /loras: server/networks.py
         router.add_api_route(path, lambda: [], methods=["GET"])
 
     return router

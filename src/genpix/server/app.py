@@ -20,6 +20,7 @@ from genpix.server.extras import UpscalerRegistry, build_extras_router
 from genpix.server.guard import Guard, GuardConfig, trusted_hosts_for
 from genpix.server.jobs import JobQueue
 from genpix.server.limits import Limits
+from genpix.server.networks import build_networks_router
 from genpix.server.options import Options
 from genpix.server.outputs import OutputFolder
 from genpix.version import __version__
@@ -81,6 +82,7 @@ def create_app(models_dir: str | Path | None = None, outputs_dir: str | Path | N
     app.add_middleware(Guard, config=guard)  # host, origin, auth, content type, body size: before any route
     app.include_router(build_router(ctx, []))
     app.include_router(build_extras_router(UpscalerRegistry(upscalers_dir, device=device), ctx.jobs, []))
+    app.include_router(build_networks_router(lambda: catalog.pipeline(ctx.options.model)))
 
     @app.get("/", include_in_schema=False)
     def index() -> Response:

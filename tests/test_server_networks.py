@@ -1,0 +1,68 @@
+"""/sdapi/v1/loras, /refresh-loras, /embeddings, /refresh-embeddings in sd-webui's shapes."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import torch
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from safetensors.torch import save_file
+
+from genpix.server.networks import build_networks_router, text_encoder_widths
+
+
+def fake_pipeline(*widths: int):
+    modules = tuple((name, SimpleNamespace(config=SimpleNamespace(hidden_size=w)))
+                    for name, w in zip(("text_encoder", "text_encoder_2"), widths))
+    return SimpleNamespace(parts=SimpleNamespace(modules=(("unet", object()), *modules)))
+
+
+def client(tmp_path, pipe) -> TestClient:
+    app = FastAPI()
+    app.include_router(build_networks_router(lambda: pipe, tmp_path / "Lora", tmp_path / "embeddings"))
+    return TestClient(app)
+
+
+def test_loras_listing_and_refresh(tmp_path):
+    (tmp_path / "Lora" / "styles").mkdir(parents=True)
+    key = "lora_unet_x"
+    save_file({f"{key}.lora_down.weight": torch.zeros(2, 4), f"{key}.lora_up.weight": torch.zeros(4, 2)},
+              str(tmp_path / "Lora" / "styles" / "ink.safetensors"),
+              metadata={"ss_output_name": "ink-v2", "ss_tag_frequency": '{"a": {"ink": 3}}', "ss_network_dim": "2"})
+    api = client(tmp_path, fake_pipeline(768))
+    items = api.get("/sdapi/v1/loras").json()
+    assert items == [{"name": "ink", "alias": "ink-v2", "path": str(tmp_path / "Lora" / "styles" / "ink.safetensors"),
+                      "metadata": {"ss_output_name": "ink-v2", "ss_tag_frequency": {"a": {"ink": 3}},
+                                   "ss_network_dim": "2"}}]
+    save_file({f"{key}.lora_down.weight": torch.zeros(2, 4)}, str(tmp_path / "Lora" / "more.safetensors"))
+    assert api.post("/sdapi/v1/refresh-loras").status_code == 200
+    assert [i["name"] for i in api.get("/sdapi/v1/loras").json()] == ["more", "ink"]
+
+
+def test_embeddings_loaded_and_skipped_for_the_current_model(tmp_path):
+    folder = tmp_path / "embeddings"
+    folder.mkdir()
+    torch.save({"string_to_param": {"*": torch.randn(2, 768)}, "step": 300, "sd_checkpoint": "1a2b",
+                "sd_checkpoint_name": "v1-5"}, folder / "sd1style.pt")
+    save_file({"emb_params": torch.randn(4, 1024)}, str(folder / "sd2style.safetensors"))
+    save_file({"clip_l": torch.randn(1, 768), "clip_g": torch.randn(1, 1280)}, str(folder / "xlstyle.safetensors"))
+    answer = client(tmp_path, fake_pipeline(768)).get("/sdapi/v1/embeddings").json()
+    assert answer["loaded"] == {"sd1style": {"step": 300, "sd_checkpoint": "1a2b", "sd_checkpoint_name": "v1-5",
+                                             "shape": 768, "vectors": 2}}
+    assert set(answer["skipped"]) == {"sd2style", "xlstyle"} and answer["skipped"]["xlstyle"]["shape"] == 2048
+    xl = client(tmp_path, fake_pipeline(768, 1280))
+    assert set(xl.get("/sdapi/v1/embeddings").json()["loaded"]) == {"xlstyle"}
+    assert xl.post("/sdapi/v1/refresh-embeddings").status_code == 200
+    assert text_encoder_widths(SimpleNamespace()) is None
+
+
+def test_app_serves_the_loras_route(tmp_path, monkeypatch):
+    """create_app answers /loras from models/Lora (the constant [] route is gone)."""
+    from genpix.server.app import create_app
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models" / "Lora").mkdir(parents=True)
+    save_file({"lora_unet_x.lora_down.weight": torch.zeros(1, 1)}, str(tmp_path / "models" / "Lora" / "a.safetensors"))
+    api = TestClient(create_app(), base_url="http://127.0.0.1")
+    assert [i["name"] for i in api.get("/sdapi/v1/loras").json()] == ["a"]
