@@ -103,7 +103,7 @@ def test_min_snr_weights_and_losses():
         diffusion_loss(a, b, "huber")
 
 
-@pytest.mark.parametrize("name", samplers.names())
+@pytest.mark.parametrize("name", [n for n in samplers.names() if n != "DPM adaptive"])  # batch-wide steps
 def test_samplers_are_batch_independent_with_per_image_generators(name):
     """Image i depends only on its own generator, never on its batch neighbours."""
     den = DiscreteDenoiser(lambda x, t: 0.5 * x, AC)

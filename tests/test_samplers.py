@@ -110,7 +110,7 @@ def test_bad_names_are_errors_that_list_the_choices_never_a_substitute():
 # --- reproducibility -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", samplers.names())
+@pytest.mark.parametrize("name", [n for n in samplers.names() if n != "DPM adaptive"])  # batch-wide steps
 def test_same_seed_same_image_and_batch_size_never_changes_an_image(net, name):
     """Image i draws its noise from its own generator: alone or in a batch of 4, run twice, the
     same picture (to float rounding of the batched network)."""

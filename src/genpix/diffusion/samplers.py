@@ -10,7 +10,8 @@ sd-webui name with :func:`get`, or resolve a name with its schedule with :func:`
 ("DPM++ 2M Karras" -> DPM++ 2M on the Karras schedule).
 
 The loops live by family: :mod:`samplers_karras` (Euler, Euler a, Heun, DPM2, DPM2 a, LMS),
-:mod:`samplers_dpmpp` (DPM-Solver++), :mod:`samplers_timestep` (DDIM, DDPM, PLMS, UniPC, LCM);
+:mod:`samplers_dpmpp` (DPM-Solver++), :mod:`samplers_dpm_solver` (DPM fast, DPM adaptive),
+:mod:`samplers_restart` (Restart), :mod:`samplers_timestep` (DDIM, DDPM, PLMS, UniPC, LCM);
 their shared steps in :mod:`sampler_steps`.
 
 Starting point: for a variance-preserving model, pure noise x_T ~ N(0, I) is
@@ -28,10 +29,12 @@ import torch
 
 from genpix.diffusion import schedules
 from genpix.diffusion.sampler_steps import GeneratorArg, ancestral_step, randn_like
+from genpix.diffusion.samplers_dpm_solver import sample_dpm_adaptive, sample_dpm_fast
 from genpix.diffusion.samplers_dpmpp import (sample_dpmpp_2m, sample_dpmpp_2m_sde, sample_dpmpp_2s_ancestral,
                                             sample_dpmpp_3m_sde, sample_dpmpp_sde)
 from genpix.diffusion.samplers_karras import (sample_dpm_2, sample_dpm_2_ancestral, sample_euler,
                                              sample_euler_ancestral, sample_heun, sample_lms)
+from genpix.diffusion.samplers_restart import sample_restart
 from genpix.diffusion.samplers_timestep import (sample_ddim, sample_ddpm, sample_lcm, sample_plms,
                                                sample_unipc)
 from genpix.errors import GenpixError
@@ -67,6 +70,7 @@ class SamplerInfo:
 
 CHURN = ("s_churn", "s_tmin", "s_tmax", "s_noise")
 ETA = ("eta", "s_noise")
+ADAPTIVE = ("order", "rtol", "atol", "h_init", "pcoeff", "icoeff", "dcoeff", "accept_safety")
 # sd-webui's list (modules/sd_samplers_kdiffusion.py, sd_samplers_timesteps.py, sd_samplers_lcm.py)
 # with its default schedules; DDPM is genpix's addition (Ho et al. 2020).
 _ENTRIES = (
@@ -83,6 +87,9 @@ _ENTRIES = (
     SamplerInfo("Heun", sample_heun, ("k_heun",), "uniform", CHURN),
     SamplerInfo("DPM2", sample_dpm_2, ("k_dpm_2",), "karras", CHURN),
     SamplerInfo("DPM2 a", sample_dpm_2_ancestral, ("k_dpm_2_a",), "karras", ETA),
+    SamplerInfo("DPM fast", sample_dpm_fast, ("k_dpm_fast",), "uniform", ETA),
+    SamplerInfo("DPM adaptive", sample_dpm_adaptive, ("k_dpm_ad",), "uniform", (*ETA, *ADAPTIVE)),
+    SamplerInfo("Restart", sample_restart, ("restart",), "karras", ("s_noise",)),
     SamplerInfo("DDIM", sample_ddim, ("ddim",), "ddim", ("eta",), vp_start=True, ends_at_first_alpha=True),
     SamplerInfo("PLMS", sample_plms, ("plms",), "ddim", vp_start=True, ends_at_first_alpha=True),
     SamplerInfo("UniPC", sample_unipc, ("unipc",), "uniform", ("order", "variant", "lower_order_final"),
