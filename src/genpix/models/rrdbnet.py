@@ -8,8 +8,9 @@ Residual dense block (paper Fig. 4): ``x_k = lrelu(conv_k([x, x_1, ..., x_{k-1}]
 ``x_5 = conv_5([x, x_1..x_4])``, output ``x_5 * 0.2 + x`` (residual scaling beta = 0.2); RRDB chains
 three of them and scales again: ``rdb3(rdb2(rdb1(x))) * 0.2 + x``. Trunk: ``f = conv_first(x)``,
 ``f = f + conv_body(body(f))``, then ``log2(s)`` times nearest x2 + conv + lrelu, ``conv_hr`` + lrelu,
-``conv_last`` (old 1x ESRGAN models have no upsampling). x2 and x1 models (Real-ESRGAN) pixel-unshuffle the input by 2 or 4 first and keep
-the x4 trunk, so ``in_channels`` of the first conv is 4x or 16x the image channels.
+``conv_last`` (old 1x ESRGAN models have no upsampling). x2 and x1 models (Real-ESRGAN)
+pixel-unshuffle the input by 2 or 4 first and keep the x4 trunk, so ``in_channels`` of the first
+conv is 4x or 16x the image channels.
 """
 
 from __future__ import annotations

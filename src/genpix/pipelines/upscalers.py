@@ -16,7 +16,8 @@ from pathlib import Path
 
 import torch
 
-from genpix.io.upscaler_file import SUFFIXES, UpscalerFileError, UpscalerSpec, inspect_state, load_upscaler, read_state_dict
+from genpix.io.upscaler_file import (SUFFIXES, UpscalerFileError, UpscalerSpec, inspect_state, load_upscaler,
+                                     read_state_dict)
 from genpix.pipelines.tiling import TileConfig
 from genpix.pipelines.upscale import MAX_OUTPUT_PIXELS, PLAIN_UPSCALERS, UpscaleError, Upscaler
 

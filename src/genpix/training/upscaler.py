@@ -162,7 +162,8 @@ def _check_data(config: UpscalerConfig, data: ImageDataset) -> None:
 FAMILY = Family(
     "upscaler", "ESRGAN-type upscaler (SRVGGNetCompact or RRDBNet, L1 on degraded/clean pairs)",
     UpscalerConfig, UpscalerTask, default_lr=5e-4,
-    help={"scale": "upscaling factor", "architecture": "compact = Real-ESRGAN's SRVGGNetCompact, rrdb = ESRGAN's RRDBNet",
+    help={"scale": "upscaling factor",
+          "architecture": "compact = Real-ESRGAN's SRVGGNetCompact, rrdb = ESRGAN's RRDBNet",
           "num_features": "channels of the hidden convolutions", "num_conv": "compact: hidden convolutions",
           "num_blocks": "rrdb: residual-in-residual dense blocks", "growth_channels": "rrdb: dense-block growth",
           "degradation": "bicubic downscale only, or blur + downscale + noise + JPEG",
