@@ -348,3 +348,31 @@ def test_concurrent_requests_get_their_own_networks(sd1, tmp_path):
         t.join()
     for name in "ab":
         assert all(torch.equal(r, alone[name]) for r in results[name])
+
+
+def test_extra_networks_entry_point(sd1, tmp_path):
+    """ExtraNetworks.activate: tags out of both prompts, the LoRA applied inside, Lora hashes noted;
+    embedding tables for the encoder's width; a wrong-width embedding named in a prompt is an error."""
+    from genpix.pipelines.extra_networks import ExtraNetworks
+
+    ref, folder = sd1
+    (tmp_path / "Lora").mkdir()
+    save_file(kohya_lora(ref), str(tmp_path / "Lora" / "style.safetensors"))
+    (tmp_path / "embeddings").mkdir()
+    save_file({"emb_params": torch.randn(2, 128)}, str(tmp_path / "embeddings" / "zorb.safetensors"))
+    save_file({"emb_params": torch.randn(1, 768)}, str(tmp_path / "embeddings" / "wide-one.safetensors"))
+    parts = genpix_parts(folder)
+    networks = ExtraNetworks(tmp_path / "Lora", tmp_path / "embeddings")
+    modules = {"unet": parts.unet, "text_encoder": parts.text_model}
+    ids = prompt_ids(parts)
+    plain = genpix_outputs(parts, ids)
+    with networks.activate("a zorb <lora:style:0.5>", "blurry", modules) as active:
+        changed = genpix_outputs(parts, ids)
+    assert (active.prompt, active.negative_prompt) == ("a zorb ", "blurry")
+    assert active.notes == {"Lora hashes": f'"style: {short_hash(tmp_path / "Lora" / "style.safetensors")}"'}
+    assert not torch.allclose(changed[1], plain[1]) and torch.equal(genpix_outputs(parts, ids)[1], plain[1])
+    counts, vectors = networks.embedding_tables("", 128)
+    assert counts == {"zorb": 2} and vectors["zorb"].shape == (2, 128)
+    networks.check_embeddings("a zorb", {"": 128})
+    with pytest.raises(ExtraNetworkError, match=r"embedding 'wide-one' \(width 768\) does not fit .*\(width 128\)"):
+        networks.check_embeddings("a photo, wide-one style", {"": 128})

@@ -202,3 +202,76 @@ class NetworkLibrary:
                 changes.append((target, network.modules[key], weight, f"{spec.name}: {key}"))
         with torch.no_grad():
             return merged_weights(changes)
+
+
+@dataclass(frozen=True)
+class Activation:
+    """What a generation uses while its networks are applied: the prompts without their tags (to
+    encode; the infotext keeps the user's text, as sd-webui's) and the infotext fields."""
+
+    prompt: str
+    negative_prompt: str
+    notes: dict[str, str | None]
+
+
+def lora_prefixes(modules: dict[str, nn.Module]) -> dict[str, nn.Module]:
+    """Kohya prefix -> text encoder of a pipeline's ``modules`` (role -> network): SD 1.x/2.x's
+    "text_encoder" is ``lora_te_``; with a second one (SDXL) the first is ``lora_te1_`` (and
+    ``lora_te_``) and the second ``lora_te2_``."""
+    found = {}
+    if "text_encoder" in modules:
+        found["lora_te_"] = modules["text_encoder"]
+        if "text_encoder_2" in modules:
+            found["lora_te1_"] = modules["text_encoder"]
+            found["lora_te2_"] = modules["text_encoder_2"]
+    return found
+
+
+class ExtraNetworks:
+    """A pipeline's LoRA folder and embeddings folder: the one entry point generation calls.
+
+    ``with networks.activate(prompt, negative, dict(parts.modules)) as active:`` applies the prompts'
+    ``<lora:...>`` tags to the U-Net and text encoder(s) for the block (exact restore after it),
+    gives the prompts to encode (``active.prompt``) and the infotext fields (``active.notes``);
+    :meth:`embedding_tables` gives a text encoder's textual-inversion vectors for
+    prompt_chunks.chunk_prompt / encode_chunks. ``extra`` specs (the CLI's ``--lora``) join every
+    request's."""
+
+    def __init__(self, lora_dir: str | Path | None = None, embeddings_dir: str | Path | None = None,
+                 extra: tuple[NetworkSpec, ...] = ()) -> None:
+        from genpix.io.embeddings import EmbeddingFolder
+
+        self.loras = NetworkLibrary(lora_dir)
+        self.embeddings = EmbeddingFolder(embeddings_dir)
+        self.extra = tuple(extra)
+
+    @contextmanager
+    def activate(self, prompt: str, negative_prompt: str, modules: dict[str, nn.Module]) -> Iterator[Activation]:
+        clean, specs = parse_prompt_networks(prompt)
+        clean_negative, negative_specs = parse_prompt_networks(negative_prompt)
+        specs = [*self.extra, *specs, *negative_specs]  # sd-webui applies the negative prompt's tags too
+        with self.loras.applied(modules.get("unet"), lora_prefixes(modules), specs):
+            yield Activation(clean, clean_negative, self.loras.infotext(specs))
+
+    def embedding_tables(self, part: str, width: int) -> tuple[dict[str, int], dict[str, torch.Tensor]]:
+        """(name -> vector count, name -> (n, width) vectors) of the folder's embeddings for the text
+        encoder ``part`` ("" for SD 1.x/2.x, "clip_l" / "clip_g" for SDXL) of token width ``width``."""
+        vectors = {}
+        for name, embedding in self.embeddings.all().items():
+            rows = embedding.for_encoder(part, width) if not isinstance(embedding, str) else None
+            if rows is not None:
+                vectors[name] = rows
+        return {n: len(v) for n, v in vectors.items()}, vectors
+
+    def check_embeddings(self, text: str, widths: dict[str, int]) -> None:
+        """A prompt word naming an embedding that does not fit this model is a one-line error (sd-webui
+        skips such files silently and encodes the word as text)."""
+        _, skipped = self.embeddings.for_model(widths)
+        for name, embedding in skipped.items():
+            if re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", text, re.IGNORECASE):
+                if isinstance(embedding, str):
+                    raise ExtraNetworkError(f"embedding {name!r}: {embedding}")
+                have = ", ".join(f"{p or 'width'} {t.shape[1]}" for p, t in embedding.parts.items())
+                want = ", ".join(f"{p or 'width'} {w}" for p, w in widths.items())
+                raise ExtraNetworkError(f"embedding {name!r} ({have}) does not fit this model's text encoder "
+                                        f"({want}): it was made for another model family")
