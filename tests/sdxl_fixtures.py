@@ -2,8 +2,8 @@
 
 Built in diffusers and transformers offline: a CLIP BPE vocabulary trained in the test
 (test_tokenizer.py), a CLIP-L-like text tower (64 wide, 1 head: CLIP's 64 channels per head, which a
-single file cannot state), a bigG-like tower with text_projection (128 wide, 2 heads, gelu, eos_token_id
-2 as SDXL's text_encoder_2 config), a U-Net of SDXL's pattern at 64/128 channels (no attention at the
+single file cannot state), a bigG-like tower with text_projection (128 wide, 2 heads, 10 layers: diffusers
+recognises SDXL by resblocks.9; gelu, eos_token_id 2 as SDXL's text_encoder_2 config), a U-Net of SDXL's pattern at 64/128 channels (no attention at the
 first level, depth (1, 2), linear projections, 64 channels per head, text_time with 8-d time sinusoids)
 and a 2-level VAE with SDXL's scaling factor 0.13025.
 
@@ -54,8 +54,9 @@ def tiny_sdxl(tmp: Path, kind: str = "base"):
     text_config = dict(vocab_size=len(tokens), intermediate_size=64, num_hidden_layers=2, bos_token_id=eos - 1,
                        pad_token_id=eos)
     torch.manual_seed(0)
-    text_2 = CLIPTextModelWithProjection(CLIPTextConfig(**text_config, hidden_size=G_WIDTH, num_attention_heads=2,
-                                                        hidden_act="gelu", eos_token_id=2, projection_dim=G_WIDTH))
+    text_2 = CLIPTextModelWithProjection(CLIPTextConfig(**{**text_config, "num_hidden_layers": 10}, hidden_size=G_WIDTH,
+                                                        num_attention_heads=2, hidden_act="gelu", eos_token_id=2,
+                                                        projection_dim=G_WIDTH))
     text, tokenizer = None, None
     if has_l:
         tokenizer = CLIPTokenizer.from_pretrained(str(write_folder(tmp / "hub-tok", tokens, merges,

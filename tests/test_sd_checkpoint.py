@@ -187,9 +187,13 @@ def test_tiny_architectures_are_inferred_given_what_shapes_cannot_tell(name):
 
 
 def test_other_architectures_are_named():
-    sdxl = {**meta_ldm_unet(SD1), UNET_PREFIX + "label_emb.0.0.weight": torch.empty(1, device="meta")}
-    with pytest.raises(CheckpointError, match="SDXL .*Stable Diffusion 1.x and 2.x"):
-        infer_unet_config(sdxl)
+    sd3 = {**meta_ldm_unet(SD1), UNET_PREFIX + "joint_blocks.0.context_block.attn.qkv.weight": torch.zeros(1)}
+    with pytest.raises(CheckpointError, match=r"a Stable Diffusion 3 checkpoint \(it has model.diffusion_model.joint"
+                                              r"_blocks.0.context_block.attn.qkv.weight\); genpix runs Stable "
+                                              r"Diffusion 1.x, 2.x .* and SDXL"):
+        infer_unet_config(sd3)
+    with pytest.raises(CheckpointError, match="a Flux checkpoint"):
+        infer_unet_config({"double_blocks.0.img_attn.norm.key_norm.scale": torch.zeros(1)})
     with pytest.raises(CheckpointError, match="no Stable Diffusion U-Net"):
         infer_unet_config({"first_stage_model.encoder.conv_in.weight": torch.zeros(1)})
 

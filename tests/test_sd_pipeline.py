@@ -334,7 +334,7 @@ def test_single_file_makes_the_same_images(model, vocab, tmp_path, suffix, no_to
     tokenizer = write_folder(tmp_path / "tokenizer", *vocab)  # a hub folder: vocab.json + merges.txt only
     pipe = genpix.load_pipeline(str(path), tokenizer=str(tokenizer))
     assert pipe.prediction == ("v" if kind == "sd2-v" else "eps")
-    assert pipe.tokenizer.pad_id == (0 if kind == "sd2-v" else pipe.tokenizer.eos_id)  # SD 2.x pads with "!"
+    assert pipe.parts.conditioner.tokenizer.pad_id == (0 if kind == "sd2-v" else pipe.parts.conditioner.tokenizer.eos_id)  # SD 2.x pads with "!"
     latents = start_latents()
     out = pipe(prompt=PROMPT, negative_prompt=NEGATIVE, steps=STEPS, sampler="DDIM", cfg_scale=CFG, seed=SEED,
                width=SIZE, height=SIZE, latents=latents)
@@ -369,7 +369,7 @@ def test_external_vae_and_prediction_override(sd1, tmp_path):
         pipe = genpix.load_pipeline(str(folder), vae=str(tmp_path / file), prediction="v")
         assert pipe.prediction == "v"
         with torch.no_grad():
-            torch.testing.assert_close(pipe.vae.decode(z), other.decode(z).sample, rtol=0, atol=1e-5)
+            torch.testing.assert_close(pipe.module("vae").decode(z), other.decode(z).sample, rtol=0, atol=1e-5)
 
 
 # --- the command line ----------------------------------------------------------------------------------
@@ -442,20 +442,24 @@ def test_bad_input_is_one_clear_error(sd1, run_cli, tmp_path):
     status, _, err = run_cli("generate", "x", "--model", folder, "--sampler", "nope", "-o", tmp_path / "o")
     assert status == 1 and "unknown sampler 'nope'" in err
     (folder.parent / "bad").mkdir()
-    (folder.parent / "bad" / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionXLPipeline"}))
-    with pytest.raises(CheckpointError, match="StableDiffusionXLPipeline folder; genpix runs Stable Diffusion 1.x"):
+    (folder.parent / "bad" / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusion3Pipeline"}))
+    with pytest.raises(CheckpointError, match="StableDiffusion3Pipeline folder; genpix runs Stable Diffusion 1.x"):
         genpix.load_pipeline(str(folder.parent / "bad"))
 
 
-def test_sdxl_file_and_missing_tokenizer_files_are_named(tmp_path, sd1, vocab, no_tokenizer_caches):
+def test_other_families_broken_sdxl_and_missing_tokenizer_files_are_named(tmp_path, sd1, vocab, no_tokenizer_caches):
     kind, ref, _ = sd1
     path = tmp_path / "tiny.safetensors"
     write_single_file(ref, kind, path)
     from safetensors.torch import load_file
 
-    sdxl = {**load_file(path), "conditioner.embedders.1.model.ln_final.weight": torch.ones(4)}
-    save_file(sdxl, tmp_path / "xl.safetensors")
-    with pytest.raises(CheckpointError, match="SDXL checkpoint; genpix runs Stable Diffusion 1.x and 2.x"):
+    sd3 = {**load_file(path), "model.diffusion_model.joint_blocks.0.x_block.attn.qkv.weight": torch.ones(4)}
+    save_file(sd3, tmp_path / "sd3.safetensors")
+    with pytest.raises(CheckpointError, match="a Stable Diffusion 3 checkpoint .*; genpix runs Stable Diffusion 1.x"):
+        genpix.load_pipeline(str(tmp_path / "sd3.safetensors"))
+    half_xl = {**load_file(path), "conditioner.embedders.1.model.ln_final.weight": torch.ones(4)}  # no bigG
+    save_file(half_xl, tmp_path / "xl.safetensors")
+    with pytest.raises(CheckpointError, match="missing tensor 'conditioner.embedders.1.model.text_projection'"):
         genpix.load_pipeline(str(tmp_path / "xl.safetensors"))
     (tmp_path / "half").mkdir()
     (tmp_path / "half" / "vocab.json").write_text("{}")
@@ -469,15 +473,15 @@ def test_reduced_precision_path_and_half_on_cpu_refused(sd1, run_cli, tmp_path):
     """--half's path (U-Net and text encoder in 16 bits, the autoencoder in float32) run here in bfloat16,
     which CPUs compute; float16 itself is for CUDA, and --half on a CPU is one clear error."""
     from genpix.io.sd_loader import load_sd_components
-    from genpix.pipelines.text_to_image import StableDiffusionPipeline
+    from genpix.pipelines.text_to_image import sd_pipeline
 
     kind, _, folder = sd1
     settings = dict(prompt=PROMPT, negative_prompt=NEGATIVE, steps=3, width=SIZE, height=SIZE, seed=5)
     want = genpix.load_pipeline(str(folder))(**settings).tensors
     parts = load_sd_components(folder)
-    pipe = StableDiffusionPipeline(parts.tokenizer, parts.text_model, parts.unet, parts.vae, parts.alphas_cumprod,
-                                   prediction=parts.prediction, dtype=torch.bfloat16)
-    assert pipe.unet.conv_in.weight.dtype == torch.bfloat16 and pipe.vae.decoder.conv_in.weight.dtype == torch.float32
+    pipe = sd_pipeline(parts.tokenizer, parts.text_model, parts.unet, parts.vae, parts.alphas_cumprod,
+                       prediction=parts.prediction, dtype=torch.bfloat16)
+    assert pipe.module("unet").conv_in.weight.dtype == torch.bfloat16 and pipe.module("vae").decoder.conv_in.weight.dtype == torch.float32
     got = pipe(**settings).tensors
     assert got.dtype == torch.float32 and 0 < (got - want).abs().mean() < 0.02  # bfloat16 rounding, same image
     status, _, err = run_cli("generate", PROMPT, "--model", folder, "--half", "-o", tmp_path / "o")

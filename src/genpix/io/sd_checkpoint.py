@@ -45,6 +45,8 @@ def unet_table(config: SDUNetConfig) -> Table:
     table: Table = [("time_embedding.linear_1.", "time_embed.0.", {}),
                     ("time_embedding.linear_2.", "time_embed.2.", {}), ("conv_in.", "input_blocks.0.0.", {}),
                     ("conv_norm_out.", "out.0.", {}), ("conv_out.", "out.2.", {})]
+    if config.addition_embed_type == "text_time":  # SDXL's vector conditioning MLP (SGM: num_classes "sequential")
+        table += [("add_embedding.linear_1.", "label_emb.0.0.", {}), ("add_embedding.linear_2.", "label_emb.0.2.", {})]
     levels, layers = len(config.block_out_channels), config.layers_per_block
     k = 1  # input_blocks.0 is conv_in
     for i, kind in enumerate(config.down_block_types):

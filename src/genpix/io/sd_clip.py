@@ -11,6 +11,11 @@ layer (``layer: "penultimate"`` in v2-inference.yaml), keeps every layer but the
 ``ln_final``: the 23-layer text encoder of diffusers' SD 2.x folders. ``text_projection`` and
 ``logit_scale`` belong to CLIP's contrastive head and are not used.
 
+SDXL (SGM layout) stores ViT-L under ``conditioner.embedders.0.transformer.`` (transformers names)
+and OpenCLIP ViT-bigG/14 under ``conditioner.embedders.1.model.`` (the refiner: bigG alone, under
+``conditioner.embedders.0.model.``), all 32 layers kept and ``text_projection`` (used as x @ P)
+needed for the pooled vector: :func:`find_sdxl_text_encoders`.
+
 What the tensors cannot tell is fixed by the CLIP families: 64 channels per attention head (ViT-L/14
 text: 768 / 12; ViT-H/14 text: 1024 / 16), quick_gelu for openai CLIP and gelu for OpenCLIP.
 """
@@ -28,6 +33,7 @@ from genpix.models.text import CLIPTextConfig
 
 CLIP_PREFIXES = ("cond_stage_model.transformer.", "conditioner.embedders.0.transformer.")
 OPEN_CLIP_PREFIX = "cond_stage_model.model."
+SDXL_BIG_PREFIXES = ("conditioner.embedders.1.model.", "conditioner.embedders.0.model.")  # base, refiner
 HEAD_CHANNELS = 64  # channels per attention head in every CLIP text tower SD uses
 
 # open_clip -> transformers, inside one resblock
@@ -59,6 +65,32 @@ def find_text_encoder(checkpoint: dict[str, torch.Tensor], *, eos_token_id: int 
         return LDMTextEncoder("open_clip", state, infer_text_config(state, "gelu", 2))
     raise CheckpointError("no text encoder in this checkpoint (no cond_stage_model.transformer.* for SD 1.x "
                           "or cond_stage_model.model.* for SD 2.x)")
+
+
+def find_sdxl_text_encoders(checkpoint: dict[str, torch.Tensor]) -> tuple[LDMTextEncoder | None, LDMTextEncoder,
+                                                                          int]:
+    """(ViT-L or None for the refiner, bigG with ``text_projection.weight``, bigG's projection width)
+    of an SGM-layout SDXL checkpoint."""
+    big = next((p for p in SDXL_BIG_PREFIXES if p + "ln_final.weight" in checkpoint), None)
+    if big is None:
+        raise CheckpointError("an SDXL checkpoint without its OpenCLIP ViT-bigG text encoder (no "
+                              "conditioner.embedders.1.model.ln_final.weight, or embedders.0 for a refiner)")
+    if big + "text_projection" not in checkpoint:
+        raise CheckpointError(f"SDXL text encoder: missing tensor {big + 'text_projection'!r}; SDXL's pooled "
+                              f"text embedding needs bigG's text_projection")
+    state = convert_open_clip(checkpoint, prefix=big, keep_last=True)
+    projection = checkpoint[big + "text_projection"]  # (width, projection): used as x @ P
+    state["text_projection.weight"] = projection.T
+    # open_clip pools at the largest token id (eos); eos_token_id 2 selects that rule
+    g = LDMTextEncoder("open_clip", state, infer_text_config(state, "gelu", 2))
+    prefix = CLIP_PREFIXES[1]
+    state_l = {k[len(prefix):].removeprefix("text_model."): v for k, v in checkpoint.items()
+               if k.startswith(prefix) and not k.endswith("position_ids")}
+    if big == SDXL_BIG_PREFIXES[0] and not state_l:
+        raise CheckpointError(f"SDXL checkpoint: bigG is at {big} but the CLIP ViT-L text encoder "
+                              f"({prefix}*) is missing")
+    l_encoder = LDMTextEncoder("clip", state_l, infer_text_config(state_l, "quick_gelu", 49407)) if state_l else None
+    return l_encoder, g, projection.shape[1]
 
 
 def _layer_count(state: dict[str, torch.Tensor], pattern: str) -> int:

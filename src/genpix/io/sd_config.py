@@ -23,28 +23,43 @@ from genpix.io.sd_checkpoint import UNET_PREFIX, VAE_PREFIXES
 from genpix.models.autoencoder import AutoencoderConfig
 from genpix.models.sd_unet import SDUNetConfig, heads_for
 
-SUPPORTED = "genpix runs Stable Diffusion 1.x and 2.x checkpoints (including inpainting and 768-v models)"
-UNSUPPORTED_MARKERS = {  # a key that only other architectures have -> their name
-    "conditioner.embedders.1.": "SDXL", f"{UNET_PREFIX}label_emb.": "SDXL or a class-conditioned U-Net",
-    f"{UNET_PREFIX}joint_blocks.": "SD3", "double_blocks.": "Flux", f"{UNET_PREFIX}double_blocks.": "Flux",
+SUPPORTED = ("genpix runs Stable Diffusion 1.x, 2.x (including inpainting and 768-v) and SDXL (base, refiner, "
+             "inpainting) checkpoints")
+UNSUPPORTED_MARKERS = {  # a key prefix that only other architectures have -> their name (diffusers'
+    # single_file_utils CHECKPOINT_KEY_NAMES)
+    f"{UNET_PREFIX}joint_blocks.": "Stable Diffusion 3", "joint_blocks.": "Stable Diffusion 3",
+    "double_blocks.": "Flux", f"{UNET_PREFIX}double_blocks.": "Flux",
+    "clip_txt_mapper.": "Stable Cascade (stage C)", "down_blocks.1.0.channelwise.": "Stable Cascade (stage B)",
+    f"{UNET_PREFIX}double_layers.": "AuraFlow", "double_layers.": "AuraFlow",
 }
 SD2_CONTEXT_DIM = 1024  # diffusers' test for v2: attn2.to_k of the first transformer is 1024 wide
+SDXL_HEAD_CHANNELS = 64  # SGM sd_xl_base.yaml / sd_xl_refiner.yaml num_head_channels
 
 
-def _unsupported(checkpoint: dict[str, torch.Tensor]) -> str | None:
+def _unsupported(checkpoint: dict[str, torch.Tensor]) -> tuple[str, str] | None:
     for marker, name in UNSUPPORTED_MARKERS.items():
-        if any(k.startswith(marker) for k in checkpoint):
-            return name
+        key = next((k for k in checkpoint if k.startswith(marker)), None)
+        if key is not None:
+            return name, key
     return None
+
+
+def recognise_family(checkpoint: dict[str, torch.Tensor]) -> str:
+    """"sd" (1.x / 2.x) or "sdxl" from the keys of a single file; another family is a
+    CheckpointError naming it, the key it was recognised by, and what genpix runs."""
+    other = _unsupported(checkpoint)
+    if other:
+        raise CheckpointError(f"a {other[0]} checkpoint (it has {other[1]}); {SUPPORTED}")
+    if any(k.startswith(("conditioner.embedders.", f"{UNET_PREFIX}label_emb.")) for k in checkpoint):
+        return "sdxl"
+    return "sd"
 
 
 def infer_unet_config(checkpoint: dict[str, torch.Tensor], prefix: str = UNET_PREFIX,
                       **overrides: Any) -> SDUNetConfig:
     """The SDUNetConfig whose LDM-layout tensors ``checkpoint`` holds; ``overrides`` replace fields
     shapes cannot determine (``norm_num_groups``, ``num_attention_heads``, ``upcast_attention``...)."""
-    other = _unsupported(checkpoint)
-    if other:
-        raise CheckpointError(f"this is a {other} checkpoint; {SUPPORTED}")
+    family = recognise_family(checkpoint)
     if prefix + "input_blocks.0.0.weight" not in checkpoint:
         raise CheckpointError(f"no Stable Diffusion U-Net in this file (no {prefix}input_blocks.0.0.weight); "
                               f"{SUPPORTED}")
@@ -52,17 +67,17 @@ def infer_unet_config(checkpoint: dict[str, torch.Tensor], prefix: str = UNET_PR
     def has(name: str) -> bool:
         return prefix + name in checkpoint
 
-    widths, layers, attention = [], [], []  # per level
+    widths, layers, depths = [], [], []  # per level; depth 0: no attention
     k = 1  # input_blocks.0 is conv_in; then resnets (+ transformers), a downsampler closing each level
     while has(f"input_blocks.{k}.0.op.weight") or has(f"input_blocks.{k}.0.in_layers.2.weight"):
         if not widths or has(f"input_blocks.{k - 1}.0.op.weight"):  # a new level begins
             widths.append(0)
             layers.append(0)
-            attention.append(False)
+            depths.append(0)
         if has(f"input_blocks.{k}.0.in_layers.2.weight"):
             widths[-1] = checkpoint[prefix + f"input_blocks.{k}.0.in_layers.2.weight"].shape[0]
             layers[-1] += 1
-            attention[-1] |= has(f"input_blocks.{k}.1.norm.weight")
+            depths[-1] = max(depths[-1], _blocks(checkpoint, prefix + f"input_blocks.{k}.1."))
         k += 1
     if len(set(layers)) != 1 or not has("middle_block.1.proj_in.weight"):
         raise CheckpointError(f"unrecognised U-Net layout (resnets per level {layers}); {SUPPORTED}")
@@ -70,20 +85,31 @@ def infer_unet_config(checkpoint: dict[str, torch.Tensor], prefix: str = UNET_PR
     up_attention = [any(has(f"output_blocks.{k}.1.norm.weight") for k in range(i * per_level, (i + 1) * per_level))
                     for i in range(len(widths))]
     to_k = checkpoint[prefix + "middle_block.1.transformer_blocks.0.attn2.to_k.weight"]
-    depth = len({m.group(1) for key in checkpoint
-                 if (m := re.match(re.escape(prefix) + r"middle_block\.1\.transformer_blocks\.(\d+)\.", key))})
+    depth = tuple(d or 1 for d in depths)  # diffusers writes 1 for levels without attention
+    if _blocks(checkpoint, prefix + "middle_block.1.") != depth[-1]:
+        raise CheckpointError(f"unrecognised U-Net layout (middle transformer depth differs from the deepest "
+                              f"level's {depth[-1]}); {SUPPORTED}")
+    head_channels = SDXL_HEAD_CHANNELS if family == "sdxl" or to_k.shape[1] == SD2_CONTEXT_DIM else None
     fields: dict[str, Any] = dict(
         in_channels=checkpoint[prefix + "input_blocks.0.0.weight"].shape[1],
         out_channels=checkpoint[prefix + "out.2.weight"].shape[0],
         block_out_channels=tuple(widths), layers_per_block=layers[0],
-        down_block_types=tuple("CrossAttnDownBlock2D" if a else "DownBlock2D" for a in attention),
+        down_block_types=tuple("CrossAttnDownBlock2D" if d else "DownBlock2D" for d in depths),
         up_block_types=tuple("CrossAttnUpBlock2D" if a else "UpBlock2D" for a in up_attention),
-        cross_attention_dim=to_k.shape[1], transformer_layers_per_block=depth,
+        cross_attention_dim=to_k.shape[1], transformer_layers_per_block=depth[0] if len(set(depth)) == 1 else depth,
         use_linear_projection=checkpoint[prefix + "middle_block.1.proj_in.weight"].ndim == 2,
-        num_attention_heads=(heads_for(tuple(widths), 64) if to_k.shape[1] == SD2_CONTEXT_DIM
-                             else (8,) * len(widths)))
+        num_attention_heads=heads_for(tuple(widths), head_channels) if head_channels else (8,) * len(widths))
+    if has("label_emb.0.0.weight"):  # SDXL's vector conditioning (SGM num_classes: "sequential")
+        fields.update(addition_embed_type="text_time", addition_time_embed_dim=256, sample_size=128,
+                      projection_class_embeddings_input_dim=checkpoint[prefix + "label_emb.0.0.weight"].shape[1])
     fields.update(overrides)
     return SDUNetConfig(**fields)
+
+
+def _blocks(checkpoint: dict[str, torch.Tensor], prefix: str) -> int:
+    """How many transformer_blocks the spatial transformer at ``prefix`` has (0: none there)."""
+    pattern = re.compile(re.escape(prefix) + r"transformer_blocks\.(\d+)\.")
+    return len({m.group(1) for key in checkpoint if (m := pattern.match(key))})
 
 
 def infer_vae_config(checkpoint: dict[str, torch.Tensor], prefix: str | None = None,

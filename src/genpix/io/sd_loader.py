@@ -24,7 +24,7 @@ import json
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import nn
@@ -36,13 +36,17 @@ from genpix.io.checkpoint import CheckpointError, check_state_dict, read_json_ob
 from genpix.io.sd_checkpoint import convert_ldm_unet, convert_ldm_vae, read_state_dict
 from genpix.io.sd_clip import LDMTextEncoder, find_text_encoder
 from genpix.io.safety_checker import load_safety_checker
-from genpix.io.sd_config import SD2_CONTEXT_DIM, SUPPORTED, configs_from_ldm_yaml, infer_unet_config, infer_vae_config
+from genpix.io.sd_config import (SD2_CONTEXT_DIM, SUPPORTED, configs_from_ldm_yaml, infer_unet_config,
+                                 infer_vae_config, recognise_family)
 from genpix.models.autoencoder import AutoencoderConfig, AutoencoderKL
 from genpix.models.safety_checker import SafetyChecker
 from genpix.models.sd_unet import SDUNet, SDUNetConfig
 from genpix.models.text import CLIPTextModel
 from genpix.models.tokenizer import (CLIP_BPE_FILE, CLIP_BPE_URL, EOS, VOCAB_FILES, CLIPTokenizer, TokenizerError,
                                      clip_cache_dir, load_clip_tokenizer, missing_files_message)
+
+if TYPE_CHECKING:
+    from genpix.io.sdxl_loader import SDXLComponents
 
 PREDICTIONS = {"epsilon": "eps", "v_prediction": "v", "sample": "x0"}  # diffusers' prediction_type -> ours
 SD_PIPELINES = ("StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline", "StableDiffusionInpaintPipeline",
@@ -76,16 +80,28 @@ def is_sd_model(path: str | Path) -> bool:
 
 def load_sd_components(path: str | Path, *, tokenizer: str | Path | None = None, vae: str | Path | None = None,
                        prediction: str | None = None, download_tokenizer: bool = False,
-                       safety_checker: bool = True) -> SDComponents:
-    """A diffusers-format folder or an LDM single file -> :class:`SDComponents`; ``safety_checker``
-    False leaves a folder's safety checker unloaded."""
+                       safety_checker: bool = True, tokenizer_2: str | Path | None = None) -> SDComponents | SDXLComponents:
+    """A diffusers-format folder or an LDM single file -> :class:`SDComponents`, or
+    :class:`SDXLComponents` for an SDXL one (io/sdxl_loader.py; ``tokenizer_2`` is its second
+    encoder's); ``safety_checker`` False leaves a folder's safety checker unloaded."""
+    from genpix.io.sdxl_loader import is_sdxl_folder, load_sdxl
+
     path = Path(path)
     if prediction is not None and prediction not in ("eps", "v"):
         raise GenpixError(f"unknown prediction type {prediction!r}; choose one of: eps, v")
-    if path.is_dir():
+    if path.is_dir() and is_sdxl_folder(path):
+        components = load_sdxl(path, tokenizer=tokenizer, tokenizer_2=tokenizer_2)
+    elif path.is_dir():
         components = load_diffusers_folder(path, tokenizer=tokenizer, safety_checker=safety_checker)
     elif path.suffix in SINGLE_FILE_SUFFIXES:
-        components = load_single_file(path, tokenizer=tokenizer, download_tokenizer=download_tokenizer)
+        checkpoint = read_state_dict(path)
+        if recognise_family(checkpoint) == "sdxl":
+            components = load_sdxl(path, checkpoint=checkpoint, tokenizer=tokenizer, tokenizer_2=tokenizer_2,
+                                   download_tokenizer=download_tokenizer)
+        else:
+            components = load_single_file(path, tokenizer=tokenizer, download_tokenizer=download_tokenizer,
+                                          checkpoint=checkpoint)
+        del checkpoint
     else:
         raise CheckpointError(f"{path}: not a Stable Diffusion model (a .safetensors/.ckpt file or a "
                               f"diffusers folder with model_index.json)")
@@ -187,7 +203,7 @@ def load_diffusers_folder(folder: Path, *, tokenizer: str | Path | None = None,
     kind = index.get("_class_name")
     if kind not in SD_PIPELINES:
         raise CheckpointError(f"{folder}: a {kind} folder; {SUPPORTED} (diffusers folders of "
-                              f"{', '.join(SD_PIPELINES[:3])})")
+                              f"{', '.join(SD_PIPELINES[:3])} and the StableDiffusionXL ones)")
     unet_config = SDUNetConfig.from_diffusers(read_json_object(folder / "unet" / "config.json"))
     unet_weights = read_state_dict(_weights_file(folder / "unet", "diffusion_pytorch_model"))
     unet = assign_weights(SDUNet, unet_config, unet_weights, f"{folder / 'unet'}")
@@ -221,10 +237,11 @@ def read_ldm_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def load_single_file(path: Path, *, tokenizer: str | Path | None = None,
-                     download_tokenizer: bool = False) -> SDComponents:
-    """An LDM-layout checkpoint with its sidecar YAML (``NAME.yaml``) when there is one."""
-    checkpoint = read_state_dict(path)
+def load_single_file(path: Path, *, tokenizer: str | Path | None = None, download_tokenizer: bool = False,
+                     checkpoint: dict[str, torch.Tensor] | None = None) -> SDComponents:
+    """An LDM-layout checkpoint with its sidecar YAML (``NAME.yaml``) when there is one
+    (``checkpoint``: its tensors, when already read)."""
+    checkpoint = read_state_dict(path) if checkpoint is None else checkpoint
     sidecar = path.with_suffix(".yaml")
     betas = dict(SD_BETAS)
     layer: Literal["last", "penultimate"] = "penultimate"
@@ -248,15 +265,16 @@ def load_single_file(path: Path, *, tokenizer: str | Path | None = None,
     unet = assign_weights(SDUNet, unet_config, convert_ldm_unet(checkpoint, unet_config), f"{path} (U-Net)")
     vae = assign_weights(AutoencoderKL, vae_config, convert_ldm_vae(checkpoint, vae_config), f"{path} (autoencoder)")
     found = find_text_encoder(checkpoint, layer=layer)
-    tok = _single_file_tokenizer(path, found, tokenizer, download_tokenizer)
-    text_model = _text_model(found, tok, path)
+    tok = single_file_tokenizer(path, "!" if found.kind == "open_clip" else EOS, tokenizer, download_tokenizer)
+    config = replace(found.config, eos_token_id=tok.eos_id) if found.kind == "clip" else found.config
+    text_model = load_text_weights(CLIPTextModel(config), found.state, tok, path)
     del checkpoint
     return SDComponents(tok, text_model, unet, vae, alphas_cumprod_from_scheduler(betas), prediction, path.stem)
 
 
-def _single_file_tokenizer(path: Path, found: LDMTextEncoder, folder: str | Path | None,
-                           download: bool) -> CLIPTokenizer:
-    pad = "!" if found.kind == "open_clip" else EOS  # SD 2.x pads with "!" (id 0), as open_clip
+def single_file_tokenizer(path: Path, pad: str, folder: str | Path | None, download: bool) -> CLIPTokenizer:
+    """The tokenizer of a file without a vocabulary: ``folder`` or the caches, padding with ``pad``
+    (SD 2.x and SDXL's bigG pad with "!", id 0, as open_clip)."""
     if folder is not None:
         return tokenizer_from_folder(folder, pad_token=pad)
     try:
@@ -267,13 +285,12 @@ def _single_file_tokenizer(path: Path, found: LDMTextEncoder, folder: str | Path
                              f"folder), or put {CLIP_BPE_FILE} (from {CLIP_BPE_URL}) in {clip_cache_dir()}") from None
 
 
-def _text_model(found: LDMTextEncoder, tokenizer: CLIPTokenizer, path: Path) -> CLIPTextModel:
-    config = found.config
-    if found.kind == "clip":
-        config = replace(config, eos_token_id=tokenizer.eos_id)
-    model = CLIPTextModel(config)
+def load_text_weights(model: CLIPTextModel, state: dict[str, torch.Tensor], tokenizer: CLIPTokenizer,
+                      path: Path) -> CLIPTextModel:
+    """``model`` with a checkpoint's text-encoder ``state`` (transformers names) loaded, checked
+    against the tokenizer's vocabulary."""
     try:
-        model.load_transformers_state_dict(found.state)
+        model.load_transformers_state_dict(state)
     except GenpixError as exc:
         raise CheckpointError(f"{path} (text encoder): {exc}") from None
     _check_vocab(tokenizer, model)
