@@ -1,5 +1,5 @@
 """Shared by the tests/test_server_*.py files: a real uvicorn server on a loopback port, in a thread,
-a tiny class-conditional diffusion model trained for them, and a headless Chromium page for the UI tests."""
+the tiny class-conditional diffusion model the tests share, and a headless Chromium page for the UI tests."""
 
 from __future__ import annotations
 
@@ -10,24 +10,17 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import uvicorn
+from tiny_ddpm import copy_tiny_ddpm
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's; Playwright's own browsers are not installed
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
-# the sizes tests/test_cli_ddpm.py trains in seconds: 8x8 digits, a two-level U-Net of 8 channels
-TINY_DDPM = ["--data", "digits", "--image-size", "8", "--limit", "64", "--batch-size", "8", "--base-channels",
-             "8", "--channel-mult", "1,2", "--attention-levels", "1", "--quiet", "--device", "cpu",
-             "--sample-every", "100", "--cond", "class", "--steps", "2", "--timesteps", "100"]
-
 
 def train_tiny_class_model(models_dir: Path, name: str = "digits-ddpm") -> Path:
-    """A class-conditional ddpm model folder (classes "0".."9", 8x8 grayscale) under ``models_dir``."""
-    from genpix.cli import main
-
-    out = models_dir / name
-    assert main(["train", "ddpm", *TINY_DDPM, "--out", str(out)]) == 0
-    return out
+    """A class-conditional ddpm model folder (classes "0".."9", 8x8 grayscale) under ``models_dir``: a copy
+    of the run the tests share (tests/tiny_ddpm.py), trained once per session."""
+    return copy_tiny_ddpm(models_dir / name)
 
 
 def free_port() -> int:

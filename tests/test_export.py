@@ -6,21 +6,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tiny_ddpm import TINY_DDPM
-
 import genpix
 
-TINY = TINY_DDPM
 
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    from genpix.cli import main
-
-    out = tmp_path_factory.mktemp("ddpm") / "run"
-    assert main(["train", "ddpm", *TINY, "--cond", "class", "--steps", "3", "--timesteps", "100",
-                 "--out", str(out)]) == 0
-    return out
+@pytest.fixture
+def run_dir(tiny_ddpm):
+    return tiny_ddpm  # read only: export writes elsewhere
 
 
 def test_export_keeps_ema_in_fp16_with_notes_and_samples_like_the_original(run_dir, tmp_path, run_cli):
