@@ -59,3 +59,15 @@ def tiny_decoder_from_state_dict(state: dict[str, torch.Tensor], where: str) -> 
 def load_tiny_decoder(path: str | Path) -> TinyDecoder:
     """A tiny decoder file (see the module docstring) -> TinyDecoder in eval mode, float32."""
     return tiny_decoder_from_state_dict(read_state_dict(path), str(path))
+
+
+def write_tiny_decoder(path: str | Path, decoder: TinyDecoder, *, half: bool = True) -> Path:
+    """Save in TAESD's own key layout (what :func:`load_tiny_decoder` and TAESD's users read),
+    float16 by default (a preview needs no more)."""
+    from safetensors.torch import save
+
+    from genpix.io.atomic import write_atomic
+
+    state = {k: (v.half() if half else v.float()).contiguous().cpu() for k, v in decoder.state_dict().items()}
+    data = save(state, metadata={"format": "pt"})
+    return write_atomic(path, lambda tmp: tmp.write_bytes(data))
