@@ -14,20 +14,15 @@ import genpix
 TINY = TINY_DDPM
 
 
-@pytest.fixture(scope="module")
-def class_model(tmp_path_factory):
-    from genpix.cli import main
-
-    out = tmp_path_factory.mktemp("ddpm") / "run"
-    assert main(["train", "ddpm", *TINY, "--cond", "class", "--steps", "4", "--timesteps", "100",
-                 "--out", str(out)]) == 0
-    return out
+@pytest.fixture
+def class_model(tiny_ddpm):
+    return tiny_ddpm  # the shared tiny class model (tests/tiny_ddpm.py): 4 steps, T = 100
 
 
 def test_training_writes_a_model_with_ema_weights_and_sample_grid(class_model):
     config = json.loads((class_model / "config.json").read_text())
     assert config["family"] == "ddpm" and config["model"]["cond"] == "class"
-    assert config["model"]["num_classes"] == 10 and config["train"]["warmup_steps"] == 100
+    assert config["model"]["num_classes"] == 10 and config["train"]["lr_schedule"] == "cosine"
     roles = {k.split(".")[0] for k in load_file(class_model / "model.safetensors")}
     assert roles == {"unet", "ema"}
     assert (class_model / "samples" / "samples-00000004.png").is_file()

@@ -5,21 +5,12 @@ import pytest
 import torch
 from PIL import Image
 
-from tiny_ddpm import TINY_DDPM
-
 import genpix
 
-TINY = TINY_DDPM
 
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    from genpix.cli import main
-
-    out = tmp_path_factory.mktemp("ddpm") / "run"
-    assert main(["train", "ddpm", *TINY, "--cond", "class", "--steps", "2", "--timesteps", "100",
-                 "--out", str(out)]) == 0
-    return out
+@pytest.fixture
+def model(tiny_ddpm):
+    return tiny_ddpm  # the shared tiny class model (tests/tiny_ddpm.py)
 
 
 @pytest.fixture
