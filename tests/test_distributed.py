@@ -22,6 +22,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+pytestmark = pytest.mark.slow  # real torchrun processes
+
 COMMON = ["--data", "digits", "--image-size", "16", "--limit", "256", "--batch-size", "16", "--quiet",
           "--device", "cpu", "--checkpoint-every", "2", "--sample-every", "2"]
 FAMILIES = {

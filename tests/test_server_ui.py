@@ -10,6 +10,8 @@ from server_harness import ServerThread, browser_page, train_tiny_class_model
 
 from genpix.server import create_app
 
+pytestmark = pytest.mark.slow  # a headless Chromium
+
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):

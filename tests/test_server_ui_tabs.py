@@ -14,6 +14,8 @@ from server_harness import ServerThread, browser_page
 
 from genpix.server import create_app
 
+pytestmark = pytest.mark.slow  # a headless Chromium
+
 SIZE = 28  # fashion-ddpm's pictures
 
 
