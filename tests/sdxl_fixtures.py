@@ -78,8 +78,9 @@ def tiny_sdxl(tmp: Path, kind: str = "base"):
     parts = dict(vae=vae.eval(), text_encoder=text, text_encoder_2=text_2.eval(), tokenizer=tokenizer,
                  tokenizer_2=tokenizer_2, unet=unet.eval(), scheduler=EulerDiscreteScheduler.from_config(SDXL_SCHEDULER))
     if kind == "refiner":
-        return DiffusersXLImg2Img(**parts, requires_aesthetics_score=True, force_zeros_for_empty_prompt=False)
-    return DiffusersXL(**parts)
+        return DiffusersXLImg2Img(**parts, requires_aesthetics_score=True, force_zeros_for_empty_prompt=False,
+                                  add_watermarker=False)
+    return DiffusersXL(**parts, add_watermarker=False)
 
 
 def open_clip_layout(text_state: dict, prefix: str) -> dict:
