@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genpix.models.cpu_prepack import PackedConv2d
-from genpix.models.lora import NetworkWeightsError, module_delta
+from genpix.models.lora import NetworkWeightsError, module_delta, network_scale
 
 PATCHABLE = (nn.Linear, nn.Conv2d, PackedConv2d)
 
@@ -95,19 +95,35 @@ def target_deltas(target: Target, parts: dict[str, torch.Tensor], key: str) -> l
 
 def merged_weights(changes: list[tuple[Target, dict[str, torch.Tensor], float, str]]) -> dict[nn.Module, torch.Tensor]:
     """New weights W + sum of multiplier * s dW over (target, parts, multiplier, key) changes, each
-    in its module's dtype and device; the modules themselves are not touched."""
-    sums: dict[nn.Module, torch.Tensor] = {}
+    in its module's dtype and device; the modules themselves are not touched. A plain LoRA (no
+    mid, no DoRA) is added as one fused W += (multiplier s) B A (``addmm_``), nothing else allocated."""
+    merged: dict[nn.Module, torch.Tensor] = {}
     for target, parts, multiplier, key in changes:
         if multiplier == 0:
             continue
+        for module in target.modules:
+            if module not in merged:
+                merged[module] = module_weight(module).float().clone()
+        if len(target.modules) == 1 and _plain_lora(parts, merged[target.modules[0]]):
+            _add_low_rank(merged[target.modules[0]], parts, multiplier)
+            continue
         for module, delta in zip(target.modules, target_deltas(target, parts, key)):
-            delta = delta.to(module_weight(module).device) * multiplier
-            sums[module] = sums[module] + delta if module in sums else delta
-    merged = {}
-    for module, delta in sums.items():
-        weight = module_weight(module)
-        merged[module] = (weight.float() + delta).to(weight.dtype)
-    return merged
+            merged[module] += delta.to(merged[module].device) * multiplier
+    return {module: weight.to(module_weight(module).dtype) for module, weight in merged.items()}
+
+
+def _plain_lora(parts: dict[str, torch.Tensor], weight: torch.Tensor) -> bool:
+    down, up = parts.get("lora_down.weight"), parts.get("lora_up.weight")
+    return (down is not None and up is not None and not {"lora_mid.weight", "dora_scale", "scale"} & set(parts)
+            and up.shape[0] == weight.shape[0] and down[0].numel() == weight[0].numel())
+
+
+def _add_low_rank(weight: torch.Tensor, parts: dict[str, torch.Tensor], multiplier: float) -> None:
+    """W += multiplier * (alpha / r) B A in place, on W's (out, in * k * k) view (LoRA / LoCon)."""
+    down, up = parts["lora_down.weight"], parts["lora_up.weight"]
+    scale = network_scale(parts, down.shape[0]) * multiplier
+    flat = weight.view(weight.shape[0], -1)
+    flat.addmm_(up.reshape(up.shape[0], -1).to(flat), down.reshape(down.shape[0], -1).to(flat), alpha=scale)
 
 
 _SWAP_LOCKS: weakref.WeakKeyDictionary[nn.Module, threading.RLock] = weakref.WeakKeyDictionary()

@@ -31,7 +31,7 @@ from genpix.config import check, to_dict
 from genpix.data import ImageDataset
 from genpix.errors import GenpixError
 from genpix.io.atomic import write_atomic
-from genpix.io.sd_loader import load_sd_components
+from genpix.io.sd_loader import SDComponents, load_sd_components
 from genpix.models.lora_network import LoRANetwork, Targets, choose_targets
 from genpix.training.families import Family
 from genpix.training.task import Batch
@@ -61,8 +61,9 @@ class LoRATask:
     family = "lora"
 
     def __init__(self, config: LoRATrainingConfig, *, lr: float, device: torch.device, seed: int = 0,
-                 export_every: int = 500, steps: int = 0) -> None:
-        parts = load_sd_components(config.base, tokenizer=config.tokenizer, safety_checker=False)
+                 export_every: int = 500, steps: int = 0, parts: SDComponents | None = None) -> None:
+        """``parts``: the base already loaded (benchmarks); else read from ``config.base``."""
+        parts = parts or load_sd_components(config.base, tokenizer=config.tokenizer, safety_checker=False)
         self.config, self.device, self.parts = config, device, parts
         self.factor = parts.vae.config.downsampling_factor
         if config.image_size % 8:
