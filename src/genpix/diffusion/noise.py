@@ -1,7 +1,8 @@
 """The starting noise of a batch with sd-webui's variation seeds, and the generators that feed the
 ancestral samplers' noise afterwards (sd-webui modules/rng.py ``ImageRNG``, formerly
-``create_random_tensors`` in modules/processing.py), for its ``randn_source = "CPU"``: every
-draw comes from a CPU ``torch.Generator``, so the same seeds give the same tensor on any device.
+``create_random_tensors`` in modules/processing.py), for its ``randn_source = "CPU"`` (the
+default here: every draw from a CPU ``torch.Generator``, so the same seeds give the same tensor
+on any machine) or "GPU" (``device="cuda"``: generators on the GPU, as sd-webui draws there).
 
 Per image i with seed s_i (its noise tensor (C, H, W)):
 
@@ -42,6 +43,7 @@ class VariationNoise:
     seed_resize_from_w: int = 0
     eta_noise_seed_delta: int = 0  # ENSD: the samplers' noise comes from seed + ENSD
     factor: int = 8  # latent downsampling factor (pixels per latent cell)
+    device: str = "cpu"  # where the generators draw: sd-webui's randn_source CPU, or GPU as "cuda"
 
     def __post_init__(self) -> None:
         if not self.seeds:
@@ -64,14 +66,15 @@ def _check_seed(seed: int, what: str = "seed") -> None:
         raise GenpixError(f"{what} must be a whole number in [-2**63, 2**64), got {seed!r}")
 
 
-def cpu_generator(seed: int) -> torch.Generator:
-    """sd-webui's ``create_generator`` with randn_source CPU."""
-    return torch.Generator("cpu").manual_seed(int(seed))
+def create_generator(seed: int, device: str = "cpu") -> torch.Generator:
+    """sd-webui's ``create_generator``: randn_source CPU on the CPU, GPU on the model's device."""
+    return torch.Generator(device).manual_seed(int(seed))
 
 
-def randn(seed: int, shape: Sequence[int]) -> torch.Tensor:
-    """The first N(0, I) tensor of ``shape`` a CPU generator seeded with ``seed`` draws (float32)."""
-    return torch.randn(tuple(shape), generator=cpu_generator(seed))
+def randn(seed: int, shape: Sequence[int], device: str = "cpu") -> torch.Tensor:
+    """The first N(0, I) tensor of ``shape`` a generator seeded with ``seed`` draws (float32)."""
+    generator = create_generator(seed, device)
+    return torch.randn(tuple(shape), generator=generator, device=generator.device)
 
 
 def slerp(val: float, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
@@ -103,8 +106,8 @@ def paste_centre(x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
 
 
 def variation_noise(options: VariationNoise, shape: Sequence[int]) -> tuple[torch.Tensor, list[torch.Generator]]:
-    """(noise (B, C, H, W) float32 on the CPU, one generator per image for the sampler's later
-    noise) for latents of ``shape`` (C, H, W); B = len(options.seeds)."""
+    """(noise (B, C, H, W) float32 on ``options.device``, one generator per image for the sampler's
+    later noise) for latents of ``shape`` (C, H, W); B = len(options.seeds)."""
     shape = tuple(int(s) for s in shape)
     if len(shape) != 3:
         raise GenpixError(f"the latent shape must be (C, H, W), got {shape}")
@@ -115,21 +118,22 @@ def variation_noise(options: VariationNoise, shape: Sequence[int]) -> tuple[torc
         if min(from_shape[1:]) < 1:
             raise GenpixError(f"seed resize from {options.seed_resize_from_w}x{options.seed_resize_from_h} "
                               f"is smaller than one latent cell ({options.factor} px)")
-    generators = [cpu_generator(seed) for seed in options.seeds]
+    device = options.device
+    generators = [create_generator(seed, device) for seed in options.seeds]
     xs = []
     for i, (seed, generator) in enumerate(zip(options.seeds, generators)):
         if from_shape == shape:
-            noise = torch.randn(shape, generator=generator)
+            noise = torch.randn(shape, generator=generator, device=generator.device)
         else:
-            noise = randn(seed, from_shape)
+            noise = randn(seed, from_shape, device)
         if options.subseed_strength != 0:
             subseed = options.subseeds[i] if i < len(options.subseeds) else 0
-            noise = slerp(options.subseed_strength, noise, randn(subseed, from_shape))
+            noise = slerp(options.subseed_strength, noise, randn(subseed, from_shape, device))
         if from_shape != shape:  # the full-size draw advances the image's generator, as in sd-webui
-            noise = paste_centre(torch.randn(shape, generator=generator), noise)
+            noise = paste_centre(torch.randn(shape, generator=generator, device=generator.device), noise)
         xs.append(noise)
     if options.eta_noise_seed_delta:
-        generators = [cpu_generator(seed + options.eta_noise_seed_delta) for seed in options.seeds]
+        generators = [create_generator(seed + options.eta_noise_seed_delta, device) for seed in options.seeds]
     return torch.stack(xs), generators
 
 

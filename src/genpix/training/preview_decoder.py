@@ -148,7 +148,7 @@ class PreviewDecoderTask:
                                       columns=min(8, z0.shape[0]))}
 
     @torch.no_grad()
-    def evaluate(self, data: ImageDataset, limit: int = 512) -> dict[str, float]:
+    def evaluate(self, data: ImageDataset, limit: int = 256) -> dict[str, float]:
         """Mean PSNR (dB) on up to ``limit`` held-out images: preview vs full decoder, and each vs the image."""
         self.student.eval()
         against_full, tiny_vs_image, full_vs_image = [], [], []
