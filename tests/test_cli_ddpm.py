@@ -48,7 +48,7 @@ def test_sample_by_class_is_seeded_per_image(class_model, tmp_path, run_cli):
     (["--class", "sneaker"], "unknown class 'sneaker'; this model knows: 0, 1, 2"),
     (["--sampler", "PLMS 2"], "unknown sampler 'PLMS 2'; choose one of: DPM++ 2M, DPM++ SDE,"),
     (["--steps", "101"], "steps must be between 1 and the model's 100 timesteps, got 101"),
-    (["--prompt", "a cat"], "not text-conditioned"),
+    (["--prompt", "a cat"], "unknown class 'a cat'; this model knows: 0, 1"),  # a class model's prompt is a class
 ])
 def test_sampling_errors_are_one_line(class_model, run_cli, args, message):
     status, _, err = run_cli("sample", class_model, "-n", "1", "--steps", "2", *args, "-o", "unused")
@@ -106,6 +106,7 @@ def test_sample_every_class_makes_one_grid_row_per_class(class_model, tmp_path, 
     assert np.array_equal(np.asarray(seven.images[1]), a[15, :, :, 0])  # class 7, image 1
     from PIL import Image
 
-    assert Image.open(tmp_path / "grid.png").size == (2 * 8 + 3 * 2, 10 * 8 + 11 * 2)  # 2 columns, 10 rows
+    # 2 columns, 10 rows of 8 px with 2 px gaps, enlarged x12 (nearest) so its short side reaches 256 px
+    assert Image.open(tmp_path / "grid.png").size == (12 * (2 * 8 + 3 * 2), 12 * (10 * 8 + 11 * 2))
     status, _, err = run_cli("sample", "fashion-vae", "--class", "all", "-n", "2", "--npy", tmp_path / "v.npy")
     assert status == 1 and "needs a class-conditional model" in err

@@ -66,7 +66,7 @@ def test_sample_a_named_class(cond_model, tmp_path, run_cli):
     array = np.load(tmp_path / "x.npy")
     assert array.shape == (3, 16, 16, 1) and array.dtype == np.uint8
     status, _, err = run_cli("sample", cond_model, "--class", "ankle boot")
-    assert status == 1 and "unknown class 'ankle boot'; this model's classes: 0, 1, 2" in err
+    assert status == 1 and "unknown class 'ankle boot'; this model knows: 0, 1, 2" in err
 
 
 def test_load_pipeline_maps_tanh_to_unit_range_and_depends_on_seed_only(cond_model, plain_model):

@@ -271,7 +271,7 @@ def test_trained_latent_diffusion_model_inpaints(tmp_path_factory):
                  "8", "--autoencoder", str(root / "ae"), "--steps", "2", "--sample-every", "2",
                  "--out", str(root / "ldm")]) == 0
     pipe = genpix.load_pipeline(str(root / "ldm"))
-    assert {"mask", "mask_blur", "inpainting_fill", "invert_mask"} <= pipe.parameters
+    assert pipe.capabilities.inpaint and not pipe.capabilities.inpainting_model  # the latent mask
     init = torch.randint(0, 256, (1, 1, 16, 16), generator=torch.Generator().manual_seed(0)).float() / 255
     region = changed(pipe(steps=3, seed=1, init_images=init, mask=half_mask(16), strength=1.0).tensors, init)
     assert not region[:, :8].any() and region[:, 8:].mean() > 0.9

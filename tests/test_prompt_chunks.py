@@ -25,7 +25,7 @@ from genpix.pipelines.prompt_chunks import chunk_prompt, empty_chunk
 
 
 def token_ids(pipe, text: str) -> list[int]:
-    return [pipe.tokenizer.encoder[s] for s in pipe.tokenizer.tokenize(text)]
+    return [pipe.parts.conditioner.tokenizer.encoder[s] for s in pipe.parts.conditioner.tokenizer.tokenize(text)]
 
 
 def prompt_of(pipe, n: int, word_source: str = PROMPT) -> str:
@@ -45,7 +45,7 @@ def prompt_of(pipe, n: int, word_source: str = PROMPT) -> str:
 
 def encode_ids(pipe, ids: list[int]) -> torch.Tensor:
     with torch.no_grad():
-        return pipe.text_model(torch.tensor([ids]), clip_skip=0).tokens
+        return pipe.parts.conditioner.text_model(torch.tensor([ids]), clip_skip=0).tokens
 
 
 def test_plain_prompt_is_the_unchunked_embedding(model):
@@ -54,14 +54,14 @@ def test_plain_prompt_is_the_unchunked_embedding(model):
     pipe = genpix.load_pipeline(str(folder))
     with torch.no_grad():
         ours = pipe.encode_prompt(PROMPT)
-        before = pipe.text_model(pipe.tokenizer([PROMPT]), clip_skip=0).tokens  # the pre-chunking path
+        before = pipe.parts.conditioner.text_model(pipe.parts.conditioner.tokenizer([PROMPT]), clip_skip=0).tokens  # the pre-chunking path
         theirs = ref.encode_prompt(PROMPT, "cpu", 1, False)[0]
     assert ours.shape == (1, 77, 128)
     assert torch.equal(ours, before)
     torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5)
     with torch.no_grad():  # clip skip 2: the penultimate layer through the final LayerNorm, in transformers
         # (diffusers' own clip_skip path reads text_encoder.text_model, which transformers 5 flattened)
-        hidden = ref.text_encoder(pipe.tokenizer([PROMPT]), output_hidden_states=True).hidden_states[-2]
+        hidden = ref.text_encoder(pipe.parts.conditioner.tokenizer([PROMPT]), output_hidden_states=True).hidden_states[-2]
         torch.testing.assert_close(pipe.encode_prompt(PROMPT, clip_skip=2), ref.text_encoder.final_layer_norm(hidden),
                                    rtol=0, atol=1e-5)
 
@@ -71,7 +71,7 @@ def test_a_100_token_prompt_is_two_chunks(model):
     pipe = genpix.load_pipeline(str(folder))
     text = prompt_of(pipe, 100)
     ids = token_ids(pipe, text)
-    tok = pipe.tokenizer
+    tok = pipe.parts.conditioner.tokenizer
     with torch.no_grad():
         z = pipe.encode_prompt(text)
     assert z.shape == (1, 154, 128)
@@ -111,7 +111,7 @@ def test_emphasis_follows_sd_webuis_formula(sd1):
 def test_comma_backtrack_and_break_place_the_chunk_boundary(sd1):
     _, _, folder = sd1
     pipe = genpix.load_pipeline(str(folder))
-    tok = pipe.tokenizer
+    tok = pipe.parts.conditioner.tokenizer
     head, tail = prompt_of(pipe, 70), prompt_of(pipe, 10, "the sneaker photo")
     text = f"{head}, {tail}"  # 70 tokens, the comma (71st), 10 more: the chunk fills 4 tokens after it
     ids = token_ids(pipe, text)

@@ -19,7 +19,8 @@ import genpix
 from genpix.errors import GenpixError
 from genpix.pipelines.prompt_blocklist import (BLOCKLIST_ENV, BlocklistConfig, BlocklistError, PromptBlocklist,
                                                read_terms)
-from genpix.pipelines.safety import CombinedCheck, SafetyCheck, black_out, default_checks
+from genpix.pipelines.prompt_blocklist import default_checks
+from genpix.pipelines.safety import CombinedCheck, SafetyCheck, black_out
 
 CLEAN, BLOCKED = "a red circle at the top left", "a red nude circle at the top left"
 FAST = ("-n", "2", "--steps", "2")  # shapes-ldm makes 32x32 pictures; 2 steps take a moment

@@ -479,8 +479,7 @@ def test_reduced_precision_path_and_half_on_cpu_refused(sd1, run_cli, tmp_path):
     settings = dict(prompt=PROMPT, negative_prompt=NEGATIVE, steps=3, width=SIZE, height=SIZE, seed=5)
     want = genpix.load_pipeline(str(folder))(**settings).tensors
     parts = load_sd_components(folder)
-    pipe = sd_pipeline(parts.tokenizer, parts.text_model, parts.unet, parts.vae, parts.alphas_cumprod,
-                       prediction=parts.prediction, dtype=torch.bfloat16)
+    pipe = sd_pipeline(parts, dtype=torch.bfloat16)
     assert pipe.module("unet").conv_in.weight.dtype == torch.bfloat16 and pipe.module("vae").decoder.conv_in.weight.dtype == torch.float32
     got = pipe(**settings).tensors
     assert got.dtype == torch.float32 and 0 < (got - want).abs().mean() < 0.02  # bfloat16 rounding, same image

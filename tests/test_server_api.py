@@ -57,7 +57,7 @@ def test_models_and_switching_with_the_client(api, model_dirs):
     assert {"fashion-vae", "digits-ddpm"} <= set(names)
     entry = next(m for m in api.get_sd_models() if m["model_name"] == "digits-ddpm")
     assert entry["hash"] == entry["sha256"][:10] and entry["filename"].endswith("model.safetensors")
-    assert api.util_get_current_model() == api.get_sd_models()[0]["title"]  # the first one found
+    assert api.util_get_current_model().startswith("shapes-ldm [")  # the bundled text-to-image model
     api.util_set_model("digits-ddpm")  # the client lowercases and matches the closest title
     assert api.util_get_current_model() == names["digits-ddpm"]
     assert api.get_options()["sd_checkpoint_hash"] == entry["sha256"]
@@ -210,7 +210,7 @@ def test_a_client_that_disconnects_does_not_stop_the_server(server):
     ("txt2img", {"width": 0}, 422, "width"),
     ("txt2img", {"batch_size": 0}, 422, "batch_size"),
     ("txt2img", {"width": 64, "height": 64}, 400, "fashion-vae makes 28x28 images, not 64x64"),
-    ("txt2img", {"prompt": "a cat"}, 400, "fashion-vae is conditioned on neither text nor classes"),
+    ("txt2img", {"prompt": "a cat"}, 400, "fashion-vae (vae) is unconditional: it takes no prompt"),
     ("txt2img", {"prompt": "sneaker", "override_settings": {"sd_model_checkpoint": "digits-ddpm"}}, 400,
      "unknown class 'sneaker'; this model knows: 0, 1, 2, 3, 4, 5, 6, 7, 8, 9"),
     ("txt2img", {"sampler_name": "Nope", "override_settings": {"sd_model_checkpoint": "digits-ddpm"}}, 400,

@@ -45,7 +45,8 @@ def register(commands) -> None:
     p.set_defaults(run=run_latent_grid)
 
     p = commands.add_parser("interpolate", help="walk the latent space between two images or seeds")
-    p.add_argument("model", metavar="MODEL")
+    p.add_argument("model", metavar="MODEL", nargs="?",
+                   help="model folder or bundled name (default with --prompt-a/-b: the bundled text-to-image model)")
     p.add_argument("--from", dest="start",
                    help="an integer seed, or an image file to encode (VAE only: a GAN has no encoder)")
     p.add_argument("--to", dest="end",
@@ -67,6 +68,9 @@ def register(commands) -> None:
                    help="class to draw (class-conditional models; default: the first class)")
     add_device(p)
     p.set_defaults(run=run_interpolate)
+
+
+GRID_MIN_SIDE = 256  # --grid pictures of small images are enlarged to at least this (per-image PNGs stay native)
 
 
 def add_outputs(p: argparse.ArgumentParser) -> None:
@@ -100,46 +104,51 @@ def _next_index(folder: Path) -> int:
     return max(numbers, default=-1) + 1
 
 
-def generation_options(args: argparse.Namespace, pipe) -> dict:
-    """The options the user gave that this pipeline takes; one given that it doesn't -> error."""
-    given = {"steps": args.steps, "sampler": args.sampler, "cfg_scale": args.cfg_scale,
-             "prompt": args.prompt, "negative_prompt": args.negative_prompt, "class_name": args.class_name,
-             **{k: getattr(args, k, None) for k in ("schedule", "eta", "s_churn", "s_noise")}}
-    given = {k: v for k, v in given.items() if v is not None}
-    accepted = getattr(pipe, "parameters", frozenset())
-    refused = sorted(k for k in given if k not in accepted)
-    if refused:
-        from genpix.errors import GenpixError
-
-        flags = ", ".join("--" + ("class" if k == "class_name" else k.replace("_", "-")) for k in refused)
-        why = " (it is not text-conditioned)" if {"prompt", "negative_prompt"} & set(refused) else ""
-        raise GenpixError(f"{pipe.model_name} ({pipe.family}) takes no {flags}{why}")
-    return given
+REQUEST_FLAGS = ("prompt", "negative_prompt", "class_name", "steps", "sampler", "schedule", "cfg_scale", "eta",
+                 "s_churn", "s_noise", "width", "height", "clip_skip")  # argparse dests that are request fields
 
 
-def run_pipeline(pipe, n: int, seed: int, options: dict, trajectory: str | None = None, **extra):
-    """Call ``pipe`` with a progress bar on stderr (for pipelines with steps); optionally record
-    the denoising trajectory of the first image and write it as a strip picture."""
+def generation_request(args: argparse.Namespace, **fields):
+    """genpix's one request (pipelines/request.py) from the flags the user gave, plus ``fields``."""
+    from genpix.pipelines.request import GenerationRequest
+
+    given = {k: getattr(args, k) for k in REQUEST_FLAGS if getattr(args, k, None) is not None}
+    return GenerationRequest.of(n=args.num_images, seed=args.seed, **given, **fields)
+
+
+def run_pipeline(pipe, request, trajectory: str | None = None):
+    """Generate ``request`` (an option the model cannot honour: a one-line error naming its flag)."""
+    from genpix.errors import GenpixError
+    from genpix.pipelines.capabilities import UnsupportedOption
+
+    try:
+        return _run_with_progress(pipe, request, trajectory)
+    except UnsupportedOption as error:
+        flag = "--class" if error.option == "class_name" else "--" + error.option.replace("_", "-")
+        raise GenpixError(error.named(flag)) from None
+
+
+def _run_with_progress(pipe, request, trajectory: str | None):
+    """With a progress bar on stderr (for pipelines with steps); optionally record the denoising
+    trajectory of the first image and write it as a strip picture."""
     from tqdm import tqdm
 
-    if "callback" not in getattr(pipe, "parameters", ()):
-        if trajectory:
-            from genpix.errors import GenpixError
-
-            raise GenpixError(f"--trajectory needs a diffusion model; {pipe.model_name} is a {pipe.family}")
-        return pipe(n=n, seed=seed, **options, **extra)
+    if not pipe.capabilities.diffusion:
+        need(not trajectory, f"--trajectory needs a diffusion model; {pipe.model_name} is a {pipe.family}")
+        return pipe.generate(request)
     frames: list = []
     bars: list = []  # made at the first step, so an error before it prints no empty bar
+    first_chunk = -(-request.n // pipe.batch_size)
 
     def callback(info: dict) -> None:
         if not bars:
             bars.append(tqdm(total=info["total"], desc="sampling", unit="step", dynamic_ncols=True))
         bars[0].update(1)
-        if trajectory and info["step"] <= info["total"] // max(1, -(-n // getattr(pipe, "batch_size", n))):
+        if trajectory and info["step"] <= info["total"] // max(1, first_chunk):
             frames.append((info["sigma_next"], info["x"][:1].cpu(), info["denoised"][:1].cpu()))
 
     try:
-        out = pipe(n=n, seed=seed, callback=callback, **options, **extra)
+        out = pipe.generate(request.but(callback=callback))
     finally:
         for bar in bars:
             bar.close()
@@ -183,8 +192,15 @@ def write_outputs(out, args: argparse.Namespace, columns: int | None = None) -> 
         save_npy(out.tensors, args.npy)
         print(f"wrote array {tuple(out.tensors.shape[i] for i in (0, 2, 3, 1))} to {args.npy}")
     if args.grid:
-        save_png(make_grid(out.images, columns=columns), args.grid, out.infotexts[0])
+        save_png(readable(make_grid(out.images, columns=columns)), args.grid, out.infotexts[0])
         print(f"wrote grid to {args.grid}")
+
+
+def readable(picture, side: int = GRID_MIN_SIDE):
+    """A picture of small images enlarged by a whole factor, nearest neighbour (every pixel a
+    crisp square), until its shorter side is at least ``side`` pixels."""
+    factor = -(-side // min(picture.size))
+    return picture if factor <= 1 else picture.resize((picture.width * factor, picture.height * factor), 0)
 
 
 def run_sample(args: argparse.Namespace) -> int:
@@ -195,7 +211,7 @@ def run_sample(args: argparse.Namespace) -> int:
     pipe = load_pipeline(args.model, device=resolve_device(args.device))
     if args.class_name is not None and args.class_name.lower() == "all":
         return _sample_every_class(pipe, args)
-    out = run_pipeline(pipe, args.num_images, args.seed, generation_options(args, pipe), args.trajectory)
+    out = run_pipeline(pipe, generation_request(args), args.trajectory)
     write_outputs(out, args)
     return 0
 
@@ -208,13 +224,13 @@ def _sample_every_class(pipe, args: argparse.Namespace) -> int:
     from genpix.errors import GenpixError
     from genpix.pipelines.output import PipelineOutput
 
-    names = getattr(pipe, "class_names", ())
+    names = pipe.capabilities.class_names
     if not names:
         raise GenpixError(f"--class all needs a class-conditional model; {pipe.model_name} has no classes")
     outs = []
     for name in names:
         args.class_name = name
-        outs.append(run_pipeline(pipe, args.num_images, args.seed, generation_options(args, pipe)))
+        outs.append(run_pipeline(pipe, generation_request(args)))
     out = PipelineOutput([im for o in outs for im in o.images], torch.cat([o.tensors for o in outs]),
                          [t for o in outs for t in o.infotexts], {"classes": list(names)})
     write_outputs(out, args, columns=args.num_images)
@@ -229,7 +245,9 @@ def _interpolate_prompts(args: argparse.Namespace, device) -> int:
 
     need(args.prompt_a is not None and args.prompt_b is not None, "give both --prompt-a and --prompt-b")
     need(args.start is None and args.end is None, "--from/--to walk latent points; leave them out with --prompt-a/-b")
-    pipe = load_pipeline(args.model, device=device)
+    from genpix.pipelines.models import DEFAULT_TEXT_MODEL
+
+    pipe = load_pipeline(args.model or DEFAULT_TEXT_MODEL, device=device)
     options = {k: v for k, v in (("steps", args.steps), ("sampler", args.sampler), ("cfg_scale", args.cfg_scale),
                                  ("negative_prompt", args.negative_prompt)) if v is not None}
     out = interpolate_prompts(pipe, args.prompt_a, args.prompt_b, args.frames, seed_a=args.seed,
@@ -338,6 +356,7 @@ def run_interpolate(args: argparse.Namespace) -> int:
         return _interpolate_prompts(args, device)
     need(args.start is not None and args.end is not None,
          "give --from and --to (seeds or images), or --prompt-a and --prompt-b (text-to-image models)")
+    need(args.model is not None, "give the MODEL to walk (a VAE or GAN folder, or a bundled name)")
     model_dir, pipe = _load_latent_model(args.model, device)
     model = model_dir.config["model"]
 

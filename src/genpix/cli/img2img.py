@@ -12,10 +12,12 @@ def register(commands) -> None:
     p = commands.add_parser(
         "img2img", help="re-generate an image from a noised copy (SDEdit)",
         description="Noise IMAGE to the level --strength and denoise it with a diffusion model. "
-                    "Forms: `genpix img2img MODEL IMAGE` or `genpix img2img IMAGE [PROMPT] --model MODEL`.")
+                    "Forms: `genpix img2img MODEL IMAGE` or `genpix img2img IMAGE [PROMPT] [--model MODEL]` (default: "
+                    "the bundled text-to-image model).")
     p.add_argument("first", metavar="MODEL|IMAGE")
     p.add_argument("second", metavar="IMAGE|PROMPT", nargs="?")
-    p.add_argument("--model", help="model folder or bundled name (with the IMAGE [PROMPT] form)")
+    p.add_argument("--model", help="model folder, bundled name or Stable Diffusion file (with the IMAGE [PROMPT] "
+                                   "form; default: the bundled text-to-image model)")
     p.add_argument("--strength", type=finite_float, default=0.6,
                    help="how far towards pure noise, 0..1 (default 0.6; 0 returns the image)")
     p.add_argument("-n", "--num-images", type=positive_int, default=1)
@@ -38,7 +40,7 @@ def _split_arguments(args: argparse.Namespace) -> tuple[str, str, str | None]:
     """(model, image, prompt) from either form."""
     from genpix.errors import GenpixError
     from genpix.io.sd_loader import is_sd_model
-    from genpix.pipelines.models import bundled_models
+    from genpix.pipelines.models import DEFAULT_TEXT_MODEL, bundled_models
 
     first = args.first
     is_model = first in bundled_models() or Path(first, "config.json").is_file() or is_sd_model(first)
@@ -46,32 +48,24 @@ def _split_arguments(args: argparse.Namespace) -> tuple[str, str, str | None]:
         if args.second is None:
             raise GenpixError("img2img MODEL IMAGE: the image is missing")
         return first, args.second, None
-    if args.model is None:
-        raise GenpixError(f"{first!r} is not a model; use `genpix img2img MODEL IMAGE` "
-                          f"or `genpix img2img IMAGE [PROMPT] --model MODEL`")
-    return args.model, first, args.second
+    return args.model or DEFAULT_TEXT_MODEL, first, args.second
 
 
 def run_img2img(args: argparse.Namespace) -> int:
     import torch
 
-    from genpix.cli.generate import generation_options, run_pipeline, write_outputs
+    from genpix.cli.generate import generation_request, run_pipeline, write_outputs
     from genpix.data import load_image_file
     from genpix.device import resolve_device, set_cpu_threads
-    from genpix.errors import GenpixError
     from genpix.pipelines import load_pipeline
 
     set_cpu_threads()
     model, image_path, prompt = _split_arguments(args)
     pipe = load_pipeline(model, device=resolve_device(args.device), **sd_options(args), **safety_options(args))
-    if "init_images" not in getattr(pipe, "parameters", ()):
-        raise GenpixError(f"{pipe.model_name} ({pipe.family}) cannot do img2img; use a diffusion model")
     channels, size, _ = pipe.image_shape
     image = load_image_file(image_path, image_size=size, channels=channels)  # cropped, resized, converted
     args.prompt = prompt
-    options = generation_options(args, pipe)
     init = torch.from_numpy(image.copy())[None].float() / 255  # (a read-only array: torch would warn)
-    out = run_pipeline(pipe, args.num_images, args.seed, options, args.trajectory,
-                       init_images=init, strength=args.strength)
+    out = run_pipeline(pipe, generation_request(args, init_images=init, strength=args.strength), args.trajectory)
     write_outputs(out, args)
     return 0

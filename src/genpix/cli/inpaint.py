@@ -16,12 +16,14 @@ from pathlib import Path
 from genpix.cli.common import (add_device, add_loading, add_seed, finite_float, non_negative_int, safety_options,
                                sd_options)
 from genpix.cli.generate import add_sampling
+from genpix.pipelines.models import DEFAULT_TEXT_MODEL
 
 OUTPAINT_STRENGTH = 0.8  # outpainting mk2's recommended denoising strength
 
 
 def _add_options(p: argparse.ArgumentParser, strength_help: str) -> None:
-    p.add_argument("--model", required=True, help="a diffusion model: folder, bundled name, or Stable Diffusion file")
+    p.add_argument("--model", help="a diffusion model: folder, bundled name, or Stable Diffusion file "
+                                   f"(default: the bundled {DEFAULT_TEXT_MODEL})")
     p.add_argument("--strength", type=finite_float, help=strength_help)
     p.add_argument("--mask-blur", type=non_negative_int, default=4,
                    help="Gaussian blur of the mask in pixels, 0..64: the repaint fades into the picture (default 4)")
@@ -79,37 +81,27 @@ def _open(path: str):
 
 def _paint(args: argparse.Namespace, picture, mask, strength: float | None) -> int:
     """Inpaint ``picture`` (PIL) under ``mask`` (PIL L, white = repaint) and write the results."""
-    from genpix.cli.generate import generation_options, run_pipeline, write_outputs
+    from genpix.cli.generate import generation_request, run_pipeline, write_outputs
     from genpix.data.transforms import normalise_mode, to_pil_channels
     from genpix.device import resolve_device, set_cpu_threads
-    from genpix.errors import GenpixError
     from genpix.pipelines import load_pipeline
     from genpix.pipelines.masking import pictures_to_batch
     from genpix.pipelines.outpaint import generation_size, paste_back
     from genpix.pipelines.output import PipelineOutput
 
     set_cpu_threads()
-    pipe = load_pipeline(args.model, device=resolve_device(args.device), **sd_options(args), **safety_options(args))
-    takes = getattr(pipe, "parameters", frozenset())
-    if "mask" not in takes:
-        raise GenpixError(f"{pipe.model_name} ({pipe.family}) cannot inpaint; use a diffusion model")
-    if "prompt" not in takes:  # a class-conditional model reads its class from PROMPT
-        args.class_name, args.prompt = args.prompt or None, None
-    else:
-        args.class_name = None
-    options = generation_options(args, pipe)
-    channels = pipe.image_shape[0]
+    pipe = load_pipeline(args.model or DEFAULT_TEXT_MODEL, device=resolve_device(args.device), **sd_options(args),
+                         **safety_options(args))
+    channels = pipe.capabilities.channels
     picture = to_pil_channels(normalise_mode(picture), channels)
     mask = mask if mask.size == picture.size else mask.resize(picture.size)
-    size = generation_size(pipe, picture.size)
-    if "width" in takes:
-        options["width"], options["height"] = size
-    inpainting = {"init_images": pictures_to_batch([picture], size, channels),
-                  "mask": pictures_to_batch([mask], size, 1), "mask_blur": args.mask_blur,
-                  "inpainting_fill": args.inpainting_fill, "invert_mask": args.invert_mask}
-    if strength is not None:
-        inpainting["strength"] = strength
-    out = run_pipeline(pipe, args.num_images, args.seed, options, **inpainting)
+    width, height = size = generation_size(pipe, picture.size)
+    request = generation_request(args, width=width, height=height,
+                                 init_images=pictures_to_batch([picture], size, channels),
+                                 mask=pictures_to_batch([mask], size, 1), mask_blur=args.mask_blur,
+                                 inpainting_fill=args.inpainting_fill, invert_mask=args.invert_mask,
+                                 **({} if strength is None else {"strength": strength}))
+    out = run_pipeline(pipe, request)
     images = paste_back(out.images, picture, mask, args.mask_blur, args.invert_mask, out.info.get("nsfw"))
     write_outputs(PipelineOutput(images, pictures_to_batch(images, picture.size, channels), out.infotexts,
                                  out.info), args)

@@ -8,20 +8,19 @@ from __future__ import annotations
 
 import argparse
 
-from genpix.cli.common import add_device, add_loading, add_seed, need, positive_int, safety_options, sd_options
-from genpix.cli.generate import add_sampling, run_pipeline, write_outputs
-
-
-DEFAULT_TEXT_MODEL = "shapes-ldm"  # the bundled text-to-image model `generate` uses without --model
+from genpix.cli.common import add_device, add_loading, add_seed, positive_int, safety_options, sd_options
+from genpix.cli.generate import add_sampling, generation_request, run_pipeline, write_outputs
+from genpix.pipelines.models import DEFAULT_TEXT_MODEL
 
 
 def register(commands) -> None:
-    p = commands.add_parser("generate", help="text-to-image with a Stable Diffusion 1.x/2.x model",
-                            description="Generate images from a prompt with a Stable Diffusion checkpoint "
-                                        "(.safetensors/.ckpt, LDM layout) or a diffusers-format folder.")
+    p = commands.add_parser("generate", help="text-to-image (the bundled model, or Stable Diffusion 1.x/2.x)",
+                            description="Generate images from a prompt with the bundled text-to-image model, a "
+                                        "genpix model, a Stable Diffusion checkpoint (.safetensors/.ckpt, LDM layout) "
+                                        "or a diffusers-format folder.")
     p.add_argument("prompt", metavar="PROMPT", help="what to draw")
     p.add_argument("--model", help="a Stable Diffusion .safetensors/.ckpt file or diffusers folder, or a genpix "
-                                   "text-to-image model (an ldm run or a bundled name; default shapes-ldm)")
+                                   f"text-to-image model (an ldm run or a bundled name; default {DEFAULT_TEXT_MODEL})")
     p.add_argument("--negative-prompt", help="what to steer away from (in place of the empty prompt)")
     add_sampling(p, n=1, steps_help="sampling steps (default 20)",
                  sampler_help="sampler name, e.g. 'Euler a' (default) or 'DPM++ 2M Karras'",
@@ -40,29 +39,13 @@ def register(commands) -> None:
 
 def run_generate(args: argparse.Namespace) -> int:
     from genpix.device import resolve_device, set_cpu_threads
-    from genpix.io.sd_loader import is_sd_model
     from genpix.pipelines import load_pipeline
 
     set_cpu_threads()
-    model = args.model or DEFAULT_TEXT_MODEL
     loading = {**sd_options(args), **{k: v for k, v in (("vae", args.vae), ("prediction", args.prediction))
                                       if v is not None}}
-    options = {"prompt": args.prompt, "negative_prompt": args.negative_prompt, "steps": args.steps,
-               "sampler": args.sampler, "cfg_scale": args.cfg_scale, "width": args.width, "height": args.height,
-               "schedule": args.schedule, "eta": args.eta, "s_churn": args.s_churn, "s_noise": args.s_noise,
-               "clip_skip": args.clip_skip}
-    options = {k: v for k, v in options.items() if v is not None}
-    if is_sd_model(model):
-        pipe = load_pipeline(model, device=resolve_device(args.device), **loading, **safety_options(args))
-    else:  # a genpix text-to-image model (a trained ldm folder or a bundled name)
-        need(not loading, f"{', '.join('--' + k for k in loading)} apply to Stable Diffusion models only")
-        pipe = load_pipeline(model, device=resolve_device(args.device), **safety_options(args))
-        need("prompt" in getattr(pipe, "parameters", ()),
-             f"{model} ({pipe.family}) takes no prompt; use `genpix sample {model}`")
-        if options.get("clip_skip") == 1:
-            del options["clip_skip"]  # the default, meaningful for CLIP text encoders only
-        refused = sorted(k for k in options if k not in pipe.parameters)
-        need(not refused, f"{model} ({pipe.family}) takes no {', '.join('--' + k.replace('_', '-') for k in refused)}")
-    out = run_pipeline(pipe, args.num_images, args.seed, options)
+    pipe = load_pipeline(args.model or DEFAULT_TEXT_MODEL, device=resolve_device(args.device), **loading,
+                         **safety_options(args))
+    out = run_pipeline(pipe, generation_request(args))
     write_outputs(out, args)
     return 0

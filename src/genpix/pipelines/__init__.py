@@ -1,47 +1,75 @@
-"""Pipelines compose loaded components into generation calls."""
+"""Pipelines compose loaded components into generation calls.
+
+One registry of the families a pipeline can be loaded for (:data:`FAMILIES`): each names its loader
+and the loading options it takes, so ``load_pipeline`` has no family chain and an option a family
+does not take is a one-line error naming it. Stable Diffusion files and folders are recognised by
+io/sd_loader.py; genpix model folders by the ``family`` in their config.json.
+"""
 
 from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
 
 import torch
 
 from genpix.errors import GenpixError
 from genpix.io.checkpoint import read_model_dir
-from genpix.pipelines.models import LATENT_FAMILIES, load_latent_decoder, resolve_model
-
-SAFETY_OPTIONS = frozenset({"safety_checker", "blocklist"})  # text-to-image models' (pipelines/safety.py)
+from genpix.pipelines.models import resolve_model
 
 
-def load_pipeline(path_or_name: str, device: str | torch.device = "cpu", **options):
-    """Load a model folder or a bundled model's name as a pipeline (see genpix.load_pipeline).
+@dataclass(frozen=True)
+class FamilyLoader:
+    name: str
+    loader: str  # "module:function", imported on first use (loading torch models is the slow part)
+    options: frozenset[str] = frozenset()  # load_pipeline keyword options it takes
+    refusal: str | None = None  # why models of this family do not generate on their own
 
-    Stable Diffusion (a .safetensors/.ckpt file or a diffusers folder with model_index.json) takes
-    ``options``: tokenizer=DIR, vae=FILE, prediction="eps"|"v" (pipelines/text_to_image.py). Every
-    text-to-image model (Stable Diffusion, ldm) takes blocklist=FILE (extra terms for the prompt
-    blocklist) and safety_checker=False (no safety checks at all; pipelines/safety.py)."""
+    def load(self, target, device, options: dict):
+        unknown = sorted(set(options) - self.options)
+        if unknown:
+            takes = ", ".join(sorted(self.options)) or "none"
+            raise GenpixError(f"{target}: a {self.name} model takes no {', '.join(unknown)} (its loading options: "
+                              f"{takes})")
+        module, function = self.loader.split(":")
+        return getattr(importlib.import_module(module), function)(target, device, **options)
+
+
+_SAFETY = frozenset({"safety_checker", "blocklist"})
+FAMILIES: dict[str, FamilyLoader] = {f.name: f for f in (
+    FamilyLoader("sd", "genpix.pipelines.text_to_image:load_sd_pipeline",
+                 frozenset({"tokenizer", "vae", "prediction", "download_tokenizer", "half"}) | _SAFETY),
+    FamilyLoader("ldm", "genpix.pipelines.ldm:load_ldm_pipeline", _SAFETY),
+    FamilyLoader("ddpm", "genpix.pipelines.diffusion:load_diffusion_pipeline"),
+    FamilyLoader("vae", "genpix.pipelines.models:load_latent_decoder"),
+    FamilyLoader("gan", "genpix.pipelines.models:load_latent_decoder"),
+    FamilyLoader("autoencoder", "", refusal="an autoencoder does not generate on its own; train latent diffusion "
+                                            "on it: genpix train ldm --data ... --autoencoder {path}"),
+)}
+
+
+def family_of(path_or_name: str) -> FamilyLoader:
+    """The registry entry of the model at ``path_or_name`` (a one-line error for an unknown family)."""
     from genpix.io.sd_loader import is_sd_model
 
     if is_sd_model(path_or_name):
-        from genpix.pipelines.text_to_image import load_sd_pipeline
-
-        return load_sd_pipeline(path_or_name, device, **options)
-    if set(options) - SAFETY_OPTIONS:
-        raise GenpixError(f"{path_or_name}: {', '.join(sorted(set(options) - SAFETY_OPTIONS))} apply to Stable "
-                          f"Diffusion models only")
+        return FAMILIES["sd"]
     model_dir = read_model_dir(resolve_model(path_or_name))
-    if model_dir.family == "ldm":
-        from genpix.pipelines.ldm import load_ldm_pipeline
+    family = FAMILIES.get(model_dir.family)
+    if family is None:
+        raise GenpixError(f"{model_dir.path}: sampling {model_dir.family!r} models is not supported "
+                          f"(genpix runs: {', '.join(f for f, e in FAMILIES.items() if e.refusal is None)})")
+    return family
 
-        return load_ldm_pipeline(model_dir, device, **options)
-    if options:
-        raise GenpixError(f"{path_or_name}: {', '.join(sorted(options))} apply to text-to-image models only "
-                          f"(Stable Diffusion, ldm)")
-    if model_dir.family in LATENT_FAMILIES:
-        return load_latent_decoder(model_dir, device)
-    if model_dir.family == "ddpm":
-        from genpix.pipelines.diffusion import load_diffusion_pipeline
 
-        return load_diffusion_pipeline(model_dir, device)
-    if model_dir.family == "autoencoder":
-        raise GenpixError(f"{model_dir.path}: an autoencoder does not generate on its own; train latent diffusion "
-                          f"on it: genpix train ldm --data ... --autoencoder {model_dir.path}")
-    raise GenpixError(f"{model_dir.path}: sampling {model_dir.family!r} models is not supported yet")
+def load_pipeline(path_or_name: str, device: str | torch.device = "cpu", **options):
+    """Load a model folder, a bundled model's name, or a Stable Diffusion file or diffusers folder
+    as a pipeline (see genpix.load_pipeline); ``options`` as the family's entry in :data:`FAMILIES`
+    lists them."""
+    family = family_of(path_or_name)
+    if family.name == "sd":
+        return family.load(path_or_name, device, options)
+    model_dir = read_model_dir(resolve_model(path_or_name))
+    if family.refusal:
+        raise GenpixError(f"{model_dir.path}: {family.refusal.format(path=model_dir.path)}")
+    return family.load(model_dir, device, options)

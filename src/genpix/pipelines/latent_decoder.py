@@ -9,7 +9,9 @@ import torch
 
 from genpix.errors import GenpixError
 from genpix.io.images import format_infotext, to_pil
+from genpix.pipelines.capabilities import Capabilities, bind, class_index
 from genpix.pipelines.output import PipelineOutput
+from genpix.pipelines.request import GenerationRequest
 
 
 def seeded_normal(shape: tuple[int, ...], seeds: list[int]) -> torch.Tensor:
@@ -40,27 +42,24 @@ class LatentDecoderPipeline:
     ``decode(z, labels)``. ``encode`` (images in [0, 1] -> z), where the model has an encoder.
     """
 
-    # the keyword arguments __call__ takes (what an API may pass on to this pipeline)
-    parameters = frozenset({"n", "seed", "latents", "class_name"})
-
     def __init__(self, decode: Callable[..., torch.Tensor], latent_dim: int, *,
-                 model_name: str, family: str, device: torch.device | str = "cpu",
+                 model_name: str, family: str, image_shape: tuple[int, int, int], device: torch.device | str = "cpu",
                  value_range: tuple[float, float] = (0.0, 1.0),
                  class_names: tuple[str, ...] | None = None,
                  encode: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
         self.decode, self.latent_dim, self.encode = decode, latent_dim, encode
         self.model_name, self.family, self.device = model_name, family, torch.device(device)
-        self.value_range, self.class_names = value_range, class_names
+        self.value_range, self.class_names, self.image_shape = value_range, class_names, image_shape
+        channels, height, width = image_shape
+        self.capabilities = Capabilities(family, model_name, "class" if class_names else "none", (width, height),
+                                         channels=channels, class_names=tuple(class_names or ()))
 
     def class_index(self, name: str) -> int:
         """The label of a class name (case-insensitive); a one-line error lists the classes."""
         if self.class_names is None:
             raise GenpixError(f"this {self.family} model is not class-conditional; --class needs a "
                               f"model trained with --cond class")
-        folded = [c.casefold() for c in self.class_names]
-        if name.casefold() not in folded:
-            raise GenpixError(f"unknown class {name!r}; this model's classes: {', '.join(self.class_names)}")
-        return folded.index(name.casefold())
+        return class_index(self.capabilities, name)
 
     @torch.no_grad()
     def decode_latents(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
@@ -76,21 +75,26 @@ class LatentDecoderPipeline:
             parts.append((x - lo) / (hi - lo))
         return torch.cat(parts)
 
-    def __call__(self, n: int = 1, seed: int = 0, latents: torch.Tensor | None = None,
-                 class_name: str | None = None, **unsupported: Any) -> PipelineOutput:
+    def __call__(self, prompt: str = "", negative_prompt: str = "", steps: int | None = None,
+                 sampler: str | None = None, cfg_scale: float | None = None, seed: int = 0,
+                 width: int | None = None, height: int | None = None, latents: torch.Tensor | None = None,
+                 **fields: Any) -> PipelineOutput:
+        """The one call of every pipeline (pipelines/request.py); a VAE or GAN takes n, seed,
+        latents and, when class-conditional, class_name."""
+        return self.generate(GenerationRequest.of(prompt=prompt, negative_prompt=negative_prompt, steps=steps,
+                                                  sampler=sampler, cfg_scale=cfg_scale, seed=seed, width=width,
+                                                  height=height, latents=latents, **fields))
+
+    def generate(self, request: GenerationRequest, *, lenient: bool = False) -> PipelineOutput:
         """Image i from seed + i; a class-conditional model draws ``class_name`` (default: class
         (seed + i) mod K, so each image still depends on its seed only)."""
-        given = {k: v for k, v in unsupported.items() if v not in (None, "", 0)}
-        if given:
-            raise GenpixError(f"a {self.family} model takes no {', '.join(sorted(given))} "
-                              f"(it generates from noise only)")
-        if n < 1:
-            raise GenpixError(f"number of images must be at least 1, got {n}")
-        seeds = [seed + i for i in range(n)]
-        z = seeded_normal((self.latent_dim,), seeds) if latents is None else latents
+        plan = bind(request, self.capabilities, lenient=lenient)
+        request = plan.request
+        seeds = [request.seed + i for i in range(request.n)]
+        z = seeded_normal((self.latent_dim,), seeds) if request.latents is None else request.latents
         labels = None
-        if class_name:
-            labels = torch.full((len(z),), self.class_index(class_name), dtype=torch.long)
+        if plan.label is not None:
+            labels = torch.full((len(z),), plan.label, dtype=torch.long)
         elif self.class_names is not None:
             labels = torch.tensor(seeds[: len(z)]).remainder(len(self.class_names))
         images = self.decode_latents(z, labels)
@@ -99,4 +103,6 @@ class LatentDecoderPipeline:
         infotexts = [format_infotext({"Seed": s, "Size": size, "Model": self.model_name,
                                       "Family": self.family, "Class": c}) for s, c in zip(seeds, classes)]
         return PipelineOutput(to_pil(images), images, infotexts,
-                              {"seeds": seeds, "model": self.model_name, "family": self.family})
+                              {"seeds": seeds, "model": self.model_name, "family": self.family,
+                               "class_name": request.class_name, "width": request.width, "height": request.height,
+                               "ignored": list(plan.ignored)})

@@ -15,6 +15,9 @@ from genpix.models.vae import VAE, VAEConfig
 from genpix.pipelines.latent_decoder import LatentDecoderPipeline
 
 
+DEFAULT_TEXT_MODEL = "shapes-ldm"  # the bundled text-to-image model every prompt command and the server start with
+
+
 def bundled_root() -> Path:
     return Path(str(resources.files("genpix") / "bundled"))
 
@@ -58,6 +61,10 @@ def load_generator(model_dir: ModelDir) -> Generator:
     return build_network(model_dir, "generator", GANConfig, Generator)
 
 
+def _shape(config) -> tuple[int, int, int]:
+    return config.channels, config.image_size, config.image_size
+
+
 LATENT_FAMILIES = ("vae", "gan")  # families that generate by decoding z ~ N(0, I)
 
 
@@ -67,7 +74,7 @@ def load_latent_decoder(model_dir: ModelDir, device: str | torch.device = "cpu")
     if model_dir.family == "vae":
         vae = load_vae(model_dir).to(device)
         return LatentDecoderPipeline(vae.decode, vae.config.latent_dim, model_name=name, family="vae",
-                                     device=device, encode=lambda x: vae.encode(x)[0])
+                                     image_shape=_shape(vae.config), device=device, encode=lambda x: vae.encode(x)[0])
     if model_dir.family == "gan":
         generator = load_generator(model_dir).to(device)
         config = generator.config
@@ -78,6 +85,6 @@ def load_latent_decoder(model_dir: ModelDir, device: str | torch.device = "cpu")
                 raise CheckpointError(f"{model_dir.path}/config.json: a class-conditional model needs "
                                       f"{config.num_classes} names in data.class_names")
         return LatentDecoderPipeline(generator, config.latent_dim, model_name=name, family="gan",
-                                     device=device, value_range=(-1.0, 1.0), class_names=class_names)
+                                     image_shape=_shape(config), device=device, value_range=(-1.0, 1.0), class_names=class_names)
     raise GenpixError(f"{model_dir.path}: a {model_dir.family} model does not decode a latent z "
                       f"(this needs one of: {', '.join(LATENT_FAMILIES)})")

@@ -44,13 +44,13 @@ def extend_canvas(picture: Image.Image, left: int = 0, right: int = 0, up: int =
     return canvas, Image.fromarray(mask, mode="L")
 
 
-def generation_size(pipe, size: tuple[int, int], multiple: int = 8) -> tuple[int, int]:
-    """(width, height) to generate a picture of ``size`` at: its own size rounded to ``multiple``
-    (at least one multiple) for pipelines that take a width, else the model's fixed size."""
-    if "width" in getattr(pipe, "parameters", ()):
+def generation_size(pipe, size: tuple[int, int]) -> tuple[int, int]:
+    """(width, height) to generate a picture of ``size`` at: its own size rounded to the model's
+    multiple (at least one multiple) for models that make any size, else the model's one size."""
+    multiple = pipe.capabilities.size_multiple
+    if multiple:
         return tuple(max(multiple, round(side / multiple) * multiple) for side in size)
-    _, height, width = pipe.image_shape
-    return width, height
+    return pipe.capabilities.native_size
 
 
 def paste_back(results: Sequence[Image.Image], canvas: Image.Image, mask: Image.Image,

@@ -15,6 +15,7 @@ Only the prompt is checked, never the negative prompt (which names what to avoid
 
 from __future__ import annotations
 
+import os
 import re
 import unicodedata
 from collections.abc import Mapping, Sequence
@@ -25,7 +26,7 @@ import torch
 
 from genpix.errors import GenpixError
 from genpix.pipelines.prompt_weighting import BREAK, BREAK_WEIGHT, PromptWeightError, parse_prompt_attention
-from genpix.pipelines.safety import black_out
+from genpix.pipelines.safety import SafetyCheck, black_out
 
 BLOCKLIST_ENV = "GENPIX_BLOCKLIST"  # a file of extra terms, for every pipeline this process loads
 # explicit sexual content, in the words prompts use for it; extend with a file rather than here
@@ -110,3 +111,17 @@ class PromptBlocklist:
     def __call__(self, images: torch.Tensor, prompts: Sequence[str]) -> tuple[torch.Tensor, list[bool]]:
         flags = [self.matches(prompt or "") > 0 for prompt in prompts]
         return black_out(images, flags), flags
+
+
+def default_checks(enabled: bool = True, blocklist: str | Path | None = None,
+                   environ: Mapping[str, str] | None = None) -> tuple[SafetyCheck, ...]:
+    """The checks every loaded text-to-image pipeline runs: none when not ``enabled``, else the
+    prompt blocklist with its default terms plus those of the files ``blocklist`` and
+    $GENPIX_BLOCKLIST (read from ``environ``, default ``os.environ``). A diffusers folder's loader
+    adds its safety checker as an :class:`ImageSafetyCheck`."""
+    if not enabled:
+        if blocklist is not None:
+            raise GenpixError("a blocklist file has no effect with the safety checks turned off "
+                              "(--no-safety-checker); give one or the other")
+        return ()
+    return (PromptBlocklist(BlocklistConfig.from_files(blocklist, os.environ if environ is None else environ)),)

@@ -22,10 +22,12 @@ def interpolate_prompts(pipe, prompt_a: str, prompt_b: str, frames: int, *, seed
     the pipeline (steps, sampler, cfg_scale, negative_prompt, ...)."""
     if frames < 2:
         raise GenpixError(f"frames must be at least 2, got {frames}")
-    if not hasattr(pipe, "encode_prompt"):
+    caps = getattr(pipe, "capabilities", None)
+    if caps is None or caps.conditioning != "text":
         raise GenpixError(f"{pipe.model_name} ({pipe.family}) is not text-conditioned; it has no prompts to walk between")
-    width, height = width or pipe.default_size, height or pipe.default_size
-    shape = (pipe.unet.config.out_channels, height // pipe.factor, width // pipe.factor)
+    width, height = width or caps.native_size[0], height or caps.native_size[1]
+    space = pipe.parts.space
+    shape = (space.latent_channels, height // space.factor, width // space.factor)
     noise_a, noise_b = (torch.randn(shape, generator=torch.Generator().manual_seed(s))
                         for s in (seed_a, seed_a if seed_b is None else seed_b))
     with torch.no_grad():

@@ -14,15 +14,12 @@ the prompt of each image -> (the images, flagged ones black; one flag per image)
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import torch
 
-from genpix.errors import GenpixError
 from genpix.models.safety_checker import SafetyChecker
 
 
@@ -90,19 +87,3 @@ class CombinedCheck:
     def __call__(self, images: torch.Tensor, prompts: Sequence[str]) -> tuple[torch.Tensor, list[bool]]:
         result = self.run(images, prompts)
         return result.images, result.flags
-
-
-def default_checks(enabled: bool = True, blocklist: str | Path | None = None,
-                   environ: Mapping[str, str] | None = None) -> tuple[SafetyCheck, ...]:
-    """The checks every loaded text-to-image pipeline runs: none when not ``enabled``, else the
-    prompt blocklist with its default terms plus those of the files ``blocklist`` and
-    $GENPIX_BLOCKLIST (read from ``environ``, default ``os.environ``). A diffusers folder's loader
-    adds its safety checker as an :class:`ImageSafetyCheck`."""
-    from genpix.pipelines.prompt_blocklist import BlocklistConfig, PromptBlocklist
-
-    if not enabled:
-        if blocklist is not None:
-            raise GenpixError("a blocklist file has no effect with the safety checks turned off "
-                              "(--no-safety-checker); give one or the other")
-        return ()
-    return (PromptBlocklist(BlocklistConfig.from_files(blocklist, os.environ if environ is None else environ)),)

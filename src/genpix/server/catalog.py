@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from genpix.errors import GenpixError
-from genpix.pipelines.models import bundled_models
+from genpix.pipelines import family_of
+from genpix.pipelines.models import DEFAULT_TEXT_MODEL, bundled_models
 from genpix.server.errors import ApiError
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")  # single-file checkpoints (Stable Diffusion)
@@ -138,11 +139,12 @@ class ModelCatalog:
         raise ApiError(f"unknown model {alias!r}; available: {titles}", 404)
 
     def default(self, preferred: str | None = None) -> ModelEntry:
+        """The ``preferred`` model, else the bundled text-to-image model, else the first one found."""
         if preferred:
             return self.find(preferred)
         if not self.entries:
             raise ApiError("no models: pass --models-dir with model folders, or install a bundled model", 404)
-        return self.entries[0]
+        return next((e for e in self.entries if e.name == DEFAULT_TEXT_MODEL), self.entries[0])
 
     def pipeline(self, entry: ModelEntry):
         """The loaded pipeline of ``entry`` (loading it with genpix.load_pipeline if needed)."""
@@ -150,22 +152,10 @@ class ModelCatalog:
 
         key = f"{entry.sha256}:{entry.path}"
         if key not in self._loaded:
-            takes_blocklist = self.blocklist is not None and _takes_prompts(entry.path)
+            takes_blocklist = self.blocklist is not None and "blocklist" in family_of(str(entry.path)).options
             self._loaded[key] = genpix.load_pipeline(str(entry.path), device=self.device,
                                                      **({"blocklist": self.blocklist} if takes_blocklist else {}))
             while len(self._loaded) > self.keep_loaded:
                 self._loaded.popitem(last=False)
         self._loaded.move_to_end(key)
         return self._loaded[key]
-
-
-def _takes_prompts(path: Path) -> bool:
-    """Whether the model at ``path`` is a text-to-image one (Stable Diffusion, or a genpix ldm folder)."""
-    from genpix.io.sd_loader import is_sd_model
-
-    if is_sd_model(path):
-        return True
-    try:
-        return json.loads((path / "config.json").read_text(encoding="utf-8")).get("family") == "ldm"
-    except (OSError, ValueError, AttributeError):
-        return False

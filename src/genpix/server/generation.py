@@ -1,9 +1,12 @@
-"""From an sd-webui txt2img/img2img request to pipeline calls, and back to sd-webui's ``info``.
+"""From an sd-webui txt2img/img2img request to genpix's one generation request, and back to
+sd-webui's ``info``.
 
-A field reaches a pipeline only if the pipeline lists it in ``parameters``; a field it does not
-take is ignored, as sd-webui ignores unknown fields (a VAE has no steps). What would be silently
-wrong instead is refused with a 4xx: a size the model cannot make, a prompt for a model with no
-classes or text, a mask for a pipeline that cannot inpaint. A mask, its blur, fill and inversion
+The request is bound leniently (pipelines/capabilities.py): a field the model cannot honour but
+that sd-webui clients always send (steps for a VAE, eta for a sampler without it, CFG scale without a
+class) is dropped and named in ``info["ignored"]``, as are the sd-webui features genpix does not
+implement yet (enable_hr, restore_faces, ...). What would be silently wrong instead is refused with
+a 4xx: a size the model cannot make, a prompt for a model with no classes or text, a mask for a
+pipeline that cannot inpaint. A mask, its blur, fill and inversion
 go to the pipeline (pipelines/masking.py), which pastes the original back outside the mask.
 The pipelines' safety checks (pipelines/safety.py, the prompt blocklist by default) make the images
 they flag black; ``info["nsfw"]`` lists the flags, one per image, beside sd-webui's fields.
@@ -17,16 +20,16 @@ from typing import Any
 
 from PIL import Image
 
-import genpix
-from genpix.diffusion import samplers
 from genpix.pipelines.masking import mask_from_picture, pictures_to_batch
+from genpix.pipelines.request import GenerationRequest
 from genpix.server.catalog import ModelEntry
 from genpix.server.errors import ApiError
 from genpix.server.jobs import Interrupted, JobQueue, Skipped
 from genpix.server.schemas import Img2ImgRequest, Txt2ImgRequest
+from genpix.version import __version__
 
 AUTOMATIC = ("", "automatic")  # scheduler values that keep the sampler's own schedule
-SAMPLER_OPTIONS = ("eta", "s_churn", "s_noise")  # request fields that are options of some samplers
+HONOURED_SETTINGS = ("sd_model_checkpoint", "CLIP_stop_at_last_layers")  # override_settings applied per request
 
 
 @dataclass
@@ -37,6 +40,7 @@ class Generation:
     info: dict[str, Any] = field(default_factory=dict)  # the last pipeline call's info
     nsfw: list[bool] = field(default_factory=list)  # per image: flagged by a safety check (made black)
     interrupted: bool = False
+    ignored: list[str] = field(default_factory=list)  # request fields not honoured (sd-webui's, or not for this model)
 
 
 def draw_seed(seed: int) -> int:
@@ -44,50 +48,40 @@ def draw_seed(seed: int) -> int:
     return random.randrange(4294967294) if seed == -1 else seed
 
 
-def _size(entry: ModelEntry, takes: frozenset, request: Txt2ImgRequest) -> tuple[int, int]:
-    """(width, height) to make; a model with one size refuses any other."""
-    if "width" in takes or entry.image_size is None:
-        return request.width or 512, request.height or 512
-    size = entry.image_size
-    width, height = request.width or size, request.height or size
-    if (width, height) != (size, size):
-        raise ApiError(f"{entry.name} makes {size}x{size} images, not {width}x{height}; "
-                       f"send width and height {size}, or leave them out")
-    return width, height
+def _unimplemented(request: Txt2ImgRequest) -> list[str]:
+    """sd-webui fields genpix does not implement yet that the request sets to something other than
+    their "off" value: reported in ``info["ignored"]``, never dropped in silence (docs/architecture.md)."""
+    settings = request.override_settings or {}
+    given = [name for name, on in (
+        ("enable_hr", request.enable_hr), ("restore_faces", request.restore_faces), ("tiling", request.tiling),
+        ("subseed_strength", request.subseed_strength), ("seed_resize_from_h", request.seed_resize_from_h > 0),
+        ("seed_resize_from_w", request.seed_resize_from_w > 0), ("styles", request.styles)) if on]
+    given += [f"override_settings.{key}" for key in settings if key not in HONOURED_SETTINGS]
+    if isinstance(request, Img2ImgRequest):
+        if request.mask is not None and request.inpaint_full_res:
+            given.append("inpaint_full_res")
+        if request.initial_noise_multiplier not in (None, 1, 1.0):
+            given.append("initial_noise_multiplier")
+    return given
 
 
-def pipeline_arguments(pipe, entry: ModelEntry, request: Txt2ImgRequest) -> dict[str, Any]:
-    """The keyword arguments of one pipeline call (without n, seed and callback)."""
-    takes = frozenset(getattr(pipe, "parameters", ()))
-    args: dict[str, Any] = {}
-    width, height = _size(entry, takes, request)
-    if "width" in takes:
-        args["width"], args["height"] = width, height
-    prompt = request.prompt.strip()
-    if "prompt" in takes:
-        args["prompt"], args["negative_prompt"] = request.prompt, request.negative_prompt
-    elif prompt:
-        if "class_name" not in takes or not getattr(pipe, "class_names", None):
-            raise ApiError(f"{entry.name} is conditioned on neither text nor classes; send an empty prompt")
-        pipe.class_index(prompt)  # an unknown class: a 400 that lists the classes
-        args["class_name"] = prompt
-    if "steps" in takes and request.steps is not None:
-        args["steps"] = request.steps
-    sampler = request.sampler_name or request.sampler_index
-    if "sampler" in takes and sampler:
-        args["sampler"] = sampler  # sd-webui names, "DPM++ 2M Karras" too: the pipeline resolves them
-        # eta, s_churn, s_noise reach the samplers that take them, as in sd-webui (an unknown name: a 400)
-        sampler_options = samplers.resolve(sampler)[0].options
-        for key in SAMPLER_OPTIONS:
-            value = getattr(request, key)
-            if value is not None and key in takes and key in sampler_options:
-                args[key] = value
-    if "schedule" in takes and (request.scheduler or "").strip().casefold() not in AUTOMATIC:
-        args["schedule"] = request.scheduler
-    guided = "prompt" in takes or "class_name" in args
-    if "cfg_scale" in takes and request.cfg_scale is not None and guided:
-        args["cfg_scale"] = request.cfg_scale
-    return args
+def _clip_skip(request: Txt2ImgRequest) -> int:
+    value = (request.override_settings or {}).get("CLIP_stop_at_last_layers", 1)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ApiError(f"override_settings.CLIP_stop_at_last_layers must be a whole number, got {value!r}", 422)
+    return value
+
+
+def generation_request(pipe, request: Txt2ImgRequest) -> GenerationRequest:
+    """sd-webui's txt2img fields as genpix's one request (pipelines/request.py); a size left out is the
+    model's own. For a class-conditional model the prompt is a class name (the binder resolves it)."""
+    scheduler = (request.scheduler or "").strip()
+    values = {"prompt": request.prompt, "negative_prompt": request.negative_prompt, "steps": request.steps,
+              "sampler": request.sampler_name or request.sampler_index or None,
+              "schedule": None if scheduler.casefold() in AUTOMATIC else scheduler, "cfg_scale": request.cfg_scale,
+              "eta": request.eta, "s_churn": request.s_churn, "s_noise": request.s_noise,
+              "width": request.width, "height": request.height, "clip_skip": _clip_skip(request)}
+    return GenerationRequest.of(**values)
 
 
 def mask_blur(request: Img2ImgRequest) -> int:
@@ -97,27 +91,18 @@ def mask_blur(request: Img2ImgRequest) -> int:
 
 def img2img_arguments(pipe, entry: ModelEntry, request: Img2ImgRequest, init: list[Image.Image],
                       mask: Image.Image | None) -> dict[str, Any]:
-    """init_images (B = 1 or batch_size), strength and, where the pipeline inpaints, the mask."""
-    takes = frozenset(getattr(pipe, "parameters", ()))
-    family = getattr(pipe, "family", "model")
-    if "init_images" not in takes:
-        raise ApiError(f"{entry.name} ({family}) cannot do img2img; use a diffusion model")
+    """init_images (B = 1 or batch_size) at the asked size (the model's own when left out), the
+    strength and the mask with its options; the binder refuses what the model cannot do."""
     if len(init) not in (1, request.batch_size):
         raise ApiError(f"got {len(init)} init images for batch_size {request.batch_size}; send 1 or {request.batch_size}")
-    size = _size(entry, takes, request)
-    channels = entry.channels or 3
+    caps = pipe.capabilities
+    size = (request.width or caps.native_size[0], request.height or caps.native_size[1])
     crop = request.resize_mode == 1
-    args: dict[str, Any] = {"init_images": pictures_to_batch(init, size, channels, crop),
-                            "strength": request.denoising_strength}
+    args: dict[str, Any] = {"init_images": pictures_to_batch(init, size, caps.channels, crop),
+                            "strength": request.denoising_strength, "width": size[0], "height": size[1]}
     if mask is not None:
-        if "mask" not in takes:
-            raise ApiError(f"{entry.name} ({family}) cannot inpaint: its pipeline takes no mask; "
-                           f"leave out 'mask' for plain img2img")
-        args["mask"] = pictures_to_batch([mask_from_picture(mask)], size, 1, crop)
-        for key, value in (("mask_blur", mask_blur(request)), ("inpainting_fill", request.inpainting_fill),
-                           ("invert_mask", bool(request.inpainting_mask_invert))):
-            if key in takes:
-                args[key] = value
+        args.update(mask=pictures_to_batch([mask_from_picture(mask)], size, 1, crop), mask_blur=mask_blur(request),
+                    inpainting_fill=request.inpainting_fill, invert_mask=bool(request.inpainting_mask_invert))
     return args
 
 
@@ -127,20 +112,18 @@ def generate(pipe, entry: ModelEntry, request: Txt2ImgRequest, seed: int, jobs: 
 
     Runs in the job worker. An interrupt keeps the finished batches; a skip drops the current one.
     """
-    takes = frozenset(getattr(pipe, "parameters", ()))
-    args = {**pipeline_arguments(pipe, entry, request), **extra}
-    preview = getattr(pipe, "preview_images", None)
-    if "callback" in takes:
-        args["callback"] = lambda info: jobs.step(info.get("step", info["i"] + 1), info.get("total", 0),
-                                                  preview, info["denoised"][:1].detach())
-    prefix = request.prompt.strip() if "prompt" not in takes else ""  # a class name, as the prompt line
-    result = Generation()
+    base = generation_request(pipe, request).but(n=request.batch_size, **extra)
+    if pipe.capabilities.diffusion:
+        base = base.but(callback=lambda info: jobs.step(info.get("step", info["i"] + 1), info.get("total", 0),
+                                                        pipe.preview_images, info["denoised"][:1].detach()))
+    prefix = request.prompt.strip() if pipe.capabilities.conditioning == "class" else ""  # the class, as the prompt line
+    result = Generation(ignored=_unimplemented(request))
     jobs.begin_batches(request.n_iter)
     size = request.batch_size
     for number in range(request.n_iter):
         try:
             jobs.next_batch(number)
-            out = pipe(n=size, seed=seed + number * size, **args)
+            out = pipe.generate(base.but(seed=seed + number * size), lenient=True)
         except Skipped:
             continue
         except Interrupted:
@@ -148,9 +131,10 @@ def generate(pipe, entry: ModelEntry, request: Txt2ImgRequest, seed: int, jobs: 
             break
         result.images += out.images
         result.infotexts += [f"{prefix}\n{text}" if prefix else text for text in out.infotexts]
-        result.seeds += list(out.info.get("seeds", range(seed + number * size, seed + (number + 1) * size)))
+        result.seeds += list(out.info["seeds"])
         result.nsfw += [bool(flag) for flag in out.info.get("nsfw") or [False] * len(out.images)]
         result.info = out.info
+        result.ignored += [k for k in out.info.get("ignored", []) if k not in result.ignored]
     return result
 
 
@@ -165,6 +149,7 @@ def processed_info(request: Txt2ImgRequest, entry: ModelEntry, gen: Generation, 
         "negative_prompt": request.negative_prompt, "all_negative_prompts": [request.negative_prompt] * count,
         "seed": gen.seeds[0] if gen.seeds else seed, "all_seeds": gen.seeds,
         "subseed": -1, "all_subseeds": [-1] * count, "subseed_strength": 0,
+        "ignored": gen.ignored,  # genpix's: request fields it did not honour (docs/architecture.md)
         "width": width, "height": height,
         "sampler_name": gen.info.get("sampler"), "cfg_scale": gen.info.get("cfg_scale"),
         "steps": gen.info.get("steps"), "batch_size": request.batch_size,
@@ -172,8 +157,8 @@ def processed_info(request: Txt2ImgRequest, entry: ModelEntry, gen: Generation, 
         "sd_model_name": entry.name, "sd_model_hash": entry.short_hash, "sd_vae_name": None, "sd_vae_hash": None,
         "seed_resize_from_w": -1, "seed_resize_from_h": -1, "denoising_strength": denoising_strength,
         "extra_generation_params": {}, "index_of_first_image": 0, "infotexts": gen.infotexts,
-        "styles": request.styles or [], "job_timestamp": job_timestamp, "clip_skip": 1,
-        "is_using_inpainting_conditioning": False, "version": f"genpix {genpix.__version__}",
+        "styles": request.styles or [], "job_timestamp": job_timestamp, "clip_skip": gen.info.get("clip_skip", 1),
+        "is_using_inpainting_conditioning": False, "version": f"genpix {__version__}",
         "interrupted": gen.interrupted,
         "nsfw": gen.nsfw,  # genpix's: the safety checks' flags, one per image (pipelines/safety.py)
     }

@@ -28,7 +28,12 @@ class Txt2ImgRequest(_Request):
     styles: list[str] | None = None
     seed: int = Field(-1, ge=-1, le=MAX_SEED)  # -1 draws one; image i uses seed + i
     subseed: int = -1
-    subseed_strength: float = 0.0
+    subseed_strength: float = Field(0.0, ge=0, le=1, allow_inf_nan=False)
+    seed_resize_from_h: int = -1
+    seed_resize_from_w: int = -1
+    enable_hr: bool = False  # sd-webui fields genpix does not implement yet: named in info["ignored"] when set
+    restore_faces: bool | None = None
+    tiling: bool | None = None
     sampler_name: str | None = None  # sd-webui names; None: the model's default
     sampler_index: str | None = None  # the older field, read when sampler_name is None
     scheduler: str | None = None  # "Automatic"/None: the model's default

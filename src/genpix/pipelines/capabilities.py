@@ -1,0 +1,216 @@
+"""What a loaded model can do, and the one binding step from a request to a plan.
+
+:class:`Capabilities` is typed (how the model is conditioned, whether it samples with a diffusion
+sampler, which sizes it makes, whether it inpaints, how many CLIP layers it has). :func:`bind`
+checks a :class:`~genpix.pipelines.request.GenerationRequest` against them and fills in the
+model's defaults; the CLI, ``genpix.load_pipeline(...)(...)`` and the HTTP server all call it, so an
+option is refused (or, for HTTP clients that send sd-webui's full set of fields, reported as
+ignored) the same way everywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from genpix.diffusion import samplers
+from genpix.diffusion.samplers import SamplerInfo
+from genpix.errors import GenpixError
+from genpix.pipelines.prompt_text import check_prompt_text
+from genpix.pipelines.request import GenerationRequest
+
+SEED_RANGE = (-(2**63), 2**64 - 1)  # what torch.Generator.manual_seed takes
+SAMPLING_FIELDS = ("steps", "sampler", "schedule", "cfg_scale", "eta", "s_churn", "s_noise")
+SAMPLER_OPTIONS = ("eta", "s_churn", "s_noise")
+
+
+class UnsupportedOption(GenpixError):
+    """A request option the model cannot honour; ``named(label)`` words it for a surface (``--clip-skip``)."""
+
+    def __init__(self, caps: Capabilities, option: str, why: str) -> None:
+        self.caps, self.option, self.why = caps, option, why
+        super().__init__(self.named(option))
+
+    def named(self, label: str) -> str:
+        return f"{self.caps.model_name} ({self.caps.family}) takes no {label}: {self.why}"
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """A family's sampling defaults (what a request's None means)."""
+
+    steps: int
+    sampler: str
+    cfg_scale: float
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    family: str
+    model_name: str
+    conditioning: Literal["none", "class", "text"]
+    native_size: tuple[int, int]  # (width, height) it makes when a request leaves the size out
+    channels: int = 3
+    class_names: tuple[str, ...] = ()
+    defaults: Defaults | None = None  # None: no diffusion sampler (VAE, GAN)
+    size_multiple: int = 0  # > 0: any size that is a multiple of it; 0: the native size only
+    inpaint: bool = False
+    inpainting_model: bool = False  # a 9-channel U-Net (inpaints with its own conditioning)
+    clip_layers: int = 0  # layers of a CLIP text encoder (the range of clip_skip); 0: none
+
+    @property
+    def diffusion(self) -> bool:
+        return self.defaults is not None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A request bound to a model: every default filled in, names resolved."""
+
+    request: GenerationRequest  # steps, cfg_scale, width, height, strength resolved
+    sampler: SamplerInfo | None = None
+    schedule: str | None = None
+    sampler_options: dict = field(default_factory=dict)
+    label: int | None = None  # the class, for class-conditional models
+    guided: bool = False  # classifier-free guidance runs (a condition to guide towards, scale != 1)
+    inpainting_model: bool = False  # a mask goes to a 9-channel U-Net (not the latent mask)
+    ignored: tuple[str, ...] = ()  # options dropped because the model cannot honour them (lenient binding)
+
+
+def class_index(caps: Capabilities, name: str | int) -> int:
+    """A class name (case-insensitive) or index -> index; unknown names list the classes."""
+    folded = [c.casefold() for c in caps.class_names]
+    if isinstance(name, int) or str(name).strip().isdigit():
+        if 0 <= int(name) < len(folded):
+            return int(name)
+    elif str(name).strip().casefold() in folded:
+        return folded.index(str(name).strip().casefold())
+    raise GenpixError(f"unknown class {name!r}; this model knows: {', '.join(caps.class_names)}")
+
+
+def bind(request: GenerationRequest, caps: Capabilities, *, lenient: bool = False) -> Plan:
+    """The plan for ``request`` on a model with ``caps``. An option the model cannot honour is a
+    one-line error naming it; with ``lenient`` (HTTP: sd-webui clients send every field) the
+    harmless ones (sampling options for a VAE, clip skip without CLIP, ...) are dropped and listed
+    in ``Plan.ignored`` instead."""
+    ignored: list[str] = []
+
+    def refuse(name: str, why: str) -> None:
+        if not lenient:
+            raise UnsupportedOption(caps, name, why)
+        ignored.append(name)
+
+    _check_count_and_seed(request)
+    request, label = _bind_conditioning(request, caps)
+    if request.clip_skip != 1 and caps.clip_layers == 0:
+        refuse("clip_skip", "it has no CLIP text encoder")
+        request = request.but(clip_skip=1)
+    elif not 1 <= request.clip_skip <= max(1, caps.clip_layers):
+        raise GenpixError(f"clip_skip must be between 1 and {caps.clip_layers} (sd-webui's Clip skip), "
+                          f"got {request.clip_skip}")
+    request = _bind_images(request, caps)
+    if not caps.diffusion:
+        for name in SAMPLING_FIELDS:
+            if getattr(request, name) is not None:
+                refuse(name, "it generates in one pass, without a sampler")
+                request = request.but(**{name: None})
+        return Plan(request, label=label, ignored=tuple(ignored))
+    guidable = caps.conditioning == "text" or label is not None
+    if request.cfg_scale is not None and not guidable:
+        refuse("cfg_scale", "guidance needs a class to guide towards (give a class)")
+        request = request.but(cfg_scale=None)
+    return _bind_sampling(request, caps, label, guidable, ignored, lenient)
+
+
+def _check_count_and_seed(request: GenerationRequest) -> None:
+    if request.n < 1:
+        raise GenpixError(f"number of images must be at least 1, got {request.n}")
+    low, high = SEED_RANGE
+    if not low <= request.seed or not request.seed + request.n - 1 <= high:
+        raise GenpixError(f"seed must be between {low} and {high} (image i uses seed + i), got {request.seed}")
+
+
+def _bind_conditioning(request: GenerationRequest, caps: Capabilities) -> tuple[GenerationRequest, int | None]:
+    """Prompt, negative prompt and class checked against how the model is conditioned."""
+    prompt = check_prompt_text(request.prompt or "", "prompt")
+    negative = check_prompt_text(request.negative_prompt or "", "negative prompt")
+    request = request.but(prompt=prompt, negative_prompt=negative)
+    if caps.conditioning == "text":
+        if request.class_name not in (None, ""):
+            raise GenpixError(f"{caps.model_name} is text-conditioned; give a prompt, not a class")
+        return request, None
+    if caps.conditioning == "class":
+        if request.class_name not in (None, "") and prompt:
+            raise GenpixError("give a class or a prompt (the class name), not both")
+        name = request.class_name if request.class_name not in (None, "") else prompt
+        label = None if name in (None, "") else class_index(caps, name)
+        if negative:
+            class_index(caps, negative)  # a class model's negative prompt is a class to guide away from
+        return request.but(prompt="", class_name=None if label is None else caps.class_names[label]), label
+    if request.class_name not in (None, ""):
+        raise GenpixError(f"{caps.model_name} ({caps.family}) is not class-conditional; it takes no class")
+    if prompt or negative:
+        raise GenpixError(f"{caps.model_name} ({caps.family}) is unconditional: it takes no prompt "
+                          f"(send an empty prompt)")
+    return request, None
+
+
+def _bind_images(request: GenerationRequest, caps: Capabilities) -> GenerationRequest:
+    """Size (None: the init image's, else the model's), init images, mask and strength."""
+    init = request.init_images
+    if request.mask is not None and not caps.inpaint:
+        raise GenpixError(f"{caps.model_name} ({caps.family}) cannot inpaint; use a diffusion model")
+    if init is not None and not caps.diffusion:
+        raise GenpixError(f"{caps.model_name} ({caps.family}) cannot do img2img; use a diffusion model")
+    if request.mask is not None and init is None:
+        raise GenpixError("a mask needs the image to inpaint (init images)")
+    width, height = request.width, request.height
+    if init is not None and caps.size_multiple:
+        width, height = width or init.shape[-1], height or init.shape[-2]
+    width, height = width or caps.native_size[0], height or caps.native_size[1]
+    multiple = caps.size_multiple
+    if not multiple and (width, height) != caps.native_size:
+        w, h = caps.native_size
+        raise GenpixError(f"{caps.model_name} makes {w}x{h} images, not {width}x{height}; "
+                          f"give width {w} and height {h}, or leave them out")
+    if multiple and (width < multiple or height < multiple or width % multiple or height % multiple):
+        raise GenpixError(f"width and height must be positive multiples of {multiple}, got {width}x{height}")
+    request = request.but(width=width, height=height)
+    if init is None:
+        if caps.inpainting_model:
+            raise GenpixError(f"{caps.model_name} is an inpainting model (9 input channels): give it an init "
+                              f"image and a mask")
+        return request
+    for name, tensor, channels in (("init images", init, caps.channels), ("mask", request.mask, 1)):
+        if tensor is not None and (tensor.ndim != 4 or tensor.shape[0] not in (1, request.n) or
+                                   tuple(tensor.shape[1:]) != (channels, height, width)):
+            raise GenpixError(f"{name} must be (1 or {request.n}, {channels}, {height}, {width}) in [0, 1], "
+                              f"got {tuple(tensor.shape)}")
+    if caps.inpainting_model and request.mask is None:
+        raise GenpixError(f"{caps.model_name} is an inpainting model (9 input channels): give it a mask too")
+    strength = request.strength
+    if strength is None:
+        strength = 1.0 if caps.inpainting_model else 0.75
+    if not 0 <= strength <= 1:
+        raise GenpixError(f"strength must be between 0 and 1, got {strength}")
+    return request.but(strength=float(strength))
+
+
+def _bind_sampling(request: GenerationRequest, caps: Capabilities, label: int | None, guidable: bool,
+                   ignored: list[str], lenient: bool) -> Plan:
+    """Sampler, schedule, steps, CFG scale and the sampler's own options."""
+    defaults = caps.defaults
+    entry, schedule = samplers.resolve(request.sampler or defaults.sampler, request.schedule)
+    steps = defaults.steps if request.steps is None else request.steps
+    samplers.check_steps(steps)
+    options = {k: getattr(request, k) for k in SAMPLER_OPTIONS if getattr(request, k) is not None}
+    if lenient:
+        for key in sorted(set(options) - set(entry.options)):
+            ignored.append(key)
+            del options[key]
+    samplers.check_options(entry, options)
+    cfg_scale = float(defaults.cfg_scale if request.cfg_scale is None else request.cfg_scale)
+    request = request.but(steps=steps, sampler=entry.name, schedule=schedule,
+                          cfg_scale=cfg_scale if guidable else None)
+    return Plan(request, entry, schedule, options, label, guidable and cfg_scale != 1,
+                request.mask is not None and caps.inpainting_model, tuple(ignored))

@@ -1,0 +1,84 @@
+"""One typed generation request, shared by the CLI, the Python API and the HTTP server.
+
+Every surface builds a :class:`GenerationRequest` (``GenerationRequest.of(**fields)`` names an
+unknown field in a one-line error) and hands it to a pipeline, which binds it against what the
+loaded model can do (pipelines/capabilities.py). ``None`` means "the model's default" for every
+field that has one (steps, sampler, CFG scale, size, strength).
+
+Images are tensors: ``init_images`` (1 or n, C, H, W) and ``mask`` (1 or n, 1, H, W), both in
+[0, 1], the mask 1 (white) where to repaint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, fields, replace
+from difflib import get_close_matches
+from typing import Any
+
+import torch
+
+from genpix.errors import GenpixError
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """What to generate. ``n`` images, image i from seed ``seed + i`` (sd-webui's batch)."""
+
+    prompt: str = ""
+    negative_prompt: str = ""
+    class_name: str | int | None = None  # a class-conditional model's class ("" or None: unconditional)
+    n: int = 1
+    seed: int = 0
+    steps: int | None = None
+    sampler: str | None = None  # sd-webui names, legacy "DPM++ 2M Karras" too
+    schedule: str | None = None  # schedule type; None or "Automatic": the sampler's own
+    cfg_scale: float | None = None
+    eta: float | None = None
+    s_churn: float | None = None
+    s_noise: float | None = None
+    width: int | None = None
+    height: int | None = None
+    clip_skip: int = 1  # sd-webui's "Clip skip" (1: the text encoder's last layer)
+    latents: torch.Tensor | None = None  # (n, C, h, w) unit-variance starting noise
+    prompt_embeds: torch.Tensor | None = None  # (1, L, D) in place of the encoded prompt
+    init_images: torch.Tensor | None = None  # img2img / inpaint
+    strength: float | None = None  # denoising strength (img2img)
+    mask: torch.Tensor | None = None  # inpaint: 1 = repaint
+    mask_blur: int = 0
+    inpainting_fill: int = 1  # 0 fill, 1 original, 2 latent noise, 3 latent nothing
+    invert_mask: bool = False
+    callback: Callable[[dict[str, Any]], None] | None = None  # after each sampling step
+
+    @classmethod
+    def of(cls, **values: Any) -> GenerationRequest:
+        """A request from keyword arguments; an unknown one is a one-line error naming it (and the
+        closest field names)."""
+        names = [f.name for f in fields(cls)]
+        unknown = [k for k in values if k not in names]
+        if unknown:
+            hints = {k: get_close_matches(k, names, n=1) for k in unknown}
+            said = ", ".join(k + (f" (did you mean {h[0]}?)" if h else "") for k, h in hints.items())
+            raise GenpixError(f"unknown generation option{'s' if len(unknown) > 1 else ''}: {said}")
+        return cls(**values)
+
+    def given(self) -> dict[str, Any]:
+        """The fields that differ from their defaults (what the caller asked for)."""
+        default = GenerationRequest()
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, torch.Tensor) or value != getattr(default, f.name):
+                out[f.name] = value
+        return out
+
+    def but(self, **changes: Any) -> GenerationRequest:
+        """A copy with ``changes`` (named fields only)."""
+        return replace(self, **changes)
+
+    @property
+    def mode(self) -> str:
+        """txt2img, img2img or inpaint."""
+        if self.init_images is None:
+            return "txt2img"
+        return "img2img" if self.mask is None else "inpaint"
