@@ -77,6 +77,7 @@ def test_plain_upscalers_sizes_like_sd_webui():
     assert Upscaler("Nearest").upscale(image, 2.5).size == (72, 48)  # (w * s) // 8 * 8
     nearest = Upscaler("Nearest").upscale(image, 4)
     assert np.array_equal(np.asarray(nearest)[::4, ::4], np.asarray(image))
+    assert Upscaler("Lanczos").upscale(_picture(3, 2), 2).size == (8, 8)  # never below 8 pixels
     none = Upscaler("None").upscale(image, 4)
     assert np.array_equal(np.asarray(none), np.asarray(image.resize((120, 80), Image.Resampling.LANCZOS)))
 

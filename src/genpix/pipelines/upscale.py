@@ -99,15 +99,14 @@ class Upscaler:
         return image.resize(size, LANCZOS if self.name == "Lanczos" else Image.Resampling.NEAREST)
 
     def upscale(self, image: Image.Image, scale: float) -> Image.Image:
-        """sd-webui ``Upscaler.upscale``: to ``(w * scale) // 8 * 8`` x ``(h * scale) // 8 * 8``."""
+        """sd-webui ``Upscaler.upscale``: to ``(w * scale) // 8 * 8`` x ``(h * scale) // 8 * 8`` (at least 8)."""
         if not 1 <= scale <= MAX_SCALE:
             raise UpscaleError(f"upscale factor must be between 1 and {MAX_SCALE:g}, got {scale:g}")
         if self.model is not None and self.scale == 1:
             raise UpscaleError(f"{self.name} is a 1x model (it restores, it does not enlarge); "
                                f"choose an upscaler with a scale above 1")
-        dest = (int(image.width * scale // 8 * 8), int(image.height * scale // 8 * 8))
+        dest = (max(8, int(image.width * scale // 8 * 8)), max(8, int(image.height * scale // 8 * 8)))
         check_size(*dest, self.limit)
-        dest = (max(dest[0], 8), max(dest[1], 8))
         for _ in range(3):
             if image.width >= dest[0] and image.height >= dest[1]:
                 break
