@@ -134,3 +134,16 @@ def test_missing_text_projection_is_a_clear_error(model, tmp_path):
     with pytest.raises(CheckpointError, match="missing tensor 'conditioner.embedders.1.model.text_projection'; "
                                               "SDXL's pooled text embedding needs bigG's text_projection"):
         load_sd_components(broken, tokenizer=folder / "tokenizer")
+
+
+def test_text_widths_must_fit_the_unet(model):
+    from dataclasses import replace
+
+    from genpix.io.sdxl_loader import checked
+
+    kind, _, folder, _ = model
+    if kind != "base":
+        pytest.skip("one kind is enough")
+    parts = load_sd_components(folder)
+    with pytest.raises(CheckpointError, match="the U-Net attends to 192-d text tokens but the text encoders give 128"):
+        checked(replace(parts, text_model=None))

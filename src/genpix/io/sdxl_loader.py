@@ -68,6 +68,15 @@ class SDXLComponents:
         return "inpaint" if self.unet.config.in_channels == 9 else "base"
 
 
+def checked(components: SDXLComponents) -> SDXLComponents:
+    """The components, if the U-Net attends to the text encoders' concatenated widths."""
+    widths = [m.config.hidden_size for m in (components.text_model, components.text_model_2) if m is not None]
+    if components.unet.config.cross_attention_dim != sum(widths):
+        raise CheckpointError(f"{components.name}: the U-Net attends to {components.unet.config.cross_attention_dim}-d "
+                              f"text tokens but the text encoders give {' + '.join(map(str, widths))}")
+    return components
+
+
 def is_sdxl_folder(folder: Path) -> bool:
     index = folder / "model_index.json"
     return index.is_file() and read_json_object(index).get("_class_name") in SDXL_PIPELINES
@@ -109,8 +118,9 @@ def load_sdxl_folder(folder: Path, *, tokenizer: str | Path | None = None,
         _check_vocab(tok, text_model)
     refiner = time_id_count(unet_config, text_model_2.text_projection.out_features) == REFINER_IDS
     scheduler = read_json_object(folder / "scheduler" / "scheduler_config.json")
-    return SDXLComponents(tok, text_model, tok_2, text_model_2, unet, vae, alphas_cumprod_from_scheduler(scheduler),
-                          prediction_from_scheduler(scheduler), folder.name, refiner)
+    return checked(SDXLComponents(tok, text_model, tok_2, text_model_2, unet, vae,
+                                  alphas_cumprod_from_scheduler(scheduler), prediction_from_scheduler(scheduler),
+                                  folder.name, refiner))
 
 
 # -- single files in the SGM layout ---------------------------------------------------------------
@@ -159,8 +169,8 @@ def load_sdxl_single_file(path: Path, checkpoint: dict[str, torch.Tensor], *, to
         tok = single_file_tokenizer(path, EOS, tokenizer, download_tokenizer)
         config = replace(found_l.config, eos_token_id=tok.eos_id)
         text_model = load_text_weights(CLIPTextModel(config), found_l.state, tok, path)
-    return SDXLComponents(tok, text_model, tok_2, text_model_2, unet, vae, alphas_cumprod_from_scheduler(SD_BETAS),
-                          prediction, path.stem, found_l is None)
+    return checked(SDXLComponents(tok, text_model, tok_2, text_model_2, unet, vae,
+                                  alphas_cumprod_from_scheduler(SD_BETAS), prediction, path.stem, found_l is None))
 
 
 def load_sdxl(path: Path, *, checkpoint: dict[str, torch.Tensor] | None = None, **kwargs: Any) -> SDXLComponents:
