@@ -268,3 +268,12 @@ def test_not_tensors_and_bad_suffix(tmp_path):
 def test_inspect_state_names_architecture():
     spec, _ = inspect_state(random_srvgg(3, 8, 2, 4))
     assert (spec.architecture, spec.scale, spec.channels) == ("SRVGGNetCompact", 4, 3)
+
+
+def test_scales_the_architectures_lack(tmp_path):
+    with pytest.raises(GenpixError, match="scale must be one of"):
+        RRDBNetConfig(scale=3)
+    sd = random_srvgg(3, 8, 1, 2)
+    sd["body.4.weight"], sd["body.4.bias"] = torch.zeros(10, 8, 3, 3), torch.zeros(10)  # 10 = 3 x s^2 for no s
+    with pytest.raises(GenpixError, match="channels x scale\\^2"):
+        load_upscaler(_write(tmp_path, "odd.safetensors", sd))
