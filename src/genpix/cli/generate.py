@@ -88,6 +88,9 @@ def add_sampling(p: argparse.ArgumentParser, *, n: int, steps_help: str, sampler
     p.add_argument("--sampler", help=sampler_help)
     add_sampler_options(p)
     p.add_argument("--cfg-scale", type=finite_float, help=cfg_help)
+    p.add_argument("--subseed", type=int, help="variation seed (sd-webui's): with --subseed-strength, every image "
+                                               "keeps --seed and image i blends in the noise of subseed + i")
+    p.add_argument("--subseed-strength", type=finite_float, help="variation strength, 0..1 (default 0)")
 
 
 def add_sampler_options(p: argparse.ArgumentParser) -> None:
@@ -105,7 +108,7 @@ def _next_index(folder: Path) -> int:
 
 
 REQUEST_FLAGS = ("prompt", "negative_prompt", "class_name", "steps", "sampler", "schedule", "cfg_scale", "eta",
-                 "s_churn", "s_noise", "width", "height", "clip_skip")  # argparse dests that are request fields
+                 "s_churn", "s_noise", "width", "height", "clip_skip", "subseed", "subseed_strength")  # argparse dests that are request fields
 
 
 def generation_request(args: argparse.Namespace, **fields):

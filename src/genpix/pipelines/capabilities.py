@@ -22,6 +22,7 @@ from genpix.pipelines.request import GenerationRequest
 SEED_RANGE = (-(2**63), 2**64 - 1)  # what torch.Generator.manual_seed takes
 SAMPLING_FIELDS = ("steps", "sampler", "schedule", "cfg_scale", "eta", "s_churn", "s_noise")
 SAMPLER_OPTIONS = ("eta", "s_churn", "s_noise")
+VARIATION_FIELDS = ("subseed_strength", "seed_resize_from_h", "seed_resize_from_w", "eta_noise_seed_delta")
 
 
 class UnsupportedOption(GenpixError):
@@ -114,6 +115,10 @@ def bind(request: GenerationRequest, caps: Capabilities, *, lenient: bool = Fals
             if getattr(request, name) is not None:
                 refuse(name, "it generates in one pass, without a sampler")
                 request = request.but(**{name: None})
+        for name in VARIATION_FIELDS:
+            if getattr(request, name):
+                refuse(name, "variation noise is for diffusion models")
+                request = request.but(**{name: 0})
         return Plan(request, label=label, ignored=tuple(ignored))
     guidable = caps.conditioning == "text" or label is not None
     if request.cfg_scale is not None and not guidable:

@@ -27,6 +27,8 @@ import torch.nn.functional as F
 
 from genpix.diffusion.denoiser import CFGDenoiser, ClippedDenoiser
 from genpix.diffusion.inpainting import MaskedDenoiser
+from genpix.diffusion.noise import VariationNoise, variation_noise
+from genpix.diffusion.noise import image_seeds as noise_seeds
 from genpix.errors import GenpixError
 from genpix.pipelines import masking
 from genpix.pipelines.capabilities import Plan
@@ -76,15 +78,19 @@ def run_chunk(parts: Parts, plan: Plan, chunk: slice, sigmas: torch.Tensor, cond
     """Images (b, C, H, W) in [0, 1] on the CPU for rows ``chunk`` of the request."""
     request, space = plan.request, parts.space
     n = request.n
-    generators = [torch.Generator().manual_seed(request.seed + i) for i in range(n)[chunk]]
+    seeds, subseeds = image_seeds(request)
+    generators = [torch.Generator().manual_seed(seed) for seed in seeds[chunk]]
     init, inpaint = rows(request.init_images, n, chunk), rows(mask, n, chunk)
     latent_mask = inpaint is not None and not plan.inpainting_model
     pure_noise = init is None or (inpaint is not None and request.strength == 1)
     start = (sigmas[0] ** 2 + 1) ** 0.5 if plan.sampler.vp_start else sigmas[0]  # pure noise's scale
     shape = (space.latent_channels, request.height // space.factor, request.width // space.factor)
-    given = None if request.latents is None else _latents(request.latents, n, shape)[chunk]
+    noise = None if request.latents is None else _latents(request.latents, n, shape)[chunk]
+    if noise is None and varied(request):  # sd-webui's variation noise first, then the encoding
+        noise, generators = variation_noise(_variation(request, seeds[chunk], subseeds[chunk], space.factor), shape)
     z0 = None if pure_noise or latent_mask else space.encode(init.to(device), generators)
-    noise = given if given is not None else torch.stack([torch.randn(shape, generator=g) for g in generators])
+    if noise is None:  # diffusers' order: the init image's posterior sample, then the noise
+        noise = torch.stack([torch.randn(shape, generator=g) for g in generators])
     noise = noise.float().to(device)
     x = noise * start if z0 is None else z0 + noise * sigmas[0]  # x_t = z0 + sigma_t eps
     extra = {} if inpaint is None or latent_mask else _inpainting_condition(space, init.to(device), inpaint,
@@ -101,6 +107,23 @@ def run_chunk(parts: Parts, plan: Plan, chunk: slice, sigmas: torch.Tensor, cond
         x0 = denoiser.finish(x0, sigmas[-1])
     images = space.decode(x0 / (sigmas[-1] ** 2 + 1) ** 0.5)  # x_vp = x / sqrt(1 + sigma^2); 1 when sigma is 0
     return masking.overlay(images, init, inpaint) if latent_mask else images
+
+
+def varied(request) -> bool:
+    """Whether the request asks for sd-webui's variation noise (diffusion/noise.py)."""
+    return bool(request.subseed_strength or request.eta_noise_seed_delta or
+                (request.seed_resize_from_h > 0 and request.seed_resize_from_w > 0))
+
+
+def image_seeds(request) -> tuple[list[int], list[int]]:
+    """Per image (seed, subseed): seed + i without a variation strength; with one, every image keeps
+    the seed and the subseed counts up (sd-webui's process_images)."""
+    return noise_seeds(request.seed, request.subseed, request.subseed_strength, request.n)
+
+
+def _variation(request, seeds: list[int], subseeds: list[int], factor: int) -> VariationNoise:
+    return VariationNoise(tuple(seeds), tuple(subseeds), request.subseed_strength, request.seed_resize_from_h,
+                          request.seed_resize_from_w, request.eta_noise_seed_delta, factor)
 
 
 def _latents(latents: torch.Tensor, n: int, shape: tuple[int, int, int]) -> torch.Tensor:

@@ -154,7 +154,8 @@ class DiffusionPipeline:
 
     def _output(self, plan: Plan, images: torch.Tensor, nsfw: list | None, notes: dict[str, Any]) -> PipelineOutput:
         request, caps = plan.request, self.capabilities
-        seeds = [request.seed + i for i in range(request.n)]
+        seeds, subseeds = modes.image_seeds(request)
+        resized = request.seed_resize_from_h > 0 and request.seed_resize_from_w > 0
         inpainting = request.mask is not None
         params = {"Steps": request.steps, "Sampler": request.sampler,
                   "Schedule type": schedules.SCHEDULE_LABELS[plan.schedule], "CFG scale": request.cfg_scale,
@@ -167,9 +168,14 @@ class DiffusionPipeline:
                                               request.inpainting_fill) if inpainting else {}),
                  "Clip skip": request.clip_skip if request.clip_skip != 1 else None, **notes}
         text = caps.conditioning == "text"
-        infotexts = [format_infotext({**params, "Seed": s, **after}, request.prompt if text else "",
-                                     request.negative_prompt if text else "") for s in seeds]
-        info = {"seeds": seeds, "prompt": request.prompt, "negative_prompt": request.negative_prompt,
+        variation = {"Seed resize from": f"{request.seed_resize_from_w}x{request.seed_resize_from_h}" if resized
+                     else None, "ENSD": request.eta_noise_seed_delta or None}
+        infotexts = [format_infotext({**params, "Seed": s, **({"Variation seed": v, "Variation seed strength":
+                                                              request.subseed_strength} if request.subseed_strength
+                                                             else {}), **variation, **after},
+                                     request.prompt if text else "", request.negative_prompt if text else "")
+                     for s, v in zip(seeds, subseeds)]
+        info = {"seeds": seeds, "subseeds": subseeds, "subseed_strength": request.subseed_strength, "prompt": request.prompt, "negative_prompt": request.negative_prompt,
                 "class_name": request.class_name, "model": caps.model_name, "family": caps.family,
                 "steps": request.steps, "sampler": request.sampler, "schedule": plan.schedule,
                 "cfg_scale": request.cfg_scale, "width": request.width, "height": request.height,

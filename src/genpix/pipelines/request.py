@@ -30,6 +30,11 @@ class GenerationRequest:
     class_name: str | int | None = None  # a class-conditional model's class ("" or None: unconditional)
     n: int = 1
     seed: int = 0
+    subseed: int = 0  # sd-webui's variation seed (diffusion/noise.py)
+    subseed_strength: float = 0.0  # 0: the seed's noise, 1: the subseed's
+    seed_resize_from_h: int = 0  # > 0 with _w: the seed's noise as drawn at that size (its composition)
+    seed_resize_from_w: int = 0
+    eta_noise_seed_delta: int = 0  # ENSD: the samplers' later noise from seed + delta
     steps: int | None = None
     sampler: str | None = None  # sd-webui names, legacy "DPM++ 2M Karras" too
     schedule: str | None = None  # schedule type; None or "Automatic": the sampler's own

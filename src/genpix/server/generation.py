@@ -29,7 +29,7 @@ from genpix.server.schemas import Img2ImgRequest, Txt2ImgRequest
 from genpix.version import __version__
 
 AUTOMATIC = ("", "automatic")  # scheduler values that keep the sampler's own schedule
-HONOURED_SETTINGS = ("sd_model_checkpoint", "CLIP_stop_at_last_layers")  # override_settings applied per request
+HONOURED_SETTINGS = ("sd_model_checkpoint", "CLIP_stop_at_last_layers", "eta_noise_seed_delta")  # override_settings applied per request
 
 
 @dataclass
@@ -40,6 +40,7 @@ class Generation:
     info: dict[str, Any] = field(default_factory=dict)  # the last pipeline call's info
     nsfw: list[bool] = field(default_factory=list)  # per image: flagged by a safety check (made black)
     interrupted: bool = False
+    subseeds: list[int] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)  # request fields not honoured (sd-webui's, or not for this model)
 
 
@@ -54,8 +55,7 @@ def _unimplemented(request: Txt2ImgRequest) -> list[str]:
     settings = request.override_settings or {}
     given = [name for name, on in (
         ("enable_hr", request.enable_hr), ("restore_faces", request.restore_faces), ("tiling", request.tiling),
-        ("subseed_strength", request.subseed_strength), ("seed_resize_from_h", request.seed_resize_from_h > 0),
-        ("seed_resize_from_w", request.seed_resize_from_w > 0), ("styles", request.styles)) if on]
+        ("styles", request.styles)) if on]
     given += [f"override_settings.{key}" for key in settings if key not in HONOURED_SETTINGS]
     if isinstance(request, Img2ImgRequest):
         if request.mask is not None and request.inpaint_full_res:
@@ -65,10 +65,11 @@ def _unimplemented(request: Txt2ImgRequest) -> list[str]:
     return given
 
 
-def _clip_skip(request: Txt2ImgRequest) -> int:
-    value = (request.override_settings or {}).get("CLIP_stop_at_last_layers", 1)
+def _setting(request: Txt2ImgRequest, key: str, default: int) -> int:
+    """A whole-number ``override_settings`` entry of this request (a 422 for another type)."""
+    value = (request.override_settings or {}).get(key, default)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ApiError(f"override_settings.CLIP_stop_at_last_layers must be a whole number, got {value!r}", 422)
+        raise ApiError(f"override_settings.{key} must be a whole number, got {value!r}", 422)
     return value
 
 
@@ -80,7 +81,12 @@ def generation_request(pipe, request: Txt2ImgRequest) -> GenerationRequest:
               "sampler": request.sampler_name or request.sampler_index or None,
               "schedule": None if scheduler.casefold() in AUTOMATIC else scheduler, "cfg_scale": request.cfg_scale,
               "eta": request.eta, "s_churn": request.s_churn, "s_noise": request.s_noise,
-              "width": request.width, "height": request.height, "clip_skip": _clip_skip(request)}
+              "width": request.width, "height": request.height,
+              "clip_skip": _setting(request, "CLIP_stop_at_last_layers", 1),
+              "eta_noise_seed_delta": _setting(request, "eta_noise_seed_delta", 0),
+              "subseed_strength": request.subseed_strength,
+              "seed_resize_from_h": max(0, request.seed_resize_from_h),
+              "seed_resize_from_w": max(0, request.seed_resize_from_w)}
     return GenerationRequest.of(**values)
 
 
@@ -108,11 +114,14 @@ def img2img_arguments(pipe, entry: ModelEntry, request: Img2ImgRequest, init: li
 
 def generate(pipe, entry: ModelEntry, request: Txt2ImgRequest, seed: int, jobs: JobQueue,
              extra: dict[str, Any]) -> Generation:
-    """n_iter pipeline calls of batch_size images each; image i has seed ``seed + i``.
+    """n_iter pipeline calls of batch_size images each; image i has seed ``seed + i`` (with a variation
+    strength every image keeps the seed and the subseed counts up, as in sd-webui).
 
     Runs in the job worker. An interrupt keeps the finished batches; a skip drops the current one.
     """
-    base = generation_request(pipe, request).but(n=request.batch_size, **extra)
+    subseed = draw_seed(request.subseed)
+    base = generation_request(pipe, request).but(n=request.batch_size, subseed=subseed, **extra)
+    varied = bool(base.subseed_strength)
     if pipe.capabilities.diffusion:
         base = base.but(callback=lambda info: jobs.step(info.get("step", info["i"] + 1), info.get("total", 0),
                                                         pipe.preview_images, info["denoised"][:1].detach()))
@@ -123,7 +132,9 @@ def generate(pipe, entry: ModelEntry, request: Txt2ImgRequest, seed: int, jobs: 
     for number in range(request.n_iter):
         try:
             jobs.next_batch(number)
-            out = pipe.generate(base.but(seed=seed + number * size), lenient=True)
+            offset = number * size
+            out = pipe.generate(base.but(seed=seed if varied else seed + offset, subseed=subseed + offset),
+                                lenient=True)
         except Skipped:
             continue
         except Interrupted:
@@ -132,6 +143,7 @@ def generate(pipe, entry: ModelEntry, request: Txt2ImgRequest, seed: int, jobs: 
         result.images += out.images
         result.infotexts += [f"{prefix}\n{text}" if prefix else text for text in out.infotexts]
         result.seeds += list(out.info["seeds"])
+        result.subseeds += list(out.info.get("subseeds", []))
         result.nsfw += [bool(flag) for flag in out.info.get("nsfw") or [False] * len(out.images)]
         result.info = out.info
         result.ignored += [k for k in out.info.get("ignored", []) if k not in result.ignored]
@@ -148,14 +160,16 @@ def processed_info(request: Txt2ImgRequest, entry: ModelEntry, gen: Generation, 
         "prompt": request.prompt, "all_prompts": [request.prompt] * count,
         "negative_prompt": request.negative_prompt, "all_negative_prompts": [request.negative_prompt] * count,
         "seed": gen.seeds[0] if gen.seeds else seed, "all_seeds": gen.seeds,
-        "subseed": -1, "all_subseeds": [-1] * count, "subseed_strength": 0,
+        "subseed": gen.subseeds[0] if gen.subseeds else -1, "all_subseeds": gen.subseeds or [-1] * count,
+        "subseed_strength": gen.info.get("subseed_strength", 0),
         "ignored": gen.ignored,  # genpix's: request fields it did not honour (docs/architecture.md)
         "width": width, "height": height,
         "sampler_name": gen.info.get("sampler"), "cfg_scale": gen.info.get("cfg_scale"),
         "steps": gen.info.get("steps"), "batch_size": request.batch_size,
         "restore_faces": False, "face_restoration_model": None,
         "sd_model_name": entry.name, "sd_model_hash": entry.short_hash, "sd_vae_name": None, "sd_vae_hash": None,
-        "seed_resize_from_w": -1, "seed_resize_from_h": -1, "denoising_strength": denoising_strength,
+        "seed_resize_from_w": request.seed_resize_from_w, "seed_resize_from_h": request.seed_resize_from_h,
+        "denoising_strength": denoising_strength,
         "extra_generation_params": {}, "index_of_first_image": 0, "infotexts": gen.infotexts,
         "styles": request.styles or [], "job_timestamp": job_timestamp, "clip_skip": gen.info.get("clip_skip", 1),
         "is_using_inpainting_conditioning": False, "version": f"genpix {__version__}",
