@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import argparse
 
-from genpix.cli.common import add_device, add_loading, add_seed, positive_int, safety_options, sd_options
+from genpix.cli.common import (add_device, add_loading, add_seed, finite_float, need, positive_int, safety_options,
+                               sd_options)
 from genpix.cli.generate import add_sampling, generation_request, run_pipeline, write_outputs
 from genpix.pipelines.models import DEFAULT_TEXT_MODEL
 
@@ -31,6 +32,17 @@ def register(commands) -> None:
                    help="sd-webui's Clip skip: 1 uses the text encoder's last layer, 2 the one before (default 1)")
     p.add_argument("--vae", help="an external autoencoder file (.safetensors/.ckpt/.pt) to decode with")
     p.add_argument("--prediction", choices=("eps", "v"), help="override the parameterisation (v for 768-v models)")
+    hires = p.add_argument_group("hires fix", "sd-webui's two-pass txt2img: generate, upscale, img2img at the "
+                                               "larger size")
+    hires.add_argument("--hires-scale", type=finite_float, help="upscale factor of the second pass (e.g. 2); "
+                                                                "turns the hires fix on")
+    hires.add_argument("--hires-upscaler", help="a latent mode (Latent, the default; Latent (bicubic antialiased), "
+                                                "...) or an upscaler: None, Lanczos, Nearest, or a file's stem in "
+                                                "--upscalers-dir")
+    hires.add_argument("--hires-steps", type=positive_int, help="second-pass steps (default: --steps)")
+    hires.add_argument("--hires-denoise", type=finite_float, help="second-pass denoising strength (default 0.7)")
+    hires.add_argument("--upscalers-dir", default="models/ESRGAN",
+                       help="folder of ESRGAN-type upscaler files (default models/ESRGAN, as sd-webui)")
     add_loading(p, "folder with the CLIP vocab.json and merges.txt (single files carry none)")
     add_seed(p)
     add_device(p)
@@ -46,6 +58,18 @@ def run_generate(args: argparse.Namespace) -> int:
                                       if v is not None}}
     pipe = load_pipeline(args.model or DEFAULT_TEXT_MODEL, device=resolve_device(args.device), **loading,
                          **safety_options(args))
-    out = run_pipeline(pipe, generation_request(args))
+    out = run_pipeline(pipe, generation_request(args, **_hires(args, pipe)))
     write_outputs(out, args)
     return 0
+
+
+def _hires(args: argparse.Namespace, pipe) -> dict:
+    """The hires fix's request fields from --hires-* (none without --hires-scale)."""
+    if args.hires_scale is None:
+        need(args.hires_upscaler is None and args.hires_steps is None and args.hires_denoise is None,
+             "--hires-upscaler, --hires-steps and --hires-denoise need --hires-scale (the hires fix)")
+        return {}
+    pipe.upscalers_dir = args.upscalers_dir
+    fields = {"enable_hr": True, "hr_scale": args.hires_scale, "hr_upscaler": args.hires_upscaler,
+              "hr_second_pass_steps": args.hires_steps or 0}
+    return fields if args.hires_denoise is None else {**fields, "strength": args.hires_denoise}

@@ -38,7 +38,7 @@ class FamilyLoader:
 _SAFETY = frozenset({"safety_checker", "blocklist"})
 FAMILIES: dict[str, FamilyLoader] = {f.name: f for f in (
     FamilyLoader("sd", "genpix.pipelines.text_to_image:load_sd_pipeline",
-                 frozenset({"tokenizer", "vae", "prediction", "download_tokenizer", "half"}) | _SAFETY),
+                 frozenset({"tokenizer", "tokenizer_2", "vae", "prediction", "download_tokenizer", "half"}) | _SAFETY),
     FamilyLoader("ldm", "genpix.pipelines.ldm:load_ldm_pipeline", _SAFETY),
     FamilyLoader("ddpm", "genpix.pipelines.diffusion:load_diffusion_pipeline"),
     FamilyLoader("vae", "genpix.pipelines.models:load_latent_decoder"),
@@ -65,11 +65,18 @@ def family_of(path_or_name: str) -> FamilyLoader:
 def load_pipeline(path_or_name: str, device: str | torch.device = "cpu", **options):
     """Load a model folder, a bundled model's name, or a Stable Diffusion file or diffusers folder
     as a pipeline (see genpix.load_pipeline); ``options`` as the family's entry in :data:`FAMILIES`
-    lists them."""
+    lists them, and ``upscalers_dir`` (the hires fix's upscaler files) for every diffusion model."""
+    upscalers_dir = options.pop("upscalers_dir", None)
     family = family_of(path_or_name)
     if family.name == "sd":
-        return family.load(path_or_name, device, options)
-    model_dir = read_model_dir(resolve_model(path_or_name))
-    if family.refusal:
-        raise GenpixError(f"{model_dir.path}: {family.refusal.format(path=model_dir.path)}")
-    return family.load(model_dir, device, options)
+        pipe = family.load(path_or_name, device, options)
+    else:
+        model_dir = read_model_dir(resolve_model(path_or_name))
+        if family.refusal:
+            raise GenpixError(f"{model_dir.path}: {family.refusal.format(path=model_dir.path)}")
+        pipe = family.load(model_dir, device, options)
+    if upscalers_dir is not None:
+        if not hasattr(pipe, "upscalers_dir"):
+            raise GenpixError(f"{path_or_name}: upscalers_dir is for diffusion models (the hires fix)")
+        pipe.upscalers_dir = str(upscalers_dir)
+    return pipe

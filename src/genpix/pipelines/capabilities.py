@@ -20,6 +20,8 @@ from genpix.pipelines.prompt_text import check_prompt_text
 from genpix.pipelines.request import GenerationRequest
 
 SEED_RANGE = (-(2**63), 2**64 - 1)  # what torch.Generator.manual_seed takes
+MAX_HIRES_SCALE = 8.0
+MAX_HIRES_PIXELS = 4096 * 4096  # per image, after the hires fix's upscale
 SAMPLING_FIELDS = ("steps", "sampler", "schedule", "cfg_scale", "eta", "s_churn", "s_noise")
 SAMPLER_OPTIONS = ("eta", "s_churn", "s_noise")
 VARIATION_FIELDS = ("subseed_strength", "seed_resize_from_h", "seed_resize_from_w", "eta_noise_seed_delta")
@@ -109,6 +111,9 @@ def bind(request: GenerationRequest, caps: Capabilities, *, lenient: bool = Fals
     elif not 1 <= request.clip_skip <= max(1, caps.clip_layers):
         raise GenpixError(f"clip_skip must be between 1 and {caps.clip_layers} (sd-webui's Clip skip), "
                           f"got {request.clip_skip}")
+    if request.enable_hr and not (caps.diffusion and caps.size_multiple):
+        refuse("enable_hr", "the hires fix needs a diffusion model that makes any size")
+        request = request.but(enable_hr=False)
     request = _bind_images(request, caps)
     if not caps.diffusion:
         for name in SAMPLING_FIELDS:
@@ -161,32 +166,30 @@ def _bind_conditioning(request: GenerationRequest, caps: Capabilities) -> tuple[
 
 
 def _bind_images(request: GenerationRequest, caps: Capabilities) -> GenerationRequest:
-    """Size (None: the init image's, else the model's), init images, mask and strength."""
-    init = request.init_images
+    """Size (None: the init image's, else the model's), init images or latents, mask and strength."""
+    init = request.init
     if request.mask is not None and not caps.inpaint:
         raise GenpixError(f"{caps.model_name} ({caps.family}) cannot inpaint; use a diffusion model")
     if init is not None and not caps.diffusion:
         raise GenpixError(f"{caps.model_name} ({caps.family}) cannot do img2img; use a diffusion model")
-    if request.mask is not None and init is None:
+    if request.init_images is not None and request.init_latents is not None:
+        raise GenpixError("give init images or init latents, not both")
+    if request.mask is not None and request.init_images is None:
         raise GenpixError("a mask needs the image to inpaint (init images)")
     width, height = request.width, request.height
-    if init is not None and caps.size_multiple:
+    if request.init_images is not None and caps.size_multiple:
         width, height = width or init.shape[-1], height or init.shape[-2]
     width, height = width or caps.native_size[0], height or caps.native_size[1]
-    multiple = caps.size_multiple
-    if not multiple and (width, height) != caps.native_size:
-        w, h = caps.native_size
-        raise GenpixError(f"{caps.model_name} makes {w}x{h} images, not {width}x{height}; "
-                          f"give width {w} and height {h}, or leave them out")
-    if multiple and (width < multiple or height < multiple or width % multiple or height % multiple):
-        raise GenpixError(f"width and height must be positive multiples of {multiple}, got {width}x{height}")
+    _check_size(caps, width, height)
     request = request.but(width=width, height=height)
+    if request.enable_hr:
+        request = _bind_hires(request, caps)
     if init is None:
         if caps.inpainting_model:
             raise GenpixError(f"{caps.model_name} is an inpainting model (9 input channels): give it an init "
                               f"image and a mask")
         return request
-    for name, tensor, channels in (("init images", init, caps.channels), ("mask", request.mask, 1)):
+    for name, tensor, channels in (("init images", request.init_images, caps.channels), ("mask", request.mask, 1)):
         if tensor is not None and (tensor.ndim != 4 or tensor.shape[0] not in (1, request.n) or
                                    tuple(tensor.shape[1:]) != (channels, height, width)):
             raise GenpixError(f"{name} must be (1 or {request.n}, {channels}, {height}, {width}) in [0, 1], "
@@ -198,6 +201,52 @@ def _bind_images(request: GenerationRequest, caps: Capabilities) -> GenerationRe
         strength = 1.0 if caps.inpainting_model else 0.75
     if not 0 <= strength <= 1:
         raise GenpixError(f"strength must be between 0 and 1, got {strength}")
+    return request.but(strength=float(strength))
+
+
+def _check_size(caps: Capabilities, width: int, height: int) -> None:
+    multiple = caps.size_multiple
+    if not multiple and (width, height) != caps.native_size:
+        w, h = caps.native_size
+        raise GenpixError(f"{caps.model_name} makes {w}x{h} images, not {width}x{height}; "
+                          f"give width {w} and height {h}, or leave them out")
+    if multiple and (width < multiple or height < multiple or width % multiple or height % multiple):
+        raise GenpixError(f"width and height must be positive multiples of {multiple}, got {width}x{height}")
+
+
+def hires_size(request: GenerationRequest, caps: Capabilities) -> tuple[int, int]:
+    """The hires fix's second-pass size (sd-webui): width x height times hr_scale, or hr_resize_x/y
+    (one of them 0: the other side keeps the aspect ratio), rounded down to the model's multiple."""
+    width, height = request.width, request.height
+    x, y = request.hr_resize_x, request.hr_resize_y
+    if x == 0 and y == 0:
+        x, y = int(width * request.hr_scale), int(height * request.hr_scale)
+    elif x == 0:
+        x = y * width // height
+    elif y == 0:
+        y = x * height // width
+    multiple = max(1, caps.size_multiple)
+    return x // multiple * multiple, y // multiple * multiple
+
+
+def _bind_hires(request: GenerationRequest, caps: Capabilities) -> GenerationRequest:
+    """The hires fix's options: txt2img with a diffusion model of any size, the scale at least 1, the
+    second pass's size within MAX_HIRES_PIXELS; its denoising strength (default 0.7, sd-webui's)."""
+    if request.init is not None:
+        raise GenpixError("the hires fix is for txt2img (leave out the init images)")
+    if not 1 <= request.hr_scale <= MAX_HIRES_SCALE or request.hr_resize_x < 0 or request.hr_resize_y < 0:
+        raise GenpixError(f"hr_scale must be between 1 and {MAX_HIRES_SCALE:g} and hr_resize_x/y at least 0, "
+                          f"got {request.hr_scale:g}, {request.hr_resize_x}, {request.hr_resize_y}")
+    if request.hr_second_pass_steps < 0:
+        raise GenpixError(f"hr_second_pass_steps must be at least 0, got {request.hr_second_pass_steps}")
+    width, height = hires_size(request, caps)
+    _check_size(caps, width, height)
+    if width * height > MAX_HIRES_PIXELS:
+        raise GenpixError(f"the hires fix would make {width}x{height} images; the limit is {MAX_HIRES_PIXELS} "
+                          f"pixels per image")
+    strength = 0.7 if request.strength is None else request.strength
+    if not 0 < strength <= 1:
+        raise GenpixError(f"the hires fix's denoising strength must be above 0 and at most 1, got {strength}")
     return request.but(strength=float(strength))
 
 

@@ -46,7 +46,7 @@ def sigmas_for(parts: Parts, plan: Plan) -> torch.Tensor:
     sigmas = denoiser.sigmas(request.steps, plan.schedule)
     if plan.sampler.ends_at_first_alpha and not parts.set_alpha_to_one:
         sigmas = torch.cat([sigmas[:-1], denoiser.table[:1]])
-    if request.init_images is not None:
+    if request.init is not None:
         steps = request.steps
         sigmas = sigmas[steps - min(steps, int(request.strength * steps)):]  # 0 steps leave the last sigma
     return sigmas
@@ -75,20 +75,30 @@ def guided(parts: Parts, plan: Plan, conds: tuple[dict, dict], b: int, extra: di
 
 def run_chunk(parts: Parts, plan: Plan, chunk: slice, sigmas: torch.Tensor, conds: tuple[dict, dict],
               mask: torch.Tensor | None, progress, device: torch.device) -> torch.Tensor:
-    """Images (b, C, H, W) in [0, 1] on the CPU for rows ``chunk`` of the request."""
+    """Images (b, C, H, W) in [0, 1] on the CPU for rows ``chunk`` of the request; with an ordinary
+    model's inpainting, the original pasted back outside the mask."""
+    x0 = denoise_chunk(parts, plan, chunk, sigmas, conds, mask, progress, device)
+    images = parts.space.decode(x0)
+    init, inpaint = rows(plan.request.init_images, plan.request.n, chunk), rows(mask, plan.request.n, chunk)
+    return masking.overlay(images, init, inpaint) if inpaint is not None and not plan.inpainting_model else images
+
+
+def denoise_chunk(parts: Parts, plan: Plan, chunk: slice, sigmas: torch.Tensor, conds: tuple[dict, dict],
+                  mask: torch.Tensor | None, progress, device: torch.device) -> torch.Tensor:
+    """The sampled x0 (b, C, h, w) in the model's space (variance-preserving form) for rows ``chunk``."""
     request, space = plan.request, parts.space
     n = request.n
     seeds, subseeds = image_seeds(request)
     generators = [torch.Generator().manual_seed(seed) for seed in seeds[chunk]]
     init, inpaint = rows(request.init_images, n, chunk), rows(mask, n, chunk)
     latent_mask = inpaint is not None and not plan.inpainting_model
-    pure_noise = init is None or (inpaint is not None and request.strength == 1)
+    pure_noise = request.init is None or (inpaint is not None and request.strength == 1)
     start = (sigmas[0] ** 2 + 1) ** 0.5 if plan.sampler.vp_start else sigmas[0]  # pure noise's scale
     shape = (space.latent_channels, request.height // space.factor, request.width // space.factor)
     noise = None if request.latents is None else _latents(request.latents, n, shape)[chunk]
     if noise is None and varied(request):  # sd-webui's variation noise first, then the encoding
         noise, generators = variation_noise(_variation(request, seeds[chunk], subseeds[chunk], space.factor), shape)
-    z0 = None if pure_noise or latent_mask else space.encode(init.to(device), generators)
+    z0 = None if pure_noise or latent_mask else _init_latents(space, request, init, chunk, shape, generators, device)
     if noise is None:  # diffusers' order: the init image's posterior sample, then the noise
         noise = torch.stack([torch.randn(shape, generator=g) for g in generators])
     noise = noise.float().to(device)
@@ -105,8 +115,20 @@ def run_chunk(parts: Parts, plan: Plan, chunk: slice, sigmas: torch.Tensor, cond
                                                  **plan.sampler_options)
     if latent_mask:
         x0 = denoiser.finish(x0, sigmas[-1])
-    images = space.decode(x0 / (sigmas[-1] ** 2 + 1) ** 0.5)  # x_vp = x / sqrt(1 + sigma^2); 1 when sigma is 0
-    return masking.overlay(images, init, inpaint) if latent_mask else images
+    return x0 / (sigmas[-1] ** 2 + 1) ** 0.5  # x_vp = x / sqrt(1 + sigma^2); 1 when the last sigma is 0
+
+
+def _init_latents(space, request, init: torch.Tensor | None, chunk: slice, shape: tuple[int, int, int],
+                  generators: list[torch.Generator], device: torch.device) -> torch.Tensor:
+    """img2img's z0: the init images encoded (a posterior sample from each image's generator), or the
+    init latents as given."""
+    if init is not None:
+        return space.encode(init.to(device), generators)
+    latents = rows(request.init_latents, request.n, chunk)
+    if tuple(latents.shape[1:]) != shape:
+        raise GenpixError(f"init latents must be (1 or {request.n}, {', '.join(map(str, shape))}), "
+                          f"got {tuple(request.init_latents.shape)}")
+    return latents.float().to(device)
 
 
 def varied(request) -> bool:

@@ -37,6 +37,8 @@ class DiffusionPipeline:
         self.parts, self.capabilities, self.batch_size = parts, capabilities, batch_size
         self.device = torch.device(device)
         self.extra_info = dict(info or {})
+        self.upscalers_dir: str | None = None  # the hires fix's upscaler files (None: sd-webui's models/ESRGAN)
+        self._upscalers = None
 
     # --- what callers read -----------------------------------------------------------------------
     @property
@@ -73,6 +75,14 @@ class DiffusionPipeline:
             raise GenpixError(f"{self.model_name} has no {role!r} module; it has: {', '.join(modules)}")
         return modules[role]
 
+    def upscaler_registry(self):
+        """The named upscalers the hires fix can use (pipelines/upscalers.py), found on first use."""
+        from genpix.pipelines.upscalers import DEFAULT_DIR, UpscalerRegistry
+
+        if self._upscalers is None:
+            self._upscalers = UpscalerRegistry(self.upscalers_dir or DEFAULT_DIR, device=self.device)
+        return self._upscalers
+
     def encode_prompt(self, prompt: str, clip_skip: int = 1) -> torch.Tensor:
         """The context (1, L, D) the U-Net attends to for ``prompt`` (text-conditioned models)."""
         if self.capabilities.conditioning != "text":
@@ -105,6 +115,14 @@ class DiffusionPipeline:
         """Bind ``request`` (``lenient``: options the model cannot honour are listed in
         ``info["ignored"]`` instead of refused) and generate its ``n`` images."""
         plan = bind(request, self.capabilities, lenient=lenient)
+        if plan.request.enable_hr:
+            from genpix.pipelines.hires import hires_fix
+
+            return hires_fix(self, plan)
+        return self.run(plan)
+
+    def run(self, plan: Plan) -> PipelineOutput:
+        """Generate a bound plan's images (txt2img, img2img or inpainting)."""
         request = plan.request
         mask = None
         if request.mask is not None:
@@ -124,7 +142,18 @@ class DiffusionPipeline:
             parts.append(modes.run_chunk(self.parts, plan, rows, sigmas, (cond, uncond), mask, progress,
                                          self.device))
         images, nsfw = self._check_safety(torch.cat(parts), request)
-        return self._output(plan, images, nsfw, notes)
+        return self.make_output(plan, images, nsfw, notes)
+
+    def sample_latents(self, plan: Plan) -> torch.Tensor:
+        """A txt2img plan's sampled x0 (n, C, h, w) in the model's space, not decoded (the hires
+        fix's first pass)."""
+        conds = self._conditions(plan)[:2]
+        sigmas = modes.sigmas_for(self.parts, plan)
+        total = (len(sigmas) - 1) * -(-plan.request.n // self.batch_size)
+        progress = None if plan.request.callback is None else _counting(plan.request.callback, total)
+        return torch.cat([modes.denoise_chunk(self.parts, plan, slice(first, first + self.batch_size), sigmas, conds,
+                                              None, progress, self.device)
+                          for first in range(0, plan.request.n, self.batch_size)])
 
     def _conditions(self, plan: Plan) -> tuple[dict, dict, dict[str, Any]]:
         """(cond, uncond, infotext notes), each (1, ...): prompt and negative prompt, or class and
@@ -152,7 +181,7 @@ class DiffusionPipeline:
                           f"(try another prompt or seed)", stacklevel=3)
         return checked.images, checked.flags
 
-    def _output(self, plan: Plan, images: torch.Tensor, nsfw: list | None, notes: dict[str, Any]) -> PipelineOutput:
+    def make_output(self, plan: Plan, images: torch.Tensor, nsfw: list | None, notes: dict[str, Any]) -> PipelineOutput:
         request, caps = plan.request, self.capabilities
         seeds, subseeds = modes.image_seeds(request)
         resized = request.seed_resize_from_h > 0 and request.seed_resize_from_w > 0
@@ -163,7 +192,7 @@ class DiffusionPipeline:
                      (("eta", "Eta"), ("s_churn", "Sigma churn"), ("s_noise", "Sigma noise"))}}
         after = {"Size": f"{request.width}x{request.height}", "Model": caps.model_name,
                  "Family": None if caps.family == "sd" else caps.family, "Class": request.class_name,
-                 "Denoising strength": request.strength if request.init_images is not None else None,
+                 "Denoising strength": request.strength if request.init is not None else None,
                  **(masking.inpainting_params(request.mask_blur, None if caps.inpainting_model else
                                               request.inpainting_fill) if inpainting else {}),
                  "Clip skip": request.clip_skip if request.clip_skip != 1 else None, **notes}
@@ -179,7 +208,7 @@ class DiffusionPipeline:
                 "class_name": request.class_name, "model": caps.model_name, "family": caps.family,
                 "steps": request.steps, "sampler": request.sampler, "schedule": plan.schedule,
                 "cfg_scale": request.cfg_scale, "width": request.width, "height": request.height,
-                "clip_skip": request.clip_skip, "strength": request.strength if request.init_images is not None
+                "clip_skip": request.clip_skip, "strength": request.strength if request.init is not None
                 else None, "nsfw": nsfw, "ignored": list(plan.ignored), **self.extra_info}
         return PipelineOutput(to_pil(images), images, infotexts, info)
 

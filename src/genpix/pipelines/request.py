@@ -48,12 +48,24 @@ class GenerationRequest:
     latents: torch.Tensor | None = None  # (n, C, h, w) unit-variance starting noise
     prompt_embeds: torch.Tensor | None = None  # (1, L, D) in place of the encoded prompt
     init_images: torch.Tensor | None = None  # img2img / inpaint
+    init_latents: torch.Tensor | None = None  # img2img from the model's own space (n, C, h, w), e.g. hires fix
     strength: float | None = None  # denoising strength (img2img)
     mask: torch.Tensor | None = None  # inpaint: 1 = repaint
     mask_blur: int = 0
     inpainting_fill: int = 1  # 0 fill, 1 original, 2 latent noise, 3 latent nothing
     invert_mask: bool = False
     callback: Callable[[dict[str, Any]], None] | None = None  # after each sampling step
+    # hires fix (sd-webui's two-pass txt2img, pipelines/hires.py); ``strength`` is its denoising strength
+    enable_hr: bool = False
+    hr_scale: float = 2.0
+    hr_resize_x: int = 0  # > 0: the second pass's width instead of width * hr_scale (one side 0: keep the aspect)
+    hr_resize_y: int = 0
+    hr_upscaler: str | None = None  # a latent mode ("Latent", the default) or an upscaler name (pipelines/upscalers.py)
+    hr_second_pass_steps: int = 0  # 0: as many as the first pass
+    hr_sampler: str | None = None  # None: the first pass's
+    hr_schedule: str | None = None
+    hr_prompt: str = ""  # "": the first pass's
+    hr_negative_prompt: str = ""
 
     @classmethod
     def of(cls, **values: Any) -> GenerationRequest:
@@ -82,8 +94,6 @@ class GenerationRequest:
         return replace(self, **changes)
 
     @property
-    def mode(self) -> str:
-        """txt2img, img2img or inpaint."""
-        if self.init_images is None:
-            return "txt2img"
-        return "img2img" if self.mask is None else "inpaint"
+    def init(self) -> torch.Tensor | None:
+        """What img2img starts from: the init images, or latents."""
+        return self.init_images if self.init_images is not None else self.init_latents

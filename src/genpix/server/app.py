@@ -50,7 +50,7 @@ def create_app(models_dir: str | Path | None = None, outputs_dir: str | Path | N
     if blocklist is not None:
         read_terms(blocklist)
     limits = limits or Limits()
-    catalog = ModelCatalog(models_dir, device=device, blocklist=blocklist)
+    catalog = ModelCatalog(models_dir, device=device, blocklist=blocklist, upscalers_dir=upscalers_dir)
     ctx = ServerContext(catalog, JobQueue(limits.queue_size), Options(catalog, model),
                         OutputFolder(outputs_dir) if outputs_dir else None, limits)
     guard = GuardConfig(trusted_hosts_for(host), tuple(cors_allow_origins),

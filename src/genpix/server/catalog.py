@@ -80,8 +80,9 @@ class ModelCatalog:
     """The bundled models and the model folders/files under ``models_dir``, found by :meth:`refresh`."""
 
     def __init__(self, models_dir: str | Path | None = None, device: str = "cpu", keep_loaded: int = 2,
-                 blocklist: str | Path | None = None) -> None:
+                 blocklist: str | Path | None = None, upscalers_dir: str | Path | None = None) -> None:
         self.models_dir = Path(models_dir) if models_dir else None
+        self.upscalers_dir = upscalers_dir  # the hires fix's upscaler files (pipelines/upscalers.py)
         self.device, self.keep_loaded = device, keep_loaded
         self.blocklist = blocklist  # extra prompt-blocklist terms for the text-to-image models
         self._entries: list[ModelEntry] | None = None
@@ -155,6 +156,8 @@ class ModelCatalog:
             takes_blocklist = self.blocklist is not None and "blocklist" in family_of(str(entry.path)).options
             self._loaded[key] = genpix.load_pipeline(str(entry.path), device=self.device,
                                                      **({"blocklist": self.blocklist} if takes_blocklist else {}))
+            if self.upscalers_dir is not None and hasattr(self._loaded[key], "upscalers_dir"):
+                self._loaded[key].upscalers_dir = str(self.upscalers_dir)
             while len(self._loaded) > self.keep_loaded:
                 self._loaded.popitem(last=False)
         self._loaded.move_to_end(key)

@@ -54,7 +54,7 @@ def _unimplemented(request: Txt2ImgRequest) -> list[str]:
     their "off" value: reported in ``info["ignored"]``, never dropped in silence (docs/architecture.md)."""
     settings = request.override_settings or {}
     given = [name for name, on in (
-        ("enable_hr", request.enable_hr), ("restore_faces", request.restore_faces), ("tiling", request.tiling),
+        ("restore_faces", request.restore_faces), ("tiling", request.tiling),
         ("styles", request.styles)) if on]
     given += [f"override_settings.{key}" for key in settings if key not in HONOURED_SETTINGS]
     if isinstance(request, Img2ImgRequest):
@@ -86,8 +86,20 @@ def generation_request(pipe, request: Txt2ImgRequest) -> GenerationRequest:
               "eta_noise_seed_delta": _setting(request, "eta_noise_seed_delta", 0),
               "subseed_strength": request.subseed_strength,
               "seed_resize_from_h": max(0, request.seed_resize_from_h),
-              "seed_resize_from_w": max(0, request.seed_resize_from_w)}
+              "seed_resize_from_w": max(0, request.seed_resize_from_w), **_hires(request)}
     return GenerationRequest.of(**values)
+
+
+def _hires(request: Txt2ImgRequest) -> dict[str, Any]:
+    """The hires fix's fields (txt2img with enable_hr; its denoising_strength is the second pass's)."""
+    if not request.enable_hr or isinstance(request, Img2ImgRequest):
+        return {}
+    scheduler = (request.hr_scheduler or "").strip()
+    return {"enable_hr": True, "hr_scale": request.hr_scale, "hr_upscaler": request.hr_upscaler or None,
+            "hr_second_pass_steps": request.hr_second_pass_steps, "hr_resize_x": request.hr_resize_x,
+            "hr_resize_y": request.hr_resize_y, "hr_sampler": request.hr_sampler_name or None,
+            "hr_schedule": None if scheduler.casefold() in AUTOMATIC else scheduler, "hr_prompt": request.hr_prompt,
+            "hr_negative_prompt": request.hr_negative_prompt, "strength": request.denoising_strength}
 
 
 def mask_blur(request: Img2ImgRequest) -> int:

@@ -31,8 +31,18 @@ class Txt2ImgRequest(_Request):
     subseed_strength: float = Field(0.0, ge=0, le=1, allow_inf_nan=False)
     seed_resize_from_h: int = -1
     seed_resize_from_w: int = -1
-    enable_hr: bool = False  # sd-webui fields genpix does not implement yet: named in info["ignored"] when set
-    restore_faces: bool | None = None
+    enable_hr: bool = False  # the hires fix (pipelines/hires.py)
+    hr_scale: float = Field(2.0, allow_inf_nan=False)
+    hr_upscaler: str | None = None  # a latent mode or an upscaler name (GET /upscalers); None: "Latent"
+    hr_second_pass_steps: int = Field(0, ge=0, le=MAX_STEPS)
+    hr_resize_x: int = Field(0, ge=0, le=MAX_SIDE * 2)
+    hr_resize_y: int = Field(0, ge=0, le=MAX_SIDE * 2)
+    hr_sampler_name: str | None = None
+    hr_scheduler: str | None = None
+    hr_prompt: str = ""
+    hr_negative_prompt: str = ""
+    denoising_strength: float | None = Field(None, ge=0, le=1, allow_inf_nan=False)  # txt2img: the hires fix's
+    restore_faces: bool | None = None  # sd-webui fields genpix does not implement yet: named in info["ignored"]
     tiling: bool | None = None
     sampler_name: str | None = None  # sd-webui names; None: the model's default
     sampler_index: str | None = None  # the older field, read when sampler_name is None
