@@ -7,7 +7,8 @@ U-Net's transformers and the text encoder's attention and MLP (sd-scripts' defau
 modules). Reported, for 1 and 3 LoRAs:
 
 - merge, first request: reading nothing (files are parsed once and cached), computing W + sum s B A
-  for every touched module and swapping the merged tensors in; restore (swap back);
+  for every touched module into fresh memory and swapping the merged tensors in; then a switch to
+  another set (1 -> 3 LoRAs, 3 -> 1), which reuses the previous merge's memory; restore (swap back);
 - merge, repeated request with the same set: the cached merged tensors swapped in;
 - the U-Net step (batch 2: one step with classifier-free guidance) plain, with merged weights (the
   first step after a merge repacks the 1x1 projections) and with the forward-hook alternative.
@@ -107,22 +108,22 @@ def main() -> None:
     with torch.inference_mode():
         step()
         result["step_plain_s"] = timed(step, 2)
+        library = NetworkLibrary(folder)
+        te = {"lora_te_": text}
+        for i in range(3):  # parse (and cache) the files outside the timing
+            library.read(library.find(f"l{i}"))
+        # a cold merge (fresh memory), a switch to another set (the buffers reused), the same set again
+        for label, names in (("first_1", ["l0"]), ("switch_3", ["l0", "l1", "l2"]), ("switch_1", ["l1"])):
+            manager = library.applied(unet, te, [NetworkSpec(n, 1.0, 1.0) for n in names])
+            result[f"merge_{label}_s"] = timed(manager.__enter__)
+            result[f"step_merged_first_{label}_s"] = timed(step)  # repacks the 1x1 projections
+            manager.__exit__(None, None, None)
+        result["merged_mib"] = sum(w.numel() * w.element_size() for w in library._merged[1].values()) / 2 ** 20
+        manager = library.applied(unet, te, [NetworkSpec("l1", 1.0, 1.0)])
+        result["merge_repeat_s"] = timed(manager.__enter__)
+        result["step_merged_s"] = timed(step, 2)
+        result["restore_s"] = timed(lambda: manager.__exit__(None, None, None))
         for count in (1, 3):
-            specs = [NetworkSpec(f"l{i}", 1.0, 1.0) for i in range(count)]
-            library = NetworkLibrary(folder)
-            for spec in specs:  # parse (and cache) the files outside the timing
-                library.read(library.find(spec.name))
-            te = {"lora_te_": text}
-            context_manager = library.applied(unet, te, specs)
-            result[f"merge_first_{count}_s"] = timed(context_manager.__enter__)
-            merged = library._merged[1]
-            result[f"merged_mib_{count}"] = sum(w.numel() * w.element_size() for w in merged.values()) / 2 ** 20
-            result[f"step_merged_first_{count}_s"] = timed(step)
-            result[f"step_merged_{count}_s"] = timed(step, 2)
-            result[f"restore_{count}_s"] = timed(lambda: context_manager.__exit__(None, None, None))
-            again = library.applied(unet, te, specs)
-            result[f"merge_repeat_{count}_s"] = timed(again.__enter__)
-            again.__exit__(None, None, None)
             hooks = forward_hooks(unet, states[:count])
             EXTRA_FLOPS[0] = 0
             step()

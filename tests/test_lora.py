@@ -331,9 +331,11 @@ def test_concurrent_requests_get_their_own_networks(sd1, tmp_path):
     library = NetworkLibrary(lora_dir)
     te = {"lora_te_": parts.text_model}
     alone = {}
-    for name in "ab":
+    for name in "ab":  # b's merge reuses a's memory: it must equal a fresh library's
         with library.applied(parts.unet, te, [NetworkSpec(name)]):
             alone[name] = genpix_outputs(parts, ids)[1]
+    with NetworkLibrary(lora_dir).applied(parts.unet, te, [NetworkSpec("b")]):
+        assert torch.equal(genpix_outputs(parts, ids)[1], alone["b"])
     results = {}
 
     def run(name: str) -> None:

@@ -185,13 +185,14 @@ class NetworkLibrary:
             files = [(spec, self.find(spec.name)) for spec in specs]
             key = (id(root), tuple((s.te, s.unet, str(p), p.stat().st_mtime_ns) for s, p in files))
             if self._merged is None or self._merged[0] != key:
-                self._merged = None  # free the previous set's weights first
-                self._merged = (key, self._merge(unet, text_encoders, files))
+                buffers = self._merged[1] if self._merged is not None else None
+                self._merged = None
+                self._merged = (key, self._merge(unet, text_encoders, files, buffers))
             with swapped_weights(self._merged[1]):
                 yield
 
     def _merge(self, unet: nn.Module | None, text_encoders: dict[str, nn.Module],
-               files: list[tuple[NetworkSpec, Path]]) -> dict:
+               files: list[tuple[NetworkSpec, Path]], buffers: dict | None = None) -> dict:
         aliases = self._aliases.setdefault(id(unet), unet_aliases(unet) if unet is not None else {})
         table = target_table(unet, text_encoders, aliases)
         changes = []
@@ -201,7 +202,7 @@ class NetworkLibrary:
                 weight = spec.te if target.text_encoder else spec.unet
                 changes.append((target, network.modules[key], weight, f"{spec.name}: {key}"))
         with torch.no_grad():
-            return merged_weights(changes)
+            return merged_weights(changes, buffers)
 
 
 @dataclass(frozen=True)
