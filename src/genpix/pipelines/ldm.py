@@ -20,6 +20,7 @@ from genpix.pipelines.conditioning import ClassConditioner, LearnedTextCondition
 from genpix.pipelines.decoders import AutoencoderSpace
 from genpix.pipelines.parts import LatentUNet, Parts
 from genpix.pipelines.pipeline import DiffusionPipeline
+from genpix.pipelines.preview import TinyDecoderSpace, find_preview_decoder
 from genpix.pipelines.prompt_blocklist import default_checks
 from genpix.pipelines.safety import CombinedCheck
 
@@ -42,6 +43,12 @@ def _weights(model_dir: ModelDir, role: str, module: torch.nn.Module) -> torch.n
     return module.eval().requires_grad_(False)
 
 
+def _preview(model_dir: ModelDir, device: torch.device) -> TinyDecoderSpace | None:
+    """The distilled preview decoder kept beside the weights (``genpix train preview-decoder``), if any."""
+    path = find_preview_decoder(model_dir.path)
+    return None if path is None else TinyDecoderSpace.from_file(path, device)
+
+
 def load_ldm_pipeline(model_dir: ModelDir, device: str | torch.device = "cpu", *, safety_checker: bool = True,
                       blocklist: str | Path | None = None) -> DiffusionPipeline:
     """An ldm model folder -> pipeline with its EMA weights (role "ema") and its autoencoder; the
@@ -61,7 +68,8 @@ def load_ldm_pipeline(model_dir: ModelDir, device: str | torch.device = "cpu", *
     space = AutoencoderSpace(vae, device)
     parts = Parts(_conditioner(model, class_names, device),
                   DiscreteDenoiser(LatentUNet(model.unet), config.alphas_cumprod(), config.prediction), space,
-                  CombinedCheck(checks), set_alpha_to_one=False, modules=(("unet", model), ("vae", space.vae)))
+                  CombinedCheck(checks), set_alpha_to_one=False, modules=(("unet", model), ("vae", space.vae)),
+                  preview=_preview(model_dir, device))
     side = model.unet.config.sample_size * space.factor
     conditioning = {"class": "class", "none": "none"}.get(config.cond, "text")
     caps = Capabilities("ldm", model_dir.path.name, conditioning, (side, side), channels=vae.config.out_channels,

@@ -25,6 +25,8 @@ class Parts:
     set_alpha_to_one: bool = True
     # the modules to move, prepack or patch (U-Net, text encoder, autoencoder), by role
     modules: tuple[tuple[str, torch.nn.Module], ...] = ()
+    # a tiny decoder for live previews (pipelines/preview.py, TAESD); None: the space's own decoder
+    preview: object | None = None
 
 
 class LatentUNet:

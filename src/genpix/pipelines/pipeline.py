@@ -96,9 +96,10 @@ class DiffusionPipeline:
         return cond["context"], uncond["context"], bool(notes.get("Pad conds"))
 
     def preview_images(self, denoised: torch.Tensor) -> list:
-        """PIL pictures of a step callback's ``denoised`` (the server's live preview)."""
+        """PIL pictures of a step callback's ``denoised`` (the server's live preview): decoded by the
+        tiny preview decoder where the model has one (pipelines/preview.py), else by its own."""
         with torch.no_grad():
-            return to_pil(self.parts.space.decode(denoised))
+            return to_pil((self.parts.preview or self.parts.space).decode(denoised))
 
     # --- generation ------------------------------------------------------------------------------
     def __call__(self, prompt: str = "", negative_prompt: str = "", steps: int | None = None,
