@@ -128,3 +128,59 @@ def test_distillation_lowers_the_loss_and_reports_psnr():
 def test_student_stages_must_fit_the_teacher():
     with pytest.raises(GenpixError, match="stages"):
         PreviewDecoderTrainingConfig(image_size=8, channels=1, blocks=(1, 1, 1), first_stage=tiny_teacher().config)
+
+
+def test_write_keeps_taesd_layout_in_float16(tmp_path):
+    from safetensors.torch import load_file
+
+    from genpix.io.tiny_decoder import write_tiny_decoder
+
+    decoder = TinyDecoder(TinyDecoderConfig(channels=8, blocks=(1, 1)))
+    path = write_tiny_decoder(tmp_path / "preview_decoder.safetensors", decoder)
+    stored = load_file(str(path))
+    assert set(stored) == set(decoder.state_dict()) and stored["1.weight"].dtype == torch.float16
+    z = torch.randn(1, 4, 4, 4)
+    with torch.no_grad():
+        torch.testing.assert_close(load_tiny_decoder(path)(z), decoder(z), atol=2e-2, rtol=0)
+
+
+@pytest.mark.parametrize("name, spec, channels, floor_db", [("shapes-ldm", "shapes", 3, 35.0),
+                                                             ("fashion-ldm", "fashion-mnist", 1, 28.0)])
+def test_bundled_preview_decoders_agree_with_their_full_decoders(name, spec, channels, floor_db):
+    """The distilled decoder beside each bundled latent model: the PSNR of its pictures against
+    the full decoder's on held-out images (measured in docs/benchmarks.md) above a floor."""
+    from genpix.data import load_dataset
+    from genpix.metrics.psnr import psnr
+    from genpix.pipelines.models import bundled_models
+    from genpix.pipelines.preview import find_preview_decoder
+    from genpix.training.preview_decoder import load_teacher
+
+    folder = bundled_models()[name]
+    tiny = load_tiny_decoder(find_preview_decoder(folder))
+    teacher = load_teacher(folder)
+    x = load_dataset(spec, split="test", image_size=32, channels=channels, limit=32).images.float() / 255
+    with torch.no_grad():
+        z = teacher.encode(x * 2 - 1).mean
+        full = teacher.decode(z).add(1).div(2).clamp(0, 1)
+        preview = tiny(z * teacher.config.scaling_factor).clamp(0, 1)
+    assert psnr(full, preview).mean().item() > floor_db
+
+
+def test_cli_distils_from_a_bundled_model(run_cli, tmp_path):
+    def train(out, *args):
+        return run_cli("train", "preview-decoder", "--data", "shapes", "--limit", "16", "--batch-size", "4",
+                       "--out", out, "--quiet", "--device", "cpu", "--steps", "1", *args)
+
+    status, stdout, err = train(tmp_path / "run", "--autoencoder", "shapes-ldm", "--width", "8")
+    assert status == 0, err
+    assert "psnr_vs_full_decoder" in stdout
+    from genpix.io.checkpoint import read_model_dir
+    from genpix.io.tiny_decoder import tiny_decoder_from_state_dict
+
+    run = read_model_dir(tmp_path / "run")
+    assert run.family == "preview-decoder" and set(run.weights) == {"preview_decoder", "first_stage"}
+    assert tiny_decoder_from_state_dict(run.weights["preview_decoder"], "run").config.channels == 8
+    status, _, err = train(tmp_path / "other")
+    assert status != 0 and "--autoencoder is required" in err
+    status, _, err = train(tmp_path / "x", "--autoencoder", "fashion-vae")
+    assert status != 0 and "without an autoencoder" in err
