@@ -160,7 +160,7 @@ def _check_data(config: UpscalerConfig, data: ImageDataset) -> None:
 
 
 FAMILY = Family(
-    "upscaler", "ESRGAN-type upscaler (SRVGGNetCompact or RRDBNet, L1 on degraded/clean pairs)",
+    "upscaler", "super-resolution upscaler (SRVGGNetCompact or RRDBNet, L1 on degraded/clean pairs)",
     UpscalerConfig, UpscalerTask, default_lr=5e-4,
     help={"scale": "upscaling factor",
           "architecture": "compact = Real-ESRGAN's SRVGGNetCompact, rrdb = ESRGAN's RRDBNet",
