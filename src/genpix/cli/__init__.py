@@ -12,7 +12,7 @@ import warnings
 
 from genpix.cli import (bench, evaluate, export, generate, img2img, info, inpaint, report, serve, text_to_image,
                         train)
-from genpix.cli import upscale
+from genpix.cli import upscale, xyz
 from genpix.errors import GenpixError
 from genpix.version import __version__
 
@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     for module in (train, generate, text_to_image, img2img, inpaint, info, evaluate, serve, bench, export, report):
         module.register(commands)
     upscale.register(commands)  # genpix upscale: sd-webui's Extras
+    xyz.register(commands)  # genpix xyz: sd-webui's X/Y/Z plot
     return parser
 
 
