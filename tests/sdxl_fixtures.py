@@ -115,3 +115,22 @@ def sgm_layout(pipe) -> dict:
     big = "conditioner.embedders.1.model." if pipe.text_encoder is not None else "conditioner.embedders.0.model."
     tensors.update(open_clip_layout(pipe.text_encoder_2.state_dict(), big))
     return {k: v.contiguous() for k, v in tensors.items()}
+
+
+def saved_models(tmp_path_factory):
+    """kind -> (diffusers pipeline, its save_pretrained folder, its SGM single file), each built once;
+    the body of a module-scoped ``models`` fixture."""
+    from safetensors.torch import save_file
+
+    cache = {}
+
+    def get(kind: str):
+        if kind not in cache:
+            tmp = tmp_path_factory.mktemp(kind)
+            ref = tiny_sdxl(tmp, kind)
+            ref.save_pretrained(tmp / "model")
+            save_file(sgm_layout(ref), tmp / f"tiny-xl-{kind}.safetensors")
+            cache[kind] = (ref, tmp / "model", tmp / f"tiny-xl-{kind}.safetensors")
+        return cache[kind]
+
+    return get

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler
-from sdxl_fixtures import SDXL_SCHEDULER, sgm_layout, tiny_sdxl
+from sdxl_fixtures import SDXL_SCHEDULER, saved_models
 
 from genpix.diffusion import samplers
 from genpix.diffusion.denoiser import CFGDenoiser, DiscreteDenoiser
@@ -36,17 +36,7 @@ SCHEDULERS = {  # sd-webui sampler -> (diffusers scheduler, its options, genpix 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    cache = {}
-
-    def get(kind: str):
-        if kind not in cache:
-            tmp = tmp_path_factory.mktemp(kind)
-            ref = tiny_sdxl(tmp, kind)
-            ref.save_pretrained(tmp / "model")
-            cache[kind] = (ref, tmp / "model", tmp)
-        return cache[kind]
-
-    return get
+    return saved_models(tmp_path_factory)
 
 
 def scheduler(sampler: str):
@@ -99,11 +89,7 @@ def test_base_txt2img_equals_diffusers(models, sampler):
 
 
 def test_base_from_its_sgm_single_file_makes_the_same_image(models):
-    from safetensors.torch import save_file
-
-    ref, folder, tmp = models("base")
-    path = tmp / "tiny-xl.safetensors"
-    save_file(sgm_layout(ref), path)
+    ref, folder, path = models("base")
     latents = torch.randn(1, 4, HEIGHT // 2, WIDTH // 2, generator=torch.Generator().manual_seed(12))
     ref.scheduler = scheduler("Euler")
     expected = ref(PROMPT, negative_prompt=NEGATIVE, num_inference_steps=STEPS, guidance_scale=CFG, width=WIDTH,

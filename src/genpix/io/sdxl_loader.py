@@ -59,6 +59,7 @@ class SDXLComponents:
     prediction: str  # "eps" or "v"
     name: str
     refiner: bool  # micro-conditioning with the aesthetic score (5 time ids)
+    safety_checker: None = None  # SDXL folders ship none (SDComponents' field, for the shared loading path)
 
     @property
     def kind(self) -> str:
