@@ -36,3 +36,15 @@ def test_xyz_bad_axes_are_one_line_errors(run_cli, tmp_path):
     assert status == 1 and "Prompt S/R did not find 'green'" in err
     status, _, err = run_cli("xyz", "a red circle", "-o", tmp_path / "g.png")
     assert status == 1 and "give the X axis" in err
+
+
+def test_generate_applies_sd_webui_styles(run_cli, tmp_path):
+    styles = tmp_path / "styles.csv"
+    styles.write_text('name,prompt,negative_prompt\nshiny,"{prompt}, glossy",dull\nplain,flat,\n', encoding="utf-8")
+    status, _, err = run_cli("generate", "a red circle", "--style", "shiny", "--style", "plain", "--styles-file",
+                             styles, "--steps", 2, "-o", tmp_path / "out")
+    assert status == 0, err
+    fields = parse_infotext(Image.open(tmp_path / "out" / "00000.png").info["parameters"])
+    assert fields["Prompt"] == "a red circle, glossy, flat" and fields["Negative prompt"] == "dull"
+    status, _, err = run_cli("generate", "a red circle", "--style", "nope", "--styles-file", styles, "-o", tmp_path)
+    assert status == 1 and "unknown style 'nope'; the styles are: shiny, plain" in err

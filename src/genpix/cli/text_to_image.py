@@ -7,6 +7,7 @@ when there is one) or a diffusers-format folder; the options are sd-webui's txt2
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from genpix.cli.common import (add_device, add_loading, add_seed, finite_float, need, positive_int, safety_options,
                                sd_options)
@@ -23,6 +24,9 @@ def register(commands) -> None:
     p.add_argument("--model", help="a Stable Diffusion .safetensors/.ckpt file or diffusers folder, or a genpix "
                                    f"text-to-image model (an ldm run or a bundled name; default {DEFAULT_TEXT_MODEL})")
     p.add_argument("--negative-prompt", help="what to steer away from (in place of the empty prompt)")
+    p.add_argument("--style", action="append", default=[], metavar="NAME",
+                   help="apply a style of --styles-file to the prompts (sd-webui's styles; repeat for several)")
+    p.add_argument("--styles-file", default="styles.csv", help="sd-webui's styles.csv (default styles.csv)")
     add_sampling(p, n=1, steps_help="sampling steps (default 20)",
                  sampler_help="sampler name, e.g. 'Euler a' (default) or 'DPM++ 2M Karras'",
                  cfg_help="classifier-free guidance scale (default 7)")
@@ -58,6 +62,12 @@ def run_generate(args: argparse.Namespace) -> int:
                                       if v is not None}}
     pipe = load_pipeline(args.model or DEFAULT_TEXT_MODEL, device=resolve_device(args.device), **loading,
                          **safety_options(args))
+    if args.style:  # sd-webui's styles: applied to the prompt and negative prompt before anything else
+        from genpix.io.styles import apply_styles, read_styles
+
+        need(Path(args.styles_file).is_file(), f"--style needs a styles file; {args.styles_file} does not exist")
+        args.prompt, args.negative_prompt = apply_styles(args.prompt, args.negative_prompt or "", args.style,
+                                                         read_styles(args.styles_file))
     out = run_pipeline(pipe, generation_request(args, **_hires(args, pipe)))
     write_outputs(out, args)
     return 0
