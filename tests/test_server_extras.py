@@ -116,3 +116,11 @@ def test_extras_validation(server, body, status, detail):
 
 def test_batch_needs_image_list(server):
     assert _post(server, "extra-batch-images", {"upscaler_1": "Lanczos"}).status_code == 422
+
+
+def test_face_restoration_fields_are_named_as_ignored(server):
+    body = {"image": _b64(_picture()), "upscaler_1": "Nearest", "upscaling_resize": 2, "gfpgan_visibility": 0.5}
+    r = _post(server, "extra-single-image", body)
+    assert r.status_code == 200 and "ignored: gfpgan_visibility (genpix has no face restorer)" in r.json()["html_info"]
+    plain = _post(server, "extra-single-image", {**body, "gfpgan_visibility": 0})
+    assert "ignored" not in plain.json()["html_info"]

@@ -25,6 +25,9 @@ from genpix.server.errors import ApiError
 from genpix.server.jobs import JobQueue
 
 
+FACE_RESTORATION = ("gfpgan_visibility", "codeformer_visibility")  # accepted, not implemented: named in html_info
+
+
 class ExtrasBaseRequest(BaseModel):
     resize_mode: Literal[0, 1] = 0  # 0: by upscaling_resize; 1: to upscaling_resize_w x _h
     show_extras_results: bool = True
@@ -123,7 +126,9 @@ async def _upscale_all(registry: UpscalerRegistry, jobs: JobQueue, request: Extr
         return [_encode(image) for image, _ in results], results[-1][1] if results else ""
 
     images, infotext = await jobs.run("extras", job)
-    return (images if request.show_extras_results else []), html_info(infotext)
+    ignored = [name for name in FACE_RESTORATION if getattr(request, name)]
+    note = f"<p>ignored: {', '.join(ignored)} (genpix has no face restorer)</p>" if ignored else ""
+    return (images if request.show_extras_results else []), html_info(infotext) + note
 
 
 def build_extras_router(registry: UpscalerRegistry, jobs: JobQueue, dependencies: list) -> APIRouter:
