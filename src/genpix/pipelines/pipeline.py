@@ -22,9 +22,12 @@ from genpix.errors import GenpixError
 from genpix.io.images import format_infotext, to_pil
 from genpix.pipelines import masking, modes
 from genpix.pipelines.capabilities import Capabilities, Plan, bind
+from genpix.pipelines.extra_networks import activated, network_notes
 from genpix.pipelines.output import PipelineOutput
 from genpix.pipelines.parts import Parts
 from genpix.pipelines.request import GenerationRequest
+
+SD_FAMILIES = ("sd", "sdxl")  # checkpoints whose infotext, as sd-webui's, names no family
 
 
 class DiffusionPipeline:
@@ -116,11 +119,12 @@ class DiffusionPipeline:
         """Bind ``request`` (``lenient``: options the model cannot honour are listed in
         ``info["ignored"]`` instead of refused) and generate its ``n`` images."""
         plan = bind(request, self.capabilities, lenient=lenient)
-        if plan.request.enable_hr:
-            from genpix.pipelines.hires import hires_fix
+        with activated(self.parts, plan.request):  # <lora:...> tags and embeddings (pipelines/extra_networks.py)
+            if plan.request.enable_hr:
+                from genpix.pipelines.hires import hires_fix
 
-            return hires_fix(self, plan)
-        return self.run(plan)
+                return hires_fix(self, plan)
+            return self.run(plan)
 
     def run(self, plan: Plan) -> PipelineOutput:
         """Generate a bound plan's images (txt2img, img2img or inpainting)."""
@@ -192,11 +196,11 @@ class DiffusionPipeline:
                   **{label: plan.sampler_options.get(key) for key, label in
                      (("eta", "Eta"), ("s_churn", "Sigma churn"), ("s_noise", "Sigma noise"))}}
         after = {"Size": f"{request.width}x{request.height}", "Model": caps.model_name,
-                 "Family": None if caps.family == "sd" else caps.family, "Class": request.class_name,
+                 "Family": None if caps.family in SD_FAMILIES else caps.family, "Class": request.class_name,
                  "Denoising strength": request.strength if request.init is not None else None,
                  **(masking.inpainting_params(request.mask_blur, None if caps.inpainting_model else
                                               request.inpainting_fill) if inpainting else {}),
-                 "Clip skip": request.clip_skip if request.clip_skip != 1 else None, **notes}
+                 "Clip skip": request.clip_skip if request.clip_skip != 1 else None, **notes, **network_notes()}
         text = caps.conditioning == "text"
         variation = {"Seed resize from": f"{request.seed_resize_from_w}x{request.seed_resize_from_h}" if resized
                      else None, "ENSD": request.eta_noise_seed_delta or None}
