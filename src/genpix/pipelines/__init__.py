@@ -38,7 +38,8 @@ class FamilyLoader:
 _SAFETY = frozenset({"safety_checker", "blocklist"})
 FAMILIES: dict[str, FamilyLoader] = {f.name: f for f in (
     FamilyLoader("sd", "genpix.pipelines.text_to_image:load_sd_pipeline",
-                 frozenset({"tokenizer", "tokenizer_2", "vae", "prediction", "download_tokenizer", "half"}) | _SAFETY),
+                 frozenset({"tokenizer", "tokenizer_2", "vae", "prediction", "download_tokenizer", "half", "lora_dir",
+                            "embeddings_dir", "loras"}) | _SAFETY),
     FamilyLoader("ldm", "genpix.pipelines.ldm:load_ldm_pipeline", _SAFETY),
     FamilyLoader("ddpm", "genpix.pipelines.diffusion:load_diffusion_pipeline"),
     FamilyLoader("vae", "genpix.pipelines.models:load_latent_decoder"),

@@ -22,7 +22,8 @@ import re
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from difflib import get_close_matches
 from pathlib import Path
 
@@ -208,11 +209,51 @@ class NetworkLibrary:
 @dataclass(frozen=True)
 class Activation:
     """What a generation uses while its networks are applied: the prompts without their tags (to
-    encode; the infotext keeps the user's text, as sd-webui's) and the infotext fields."""
+    encode; the infotext keeps the user's text, as sd-webui's), the infotext fields, and the
+    embeddings that fit every text encoder: name -> vector count, token width -> name -> vectors."""
 
     prompt: str
     negative_prompt: str
     notes: dict[str, str | None]
+    counts: dict[str, int] = field(default_factory=dict)
+    vectors: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)
+
+
+_ACTIVE: ContextVar[Activation | None] = ContextVar("genpix_extra_networks", default=None)
+
+
+def active_networks() -> Activation | None:
+    """The activation of the generation running in this thread / task (prompt_chunks reads its
+    embeddings), or None."""
+    return _ACTIVE.get()
+
+
+def strip_tags(prompt: str) -> str:
+    """The prompt without extra-network tags (what the text encoder sees)."""
+    return _EXTRA_NETWORK.sub("", prompt)
+
+
+@contextmanager
+def activated(parts: object, request: object) -> Iterator[Activation | None]:
+    """The pipeline hook: ``parts.networks`` (an ExtraNetworks, or None) applied for ``request``'s
+    prompts to ``parts.modules`` inside the block, its embeddings and infotext fields readable through
+    :func:`active_networks`; a no-op for pipelines without networks."""
+    networks = getattr(parts, "networks", None)
+    if networks is None:
+        yield None
+        return
+    with networks.activate(request.prompt or "", request.negative_prompt or "", dict(parts.modules)) as activation:
+        token = _ACTIVE.set(activation)
+        try:
+            yield activation
+        finally:
+            _ACTIVE.reset(token)
+
+
+def network_notes() -> dict[str, str | None]:
+    """The running generation's extra-network infotext fields ({} outside one)."""
+    activation = _ACTIVE.get()
+    return dict(activation.notes) if activation is not None else {}
 
 
 def lora_prefixes(modules: dict[str, nn.Module]) -> dict[str, nn.Module]:
@@ -228,6 +269,16 @@ def lora_prefixes(modules: dict[str, nn.Module]) -> dict[str, nn.Module]:
     return found
 
 
+def encoder_widths(modules: dict[str, nn.Module]) -> dict[str, int]:
+    """Embedding part -> token width of a pipeline's text encoders: {"": D} for SD 1.x/2.x,
+    {"clip_l": 768, "clip_g": 1280} for SDXL (the refiner: clip_g alone)."""
+    encoders = {role: m for role, m in modules.items() if role.startswith("text_encoder") and m is not None}
+    if set(encoders) == {"text_encoder"}:
+        return {"": encoders["text_encoder"].config.hidden_size}
+    names = {"text_encoder": "clip_l", "text_encoder_2": "clip_g"}
+    return {names[role]: m.config.hidden_size for role, m in encoders.items() if role in names}
+
+
 class ExtraNetworks:
     """A pipeline's LoRA folder and embeddings folder: the one entry point generation calls.
 
@@ -239,20 +290,28 @@ class ExtraNetworks:
     request's."""
 
     def __init__(self, lora_dir: str | Path | None = None, embeddings_dir: str | Path | None = None,
-                 extra: tuple[NetworkSpec, ...] = ()) -> None:
+                 extra: tuple[NetworkSpec | str, ...] = ()) -> None:
         from genpix.io.embeddings import EmbeddingFolder
 
         self.loras = NetworkLibrary(lora_dir)
         self.embeddings = EmbeddingFolder(embeddings_dir)
-        self.extra = tuple(extra)
+        self.extra = tuple(parse_lora_option(e) if isinstance(e, str) else e for e in extra)
+        for spec in self.extra:  # an unknown --lora fails at loading, not at the first prompt
+            self.loras.find(spec.name)
 
     @contextmanager
     def activate(self, prompt: str, negative_prompt: str, modules: dict[str, nn.Module]) -> Iterator[Activation]:
         clean, specs = parse_prompt_networks(prompt)
         clean_negative, negative_specs = parse_prompt_networks(negative_prompt)
         specs = [*self.extra, *specs, *negative_specs]  # sd-webui applies the negative prompt's tags too
+        widths = encoder_widths(modules)
+        self.check_embeddings(f"{clean}\n{clean_negative}", widths)
+        tables = {width: self.embedding_tables(part, width)[1] for part, width in widths.items()}
+        names = set.intersection(*(set(t) for t in tables.values())) if tables else set()
+        counts = {n: len(next(iter(tables.values()))[n]) for n in names}
+        vectors = {width: {n: t[n] for n in names} for width, t in tables.items()}
         with self.loras.applied(modules.get("unet"), lora_prefixes(modules), specs):
-            yield Activation(clean, clean_negative, self.loras.infotext(specs))
+            yield Activation(clean, clean_negative, self.loras.infotext(specs), counts, vectors)
 
     def embedding_tables(self, part: str, width: int) -> tuple[dict[str, int], dict[str, torch.Tensor]]:
         """(name -> vector count, name -> (n, width) vectors) of the folder's embeddings for the text

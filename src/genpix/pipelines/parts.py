@@ -25,6 +25,7 @@ class Parts:
     set_alpha_to_one: bool = True
     # the modules to move, prepack or patch (U-Net, text encoder, autoencoder), by role
     modules: tuple[tuple[str, torch.nn.Module], ...] = ()
+    networks: Any = None  # LoRA and embedding folders (pipelines/extra_networks.py ExtraNetworks), or None
     # a tiny decoder for live previews (pipelines/preview.py, TAESD); None: the space's own decoder
     preview: object | None = None
 

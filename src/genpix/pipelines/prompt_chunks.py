@@ -24,7 +24,9 @@ Textual-inversion embeddings (io/embeddings.py) as sd-webui places them (``token
 an embedding's name (its file stem, tokenized as the prompt is) appear, the longest match first,
 its n vectors take n places of the chunk (placeholder id 0), never split across chunks (a new chunk
 starts when they do not fit); at encoding, the token embeddings at those places are replaced by the
-vectors, so each counts against the 75 like a token.
+vectors, so each counts against the 75 like a token. Without explicit ``embeddings`` / ``vectors``
+the running generation's are used (``extra_networks.activated``), and extra-network tags
+(``<lora:...>``) are removed from the text first, as sd-webui does.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import torch
 
 from genpix.models.text import CLIPTextModel
 from genpix.models.tokenizer import CLIPTokenizer
+from genpix.pipelines.extra_networks import active_networks, strip_tags
 from genpix.pipelines.prompt_weighting import BREAK, BREAK_WEIGHT, parse_prompt_attention
 
 COMMA_BACKTRACK = 20  # sd-webui's opts.comma_padding_backtrack default
@@ -76,6 +79,9 @@ def chunk_prompt(tokenizer: CLIPTokenizer, prompt: str, *, length: int = 77,
     tokenize_line; an empty prompt is one chunk. ``embeddings``: name -> its number of vectors."""
     size = length - 2
     comma = tokenizer.encoder.get(",</w>")
+    prompt = strip_tags(prompt)  # <lora:...> tags are applied, not encoded (pipelines/extra_networks.py)
+    if embeddings is None and (activation := active_networks()) is not None:
+        embeddings = activation.counts  # the running generation's embeddings
     lookup = embedding_lookup(tokenizer, embeddings) if embeddings else {}
     chunks: list[PromptChunk] = []
     tokens: list[int] = []
@@ -141,6 +147,8 @@ def encode_chunks(text_model: CLIPTextModel, chunks: list[PromptChunk], *, clip_
     ``vectors``: embedding name -> (n, D) for this text encoder, written over the chunks' fixes."""
     table = text_model.text_model.embeddings.token_embedding
     device = table.weight.device
+    if vectors is None and (activation := active_networks()) is not None:
+        vectors = activation.vectors.get(text_model.config.hidden_size)
     parts = []
     for chunk in chunks:
         ids = torch.tensor([chunk.ids], device=device)
