@@ -17,6 +17,7 @@ import torch
 from genpix.diffusion.denoiser import DiscreteDenoiser
 from genpix.errors import GenpixError
 from genpix.io.sd_loader import SDComponents, load_sd_components
+from genpix.io.sdxl_loader import SDXLComponents
 from genpix.models.cpu_prepack import prepack_on_cpu
 from genpix.pipelines.capabilities import Capabilities, Defaults
 from genpix.pipelines.conditioning import CLIPConditioner
@@ -26,6 +27,7 @@ from genpix.pipelines.parts import LatentUNet, Parts
 from genpix.pipelines.pipeline import DiffusionPipeline
 from genpix.pipelines.prompt_blocklist import PromptBlocklist, default_checks
 from genpix.pipelines.safety import CombinedCheck, ImageSafetyCheck, SafetyCheck
+from genpix.pipelines.sdxl import sdxl_pipeline
 
 SD_DEFAULTS = Defaults(steps=20, sampler="Euler a", cfg_scale=7.0)  # sd-webui's txt2img defaults
 SIZE_MULTIPLE = 8  # sd-webui's rule for width and height
@@ -62,9 +64,10 @@ def sd_pipeline(components: SDComponents, *, device: torch.device | str = "cpu",
 def load_sd_pipeline(path, device: str | torch.device = "cpu", *, tokenizer=None, vae=None,
                      prediction: str | None = None, download_tokenizer: bool = False,
                      safety_checker: bool = True, blocklist: str | None = None,
-                     half: bool = False, lora_dir=None, embeddings_dir=None,
+                     half: bool = False, tokenizer_2=None, lora_dir=None, embeddings_dir=None,
                      loras=()) -> DiffusionPipeline:
-    """A Stable Diffusion 1.x/2.x diffusers folder or single-file checkpoint as a pipeline
+    """A Stable Diffusion 1.x/2.x or SDXL (pipelines/sdxl.py; ``tokenizer_2`` its second encoder's) diffusers
+    folder or single-file checkpoint as a pipeline
     (io/sd_loader.py): ``tokenizer`` a folder with vocab.json and merges.txt, ``vae`` an external
     autoencoder file, ``prediction`` "eps" or "v" to override the model's. Safety checks: the prompt
     blocklist, with the terms of the file ``blocklist`` and $GENPIX_BLOCKLIST added, and a folder's
@@ -75,10 +78,12 @@ def load_sd_pipeline(path, device: str | torch.device = "cpu", *, tokenizer=None
         raise GenpixError(f"--half needs a CUDA device (float16 is for GPUs); this runs on {torch.device(device)}")
     checks = default_checks(safety_checker, blocklist)  # a bad blocklist file fails before the loading
     parts = load_sd_components(path, tokenizer=tokenizer, vae=vae, prediction=prediction,
-                               download_tokenizer=download_tokenizer, safety_checker=safety_checker)
+                               download_tokenizer=download_tokenizer, safety_checker=safety_checker,
+                               tokenizer_2=tokenizer_2)
     if parts.safety_checker is not None:
         checks += (ImageSafetyCheck(parts.safety_checker.eval().to(device)),)
-    pipe = sd_pipeline(parts, device=device, safety_checks=checks, dtype=torch.float16 if half else torch.float32)
+    build = sdxl_pipeline if isinstance(parts, SDXLComponents) else sd_pipeline  # SDXL: pipelines/sdxl.py
+    pipe = build(parts, device=device, safety_checks=checks, dtype=torch.float16 if half else torch.float32)
     pipe.parts = replace(pipe.parts, networks=ExtraNetworks(lora_dir, embeddings_dir, tuple(loras)))  # <lora:...>
     modules = dict(pipe.parts.modules)
     prepack_on_cpu(pipe.device, modules["unet"], modules["vae"])  # oneDNN weight layouts, once (models/cpu_prepack.py)
