@@ -20,40 +20,37 @@ never held twice. ``.ckpt``/``.bin`` pickles are read only with ``torch.load(wei
 
 from __future__ import annotations
 
-import json
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
-from torch import nn
 
-from genpix.config import ConfigError
-from genpix.diffusion import schedules
 from genpix.errors import GenpixError
-from genpix.io.checkpoint import CheckpointError, check_state_dict, read_json_object
-from genpix.io.sd_checkpoint import convert_ldm_unet, convert_ldm_vae, read_state_dict
-from genpix.io.sd_clip import LDMTextEncoder, find_text_encoder
+from genpix.io.checkpoint import CheckpointError, read_json_object
 from genpix.io.safety_checker import load_safety_checker
+from genpix.io.sd_checkpoint import convert_ldm_unet, convert_ldm_vae, read_state_dict
+from genpix.io.sd_clip import find_text_encoder
+from genpix.io.sd_common import (PREDICTIONS, SD_BETAS, _check_vocab, _weights_file, alphas_cumprod_from_scheduler,
+                                 assign_weights, load_text_weights, prediction_from_scheduler, read_ldm_yaml,
+                                 single_file_tokenizer, tokenizer_from_folder)
 from genpix.io.sd_config import (SD2_CONTEXT_DIM, SUPPORTED, configs_from_ldm_yaml, infer_unet_config,
                                  infer_vae_config, recognise_family)
 from genpix.models.autoencoder import AutoencoderConfig, AutoencoderKL
 from genpix.models.safety_checker import SafetyChecker
 from genpix.models.sd_unet import SDUNet, SDUNetConfig
 from genpix.models.text import CLIPTextModel
-from genpix.models.tokenizer import (CLIP_BPE_FILE, CLIP_BPE_URL, EOS, VOCAB_FILES, CLIPTokenizer, TokenizerError,
-                                     clip_cache_dir, load_clip_tokenizer, missing_files_message)
+from genpix.models.tokenizer import EOS, CLIPTokenizer
 
 if TYPE_CHECKING:
     from genpix.io.sdxl_loader import SDXLComponents
 
-PREDICTIONS = {"epsilon": "eps", "v_prediction": "v", "sample": "x0"}  # diffusers' prediction_type -> ours
+__all__ = ["SDComponents", "assign_weights", "is_sd_model", "load_sd_components", "load_external_vae"]
+
 SD_PIPELINES = ("StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline", "StableDiffusionInpaintPipeline",
                 "StableDiffusionUpscalePipeline")
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
-# the LDM configs' training schedule: "linear" in LDM is linear in sqrt(beta), diffusers' scaled_linear
-SD_BETAS = {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012, "num_train_timesteps": 1000}
 
 
 @dataclass(frozen=True)
@@ -112,86 +109,6 @@ def load_sd_components(path: str | Path, *, tokenizer: str | Path | None = None,
     return components
 
 
-# -- shared pieces ----------------------------------------------------------------------------------
-
-
-def assign_weights(cls: type[nn.Module], config: Any, state: dict[str, torch.Tensor], where: str) -> nn.Module:
-    """``cls(config)`` built on the meta device with ``state`` (converted to float32) assigned:
-    no second copy of the weights. A missing, unexpected or misshapen tensor is named."""
-    with torch.device("meta"):
-        module = cls(config)
-    check_state_dict(module.state_dict(), state, where)
-    module.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, assign=True)
-    return module.eval()
-
-
-def alphas_cumprod_from_scheduler(config: dict[str, Any]) -> torch.Tensor:
-    """alpha_bar (T,) of a diffusers scheduler config, computed as diffusers does (float32 betas)."""
-    if config.get("rescale_betas_zero_snr"):
-        raise ConfigError("scheduler: rescale_betas_zero_snr is not supported")
-    if config.get("trained_betas") is not None:
-        betas = torch.tensor(config["trained_betas"], dtype=torch.float32)
-    else:
-        kind = config.get("beta_schedule", "linear")
-        kind = "cosine" if kind == "squaredcos_cap_v2" else kind
-        betas = schedules.betas(kind, int(config.get("num_train_timesteps", 1000)),
-                                float(config.get("beta_start", 0.0001)), float(config.get("beta_end", 0.02)))
-    return schedules.alphas_cumprod(betas)
-
-
-def prediction_from_scheduler(config: dict[str, Any]) -> str:
-    kind = config.get("prediction_type", "epsilon")
-    if kind not in PREDICTIONS:
-        raise ConfigError(f"scheduler: prediction_type {kind!r} is not one of {', '.join(PREDICTIONS)}")
-    return PREDICTIONS[kind]
-
-
-def tokenizer_from_folder(folder: str | Path, pad_token: str | None = None) -> CLIPTokenizer:
-    """vocab.json + merges.txt (hub folders), else transformers 5's tokenizer.json; ``pad_token``
-    overrides the folder's (SD 2.x pads with "!")."""
-    folder = Path(folder)
-    if all((folder / name).is_file() for name in VOCAB_FILES):
-        tokenizer = CLIPTokenizer.from_folder(folder)
-    elif (folder / "tokenizer.json").is_file():
-        tokenizer = _from_tokenizer_json(folder)
-    else:
-        missing = [name for name in VOCAB_FILES if not (folder / name).is_file()]
-        raise TokenizerError(missing_files_message(folder, missing))
-    if pad_token is None or pad_token == tokenizer.decoder[tokenizer.pad_id]:
-        return tokenizer
-    return CLIPTokenizer(tokenizer.encoder, list(tokenizer.ranks), pad_token=pad_token,
-                         max_length=tokenizer.max_length)
-
-
-def _from_tokenizer_json(folder: Path) -> CLIPTokenizer:
-    """The BPE vocabulary and merges of a tokenizers-library ``tokenizer.json``; the pad token from
-    tokenizer_config.json (transformers writes no vocab.json/merges.txt since version 5)."""
-    try:
-        model = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))["model"]
-        vocab, merges = model["vocab"], [tuple(m.split(" ") if isinstance(m, str) else m) for m in model["merges"]]
-        settings = folder / "tokenizer_config.json"
-        config = json.loads(settings.read_text(encoding="utf-8")) if settings.is_file() else {}
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise TokenizerError(f"cannot read the tokenizer in {folder}: {exc}") from None
-    pad = config.get("pad_token", EOS)
-    pad = pad.get("content", EOS) if isinstance(pad, dict) else pad
-    return CLIPTokenizer(vocab, merges, pad_token=pad)
-
-
-def _weights_file(folder: Path, stem: str) -> Path:
-    for name in (f"{stem}.safetensors", f"{stem}.bin", f"{stem}.fp16.safetensors", f"{stem}.fp16.bin"):
-        if (folder / name).is_file():
-            return folder / name
-    raise CheckpointError(f"no {stem}.safetensors (or .bin) in {folder}")
-
-
-def _check_vocab(tokenizer: CLIPTokenizer, text_model: CLIPTextModel) -> None:
-    rows = text_model.config.vocab_size
-    if tokenizer.vocab_size > rows:
-        raise TokenizerError(f"the tokenizer has {tokenizer.vocab_size} tokens but the text encoder embeds "
-                             f"{rows}: it is not this model's tokenizer")
-
-
 # -- diffusers-format folders ---------------------------------------------------------------------
 
 
@@ -222,19 +139,6 @@ def load_diffusers_folder(folder: Path, *, tokenizer: str | Path | None = None,
 
 
 # -- single files in the LDM layout ---------------------------------------------------------------
-
-
-def read_ldm_yaml(path: Path) -> dict[str, Any]:
-    """A CompVis inference YAML, parsed with PyYAML's safe loader (no Python objects)."""
-    import yaml
-
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} is not an LDM config (expected a mapping with model.params)")
-    return data
 
 
 def load_single_file(path: Path, *, tokenizer: str | Path | None = None, download_tokenizer: bool = False,
@@ -270,31 +174,6 @@ def load_single_file(path: Path, *, tokenizer: str | Path | None = None, downloa
     text_model = load_text_weights(CLIPTextModel(config), found.state, tok, path)
     del checkpoint
     return SDComponents(tok, text_model, unet, vae, alphas_cumprod_from_scheduler(betas), prediction, path.stem)
-
-
-def single_file_tokenizer(path: Path, pad: str, folder: str | Path | None, download: bool) -> CLIPTokenizer:
-    """The tokenizer of a file without a vocabulary: ``folder`` or the caches, padding with ``pad``
-    (SD 2.x and SDXL's bigG pad with "!", id 0, as open_clip)."""
-    if folder is not None:
-        return tokenizer_from_folder(folder, pad_token=pad)
-    try:
-        return load_clip_tokenizer(download=download, pad_token=pad)
-    except TokenizerError:
-        raise TokenizerError(f"{path.name} holds no tokenizer vocabulary and none was found: pass a folder with "
-                             f"vocab.json and merges.txt (--tokenizer DIR; a Stable Diffusion model's tokenizer/ "
-                             f"folder), or put {CLIP_BPE_FILE} (from {CLIP_BPE_URL}) in {clip_cache_dir()}") from None
-
-
-def load_text_weights(model: CLIPTextModel, state: dict[str, torch.Tensor], tokenizer: CLIPTokenizer,
-                      path: Path) -> CLIPTextModel:
-    """``model`` with a checkpoint's text-encoder ``state`` (transformers names) loaded, checked
-    against the tokenizer's vocabulary."""
-    try:
-        model.load_transformers_state_dict(state)
-    except GenpixError as exc:
-        raise CheckpointError(f"{path} (text encoder): {exc}") from None
-    _check_vocab(tokenizer, model)
-    return model.eval()
 
 
 def load_external_vae(path: str | Path, config: AutoencoderConfig) -> AutoencoderKL:

@@ -32,6 +32,9 @@ from typing import Any
 import torch
 
 from genpix.io.checkpoint import CheckpointError, read_json_object
+from genpix.io.sd_common import (SD_BETAS, _check_vocab, _weights_file, alphas_cumprod_from_scheduler, assign_weights,
+                                 load_text_weights, prediction_from_scheduler, read_ldm_yaml, single_file_tokenizer,
+                                 tokenizer_from_folder)
 from genpix.io.sd_checkpoint import convert_ldm_unet, convert_ldm_vae, read_state_dict
 from genpix.io.sd_clip import find_sdxl_text_encoders
 from genpix.io.sd_config import infer_unet_config, infer_vae_config
@@ -99,9 +102,6 @@ def time_id_count(unet: SDUNetConfig, pooled_dim: int) -> int:
 def load_sdxl_folder(folder: Path, *, tokenizer: str | Path | None = None,
                      tokenizer_2: str | Path | None = None) -> SDXLComponents:
     """unet/, vae/, text_encoder(_2)/, tokenizer(_2)/, scheduler/ of a diffusers SDXL folder."""
-    from genpix.io.sd_loader import (_check_vocab, _weights_file, alphas_cumprod_from_scheduler, assign_weights,
-                                     prediction_from_scheduler, tokenizer_from_folder)
-
     index = read_json_object(folder / "model_index.json")
     unet_config = SDUNetConfig.from_diffusers(read_json_object(folder / "unet" / "config.json"))
     unet = assign_weights(SDUNet, unet_config, read_state_dict(_weights_file(folder / "unet", "diffusion_pytorch_model")),
@@ -130,8 +130,6 @@ def load_sdxl_folder(folder: Path, *, tokenizer: str | Path | None = None,
 def sgm_prediction(path: Path, checkpoint: dict[str, torch.Tensor]) -> str:
     """"v" when the sidecar YAML's denoiser scales for v (SGM ``VScaling``) or the file carries
     ComfyUI's ``v_pred`` marker key; else "eps"."""
-    from genpix.io.sd_loader import read_ldm_yaml
-
     if "ztsnr" in checkpoint:
         raise CheckpointError(f"{path.name} is a zero-terminal-SNR model (ztsnr key); genpix does not rescale "
                               f"the noise schedule for it yet")
@@ -146,9 +144,6 @@ def sgm_prediction(path: Path, checkpoint: dict[str, torch.Tensor]) -> str:
 def load_sdxl_single_file(path: Path, checkpoint: dict[str, torch.Tensor], *, tokenizer: str | Path | None = None,
                           tokenizer_2: str | Path | None = None, download_tokenizer: bool = False) -> SDXLComponents:
     """An SGM-layout SDXL checkpoint (base, refiner or inpainting), already read."""
-    from genpix.io.sd_loader import (SD_BETAS, alphas_cumprod_from_scheduler, assign_weights, load_text_weights,
-                                     single_file_tokenizer)
-
     found_l, found_g, pooled = find_sdxl_text_encoders(checkpoint)
     ids = REFINER_IDS if found_l is None else BASE_IDS
     key = "model.diffusion_model.label_emb.0.0.weight"
