@@ -159,14 +159,15 @@ class DownBlock2D(nn.Module):
                              if add_downsample else None)
 
     def forward(self, h: torch.Tensor, temb: torch.Tensor | None = None,
-                context: torch.Tensor | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+                context: torch.Tensor | None = None, downsample: bool = True) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """``downsample`` False: stop before the downsampler (DeepCache's shallow path)."""
         states = []
         for i, resnet in enumerate(self.resnets):
             h = resnet(h, temb)
             if self.attentions is not None:
                 h = self.attentions[i](h, context)
             states.append(h)
-        if self.downsamplers is not None:
+        if self.downsamplers is not None and downsample:
             h = self.downsamplers[0](h)
             states.append(h)
         return h, states

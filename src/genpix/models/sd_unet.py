@@ -293,6 +293,13 @@ class SDUNet(nn.Module):
     def forward(self, x: torch.Tensor, t: torch.Tensor | float, context: torch.Tensor, *,
                 text_embeds: torch.Tensor | None = None, time_ids: torch.Tensor | None = None) -> torch.Tensor:
         """``text_embeds`` (B, P) and ``time_ids`` (B, n): the "text_time" conditioning (SDXL only)."""
+        temb = self.embed(x, t, context, text_embeds, time_ids)
+        h, skips = self.encode(x, temb, context)
+        return self.decode(self.mid_block(h, temb, context), skips, temb, context)
+
+    def embed(self, x: torch.Tensor, t: torch.Tensor | float, context: torch.Tensor,
+              text_embeds: torch.Tensor | None = None, time_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """The time embedding (B, 4 C_0), SDXL's added embedding included."""
         if context.ndim != 3 or context.shape[-1] != self.config.cross_attention_dim:
             raise ValueError(f"context must be (B, L, {self.config.cross_attention_dim}), got {tuple(context.shape)}")
         t = torch.as_tensor(t, device=x.device).reshape(-1).expand(x.shape[0])
@@ -301,18 +308,27 @@ class SDUNet(nn.Module):
             temb = temb + self.add_embedding(self.added_embedding_input(text_embeds, time_ids).to(x.dtype))
         elif text_embeds is not None or time_ids is not None:
             raise ValueError("text_embeds and time_ids are for a U-Net with addition_embed_type 'text_time'")
+        return temb
+
+    def encode(self, x: torch.Tensor, temb: torch.Tensor, context: torch.Tensor,
+               levels: int | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """conv_in and the down blocks: (h, skips). ``levels``: only the first ``levels`` down
+        blocks, the last of them without its downsampler (DeepCache's shallow path, models/deepcache.py)."""
         h = self.conv_in(x)
         skips = [h]
-        for block in self.down_blocks:
-            h, states = block(h, temb, context)
+        for i, block in enumerate(self.down_blocks[:levels]):
+            h, states = block(h, temb, context, downsample=levels is None or i < levels - 1)
             skips += states
-        h = self.mid_block(h, temb, context)
-        for block in self.up_blocks:
+        return h, skips
+
+    def decode(self, h: torch.Tensor, skips: list[torch.Tensor], temb: torch.Tensor, context: torch.Tensor,
+               start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """up_blocks[start:stop] on h, popping ``skips``; the output layers after the last up block."""
+        for block in self.up_blocks[start:stop]:
             n = len(block.resnets)
             size = skips[-n - 1].shape[-2:] if len(skips) > n else None  # the next level's size
             h = block(h, skips, temb, context, size)
-        return self.conv_out(F.silu(self.conv_norm_out(h)))
-
+        return h if stop is not None else self.conv_out(F.silu(self.conv_norm_out(h)))
 
     def added_embedding_input(self, text_embeds: torch.Tensor | None, time_ids: torch.Tensor | None) -> torch.Tensor:
         """[text_embeds, sinusoids of each time id] (B, projection_class_embeddings_input_dim): SDXL's

@@ -199,6 +199,12 @@ class UNet(nn.Module):
         nn.init.zeros_(self.conv_out.bias)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, class_labels: torch.Tensor | None = None) -> torch.Tensor:
+        emb = self.embed(x, t, class_labels)
+        h, hs = self.encode(x, emb)
+        return self.decode(self.mid(h, emb), hs, emb)
+
+    def embed(self, x: torch.Tensor, t: torch.Tensor, class_labels: torch.Tensor | None = None) -> torch.Tensor:
+        """The time (and class) embedding (B, 4 base_channels)."""
         emb = self.time_mlp(timestep_embedding(t.reshape(-1).expand(x.shape[0]), self.config.base_channels))
         if self.class_embedding is not None:
             if class_labels is None:  # no label: the null class
@@ -206,16 +212,23 @@ class UNet(nn.Module):
             emb = emb + self.class_embedding(class_labels)
         elif class_labels is not None:
             raise ValueError("this U-Net has no class embedding (num_classes = 0)")
-        emb = emb.to(x.dtype) if not torch.is_autocast_enabled() else emb
+        return emb.to(x.dtype) if not torch.is_autocast_enabled() else emb
+
+    def encode(self, x: torch.Tensor, emb: torch.Tensor, stages: int | None = None) -> tuple[torch.Tensor, list]:
+        """conv_in and the down stages (only the first ``stages``: DeepCache's shallow path): (h, skips)."""
         h = self.conv_in(x)
         hs = [h]
-        for stage in self.down:
+        for stage in self.down[:stages]:
             h = stage(h, emb)
             hs.append(h)
-        h = self.mid(h, emb)
-        for stage in self.up:
+        return h, hs
+
+    def decode(self, h: torch.Tensor, hs: list[torch.Tensor], emb: torch.Tensor, start: int = 0,
+               stop: int | None = None) -> torch.Tensor:
+        """up[start:stop] on h, popping the skips ``hs``; the output layers after the last up stage."""
+        for stage in self.up[start:stop]:
             h = stage(torch.cat([h, hs.pop()], dim=1), emb)
-        return self.conv_out(F.silu(self.norm_out(h)))
+        return h if stop is not None else self.conv_out(F.silu(self.norm_out(h)))
 
 
 def count_parameters(config: UNetConfig) -> int:
