@@ -72,3 +72,34 @@ def test_lora_and_embedding_images_match_diffusers(sd1, tmp_path, kind):
                                               latents=latents)
     assert torch.equal(plain.tensors, fresh.tensors)  # nothing leaked into the next request
     assert "Lora hashes" not in plain.infotexts[0]
+
+
+def test_cli_lora_flags_and_bad_names(sd1, tmp_path, capsys):
+    """genpix generate --lora PATH:W gives the same picture as <lora:NAME:W>; unknown names and
+    weights that are not numbers are one-line errors."""
+    from PIL import Image
+
+    from genpix.cli import main
+    from genpix.io.images import read_infotext
+
+    ref, folder = sd1
+    lora_dir = tmp_path / "Lora"
+    lora_dir.mkdir()
+    save_file(kohya_lora(ref, rank=2, alpha=2.0), str(lora_dir / "inkstyle.safetensors"))
+    common = ["--model", str(folder), "--steps", "2", "--width", str(SIZE), "--height", str(SIZE), "--seed", "1",
+              "--no-safety-checker"]
+    assert main(["generate", "a horse", *common, "--lora", f"{lora_dir / 'inkstyle.safetensors'}:0.5",
+                 "-o", str(tmp_path / "a")]) == 0
+    assert main(["generate", "a horse <lora:inkstyle:0.5>", *common, "--lora-dir", str(lora_dir),
+                 "-o", str(tmp_path / "b")]) == 0
+    a, b = (sorted((tmp_path / d).glob("*.png"))[0] for d in "ab")
+    assert np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b)))
+    assert "Lora hashes" in read_infotext(b)
+    capsys.readouterr()
+    assert main(["generate", "a horse <lora:inkstyl:1>", *common, "--lora-dir", str(lora_dir),
+                 "-o", str(tmp_path / "c")]) != 0
+    err = capsys.readouterr().err
+    assert "no LoRA named 'inkstyl'" in err and "close names: inkstyle" in err and len(err.strip().splitlines()) == 1
+    assert main(["generate", "a horse <lora:inkstyle:lots>", *common, "--lora-dir", str(lora_dir),
+                 "-o", str(tmp_path / "d")]) != 0
+    assert "is not a number" in capsys.readouterr().err

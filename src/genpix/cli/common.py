@@ -66,12 +66,19 @@ def add_loading(parser: argparse.ArgumentParser, tokenizer_help: str) -> None:
     parser.add_argument("--half", action="store_true",
                         help="Stable Diffusion on CUDA: the U-Net and text encoder in float16 (the autoencoder "
                              "stays float32)")
+    parser.add_argument("--lora", action="append", metavar="PATH[:WEIGHT]",
+                        help="Stable Diffusion: apply this LoRA file (or a name in --lora-dir) to every prompt, "
+                             "weight 1 by default; repeatable. Prompts may also hold <lora:NAME:WEIGHT>")
+    parser.add_argument("--lora-dir", help="folder of LoRA files named in <lora:NAME:...> (default models/Lora)")
+    parser.add_argument("--embeddings-dir", help="folder of textual-inversion embeddings (default embeddings)")
     add_safety(parser)
 
 
 def sd_options(args: argparse.Namespace) -> dict:
     """load_pipeline's Stable Diffusion options for the flags of :func:`add_loading` (none for the defaults)."""
-    return {k: v for k, v in (("tokenizer", args.tokenizer), ("half", args.half or None)) if v is not None}
+    given = (("tokenizer", args.tokenizer), ("half", args.half or None), ("loras", tuple(args.lora or ()) or None),
+             ("lora_dir", args.lora_dir), ("embeddings_dir", args.embeddings_dir))
+    return {k: v for k, v in given if v is not None}
 
 
 def add_safety(parser: argparse.ArgumentParser) -> None:

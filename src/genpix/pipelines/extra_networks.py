@@ -168,7 +168,8 @@ class NetworkLibrary:
         """sd-webui's ``Lora hashes`` field for the applied specs (None without any)."""
         if not specs:
             return {"Lora hashes": None}
-        return {"Lora hashes": '"' + ", ".join(f"{s.name}: {self.hash(self.find(s.name))}" for s in specs) + '"'}
+        names = [(Path(s.name).stem if Path(s.name).suffix else s.name, self.find(s.name)) for s in specs]
+        return {"Lora hashes": '"' + ", ".join(f"{name}: {self.hash(path)}" for name, path in names) + '"'}
 
     def applied(self, unet: nn.Module | None, text_encoders: dict[str, nn.Module],
                 specs: list[NetworkSpec]):
