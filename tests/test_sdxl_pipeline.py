@@ -62,3 +62,26 @@ def test_refiner_img2img_through_load_pipeline(models):
         out = pipe(prompt=PROMPT, negative_prompt=NEGATIVE, steps=STEPS, sampler="DDIM", cfg_scale=CFG, seed=SEED,
                    init_images=image, strength=0.5)
         assert_same_images(out, expected)
+
+
+@pytest.mark.parametrize("sampler, strength", [("Euler", 1.0), ("DDIM", 0.75)])
+def test_9_channel_inpainting_model_makes_diffusers_inpaint_images(models, sampler, strength):
+    """SDXL's 9-channel inpainting U-Net (latents, mask, masked-image latents) against
+    StableDiffusionXLInpaintPipeline: the left half repainted, from pure noise and from the noised image."""
+    from diffusers import StableDiffusionXLInpaintPipeline
+
+    ref, folder, _ = models("inpaint")
+    image = torch.nn.functional.interpolate(torch.rand(1, 3, 4, 6, generator=torch.Generator().manual_seed(2)),
+                                            size=(HEIGHT, WIDTH), mode="bilinear")
+    mask = torch.zeros(1, 1, HEIGHT, WIDTH)
+    mask[..., :, : WIDTH // 2] = 0.8  # >= 0.5 after binarising
+    cls, extra = SCHEDULERS[sampler]
+    inpaint = StableDiffusionXLInpaintPipeline(**{k: v for k, v in ref.components.items()}, add_watermarker=False)
+    inpaint.scheduler = cls.from_config(SDXL_SCHEDULER, **extra)
+    expected = inpaint(PROMPT, image=image.permute(0, 2, 3, 1).numpy(), mask_image=mask, strength=strength,
+                       negative_prompt=NEGATIVE, num_inference_steps=STEPS, guidance_scale=CFG, height=HEIGHT,
+                       width=WIDTH, output_type="np", generator=torch.Generator().manual_seed(SEED)).images
+    pipe = genpix.load_pipeline(str(folder))
+    out = pipe(prompt=PROMPT, negative_prompt=NEGATIVE, steps=STEPS, sampler=sampler, cfg_scale=CFG, seed=SEED,
+               init_images=image, mask=mask, strength=strength)
+    assert_same_images(out, expected)
