@@ -343,13 +343,19 @@ def test_concurrent_requests_get_their_own_networks(sd1, tmp_path):
             with library.applied(parts.unet, te, [NetworkSpec(name)]):
                 results.setdefault(name, []).append(genpix_outputs(parts, ids)[1])
 
-    threads = [threading.Thread(target=run, args=(n,)) for n in "ab"]
+    def plain() -> None:  # a request without LoRA waits for the others' weights to be restored
+        for _ in range(3):
+            with library.applied(parts.unet, te, []):
+                results.setdefault("plain", []).append(genpix_outputs(parts, ids)[1])
+
+    alone["plain"] = genpix_outputs(parts, ids)[1]
+    threads = [threading.Thread(target=run, args=(n,)) for n in "ab"] + [threading.Thread(target=plain)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    for name in "ab":
-        assert all(torch.equal(r, alone[name]) for r in results[name])
+    for name in ("a", "b", "plain"):
+        assert len(results[name]) == 3 and all(torch.equal(r, alone[name]) for r in results[name])
 
 
 def test_extra_networks_entry_point(sd1, tmp_path):

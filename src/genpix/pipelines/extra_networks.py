@@ -174,8 +174,9 @@ class NetworkLibrary:
     def applied(self, unet: nn.Module | None, text_encoders: dict[str, nn.Module],
                 specs: list[NetworkSpec]):
         """Context manager: the networks merged into ``unet`` and ``text_encoders`` (kohya prefix ->
-        module) inside the block, the exact original weights after it; nothing without specs."""
-        if not specs:
+        module) inside the block, the exact original weights after it. Without specs it only holds
+        the model's lock, so that no other request's merged weights are in place meanwhile."""
+        if unet is None and not text_encoders:
             return nullcontext()
         return self._applied(unet, text_encoders, specs)
 
@@ -184,6 +185,9 @@ class NetworkLibrary:
                  specs: list[NetworkSpec]) -> Iterator[None]:
         root = unet if unet is not None else next(iter(text_encoders.values()))
         with swap_lock(root):
+            if not specs:
+                yield
+                return
             files = [(spec, self.find(spec.name)) for spec in specs]
             key = (id(root), tuple((s.te, s.unet, str(p), p.stat().st_mtime_ns) for s, p in files))
             if self._merged is None or self._merged[0] != key:
