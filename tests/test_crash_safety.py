@@ -98,15 +98,16 @@ def autoencoder(root):
 @pytest.mark.slow
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_sigkill_at_random_moments_then_resume_gives_identical_weights(family, root, autoencoder, run_cli):
-    args = [*FAMILIES[family], *STEPS] + (["--autoencoder", str(autoencoder)] if family == "ldm" else [])
+    args = [*FAMILIES[family], *STEPS]  # a resumed ldm run keeps its autoencoder: --autoencoder only at the start
+    first = args + (["--autoencoder", str(autoencoder)] if family == "ldm" else [])
     straight, out = root / f"{family}-straight", root / f"{family}-killed"
-    status, _, err = run_cli("train", family, *args, "--out", straight)
+    status, _, err = run_cli("train", family, *first, "--out", straight)
     assert status == 0, err
     rng = random.Random(f"issue-21-{family}")
     kills = 0
     for _ in range(3 * KILLS_PER_FAMILY):
         resume = any((out / "checkpoints").glob("step-*"))
-        command = ["train", family, *args, "--out", str(out)] + (["--resume"] if resume else [])
+        command = ["train", family, *(args if resume else first), "--out", str(out)] + (["--resume"] if resume else [])
         kills += kill_somewhere(command, out, rng)
         assert_readable(out)
         if kills == KILLS_PER_FAMILY:

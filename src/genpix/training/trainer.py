@@ -146,9 +146,11 @@ class Trainer:
 
     def _checkpoint(self, step: int) -> None:
         path = self.out / "checkpoints" / f"step-{step:08d}"
+        # the run folder's own model first: a checkpoint that --resume can find always has the run's
+        # config.json beside it (a kill between the two leaves newer weights, which a resume rewrites)
+        write_model_dir(self.out, self._full_config(step), self.task.modules())
         write_training_checkpoint(path, self._full_config(step), self.task.modules(),
                                   self.task.optimizers(), {"step": step})
-        write_model_dir(self.out, self._full_config(step), self.task.modules())
         for old in checkpoint_dirs(self.out)[: -self.config.keep_checkpoints]:
             discard(old)
 
