@@ -34,6 +34,7 @@ from torch import nn
 
 from genpix.config import ConfigError, check, from_dict
 from genpix.models.ldm_blocks import Attention, DownBlock2D, UNetMidBlock2D, UpBlock2D, map_diffusers_config
+from genpix.models.tome import merged
 from genpix.models.unet import timestep_embedding
 
 DownBlockType = Literal["CrossAttnDownBlock2D", "DownBlock2D"]
@@ -197,7 +198,8 @@ class BasicTransformerBlock(nn.Module):
         self.ff = FeedForward(dim)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn1(self.norm1(x))  # (B, HW, dim)
+        attend = merged(self.attn1, x)  # self.attn1, or ToMe around it when a request turns it on (models/tome.py)
+        x = x + attend(self.norm1(x))  # (B, HW, dim)
         x = x + self.attn2(self.norm2(x), context)
         return x + self.ff(self.norm3(x))
 

@@ -25,6 +25,7 @@ MAX_HIRES_PIXELS = 4096 * 4096  # per image, after the hires fix's upscale
 SAMPLING_FIELDS = ("steps", "sampler", "schedule", "cfg_scale", "eta", "s_churn", "s_noise")
 SAMPLER_OPTIONS = ("eta", "s_churn", "s_noise")
 VARIATION_FIELDS = ("subseed_strength", "seed_resize_from_h", "seed_resize_from_w", "eta_noise_seed_delta")
+LESS_WORK_FIELDS = ("deepcache_interval", "token_merging_ratio", "tiny_decode")  # pipelines/fast.py; off when falsy
 
 
 class UnsupportedOption(GenpixError):
@@ -123,6 +124,10 @@ def bind(request: GenerationRequest, caps: Capabilities, *, lenient: bool = Fals
         for name in VARIATION_FIELDS:
             if getattr(request, name):
                 refuse(name, "variation noise is for diffusion models")
+                request = request.but(**{name: 0})
+        for name in LESS_WORK_FIELDS:
+            if getattr(request, name):
+                refuse(name, "it has no U-Net to cache or merge tokens in, and one decoder")
                 request = request.but(**{name: 0})
         return Plan(request, label=label, ignored=tuple(ignored))
     guidable = caps.conditioning == "text" or label is not None

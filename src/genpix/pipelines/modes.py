@@ -32,6 +32,7 @@ from genpix.diffusion.noise import image_seeds as noise_seeds
 from genpix.errors import GenpixError
 from genpix.pipelines import masking
 from genpix.pipelines.capabilities import Plan
+from genpix.pipelines.fast import final_decoder, less_work
 from genpix.pipelines.parts import Parts
 
 
@@ -78,7 +79,7 @@ def run_chunk(parts: Parts, plan: Plan, chunk: slice, sigmas: torch.Tensor, cond
     """Images (b, C, H, W) in [0, 1] on the CPU for rows ``chunk`` of the request; with an ordinary
     model's inpainting, the original pasted back outside the mask."""
     x0 = denoise_chunk(parts, plan, chunk, sigmas, conds, mask, progress, device)
-    images = parts.space.decode(x0)
+    images = final_decoder(parts, plan.request).decode(x0)  # the full decoder, or the tiny one (pipelines/fast.py)
     init, inpaint = rows(plan.request.init_images, plan.request.n, chunk), rows(mask, plan.request.n, chunk)
     return masking.overlay(images, init, inpaint) if inpaint is not None and not plan.inpainting_model else images
 
@@ -105,14 +106,16 @@ def denoise_chunk(parts: Parts, plan: Plan, chunk: slice, sigmas: torch.Tensor, 
     x = noise * start if z0 is None else z0 + noise * sigmas[0]  # x_t = z0 + sigma_t eps
     extra = {} if inpaint is None or latent_mask else _inpainting_condition(space, init.to(device), inpaint,
                                                                             shape, generators)
-    denoiser = guided(parts, plan, conds, x.shape[0], extra)
-    if latent_mask:  # the latent mask around the guided denoiser (diffusion/inpainting.py)
+    if latent_mask:
         known, content, grid = masking.masked_start(init.to(device), inpaint, request.inpainting_fill,
                                                     lambda im: space.encode(im, generators), generators)
         x = noise * start if pure_noise else content + noise * sigmas[0]
-        denoiser = MaskedDenoiser(denoiser, known, grid, noise)
-    x0 = x if len(sigmas) < 2 else plan.sampler(denoiser, x, sigmas, generator=generators, callback=progress,
-                                                 **plan.sampler_options)
+    with less_work(parts, request, shape[1:]) as fast:  # DeepCache, token merging (pipelines/fast.py)
+        denoiser = guided(fast, plan, conds, x.shape[0], extra)
+        if latent_mask:  # the latent mask around the guided denoiser (diffusion/inpainting.py)
+            denoiser = MaskedDenoiser(denoiser, known, grid, noise)
+        x0 = x if len(sigmas) < 2 else plan.sampler(denoiser, x, sigmas, generator=generators, callback=progress,
+                                                     **plan.sampler_options)
     if latent_mask:
         x0 = denoiser.finish(x0, sigmas[-1])
     return x0 / (sigmas[-1] ** 2 + 1) ** 0.5  # x_vp = x / sqrt(1 + sigma^2); 1 when the last sigma is 0

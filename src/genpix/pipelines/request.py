@@ -66,6 +66,10 @@ class GenerationRequest:
     hr_schedule: str | None = None
     hr_prompt: str = ""  # "": the first pass's
     hr_negative_prompt: str = ""
+    # less work per picture (pipelines/fast.py); each off by default
+    deepcache_interval: int = 0  # DeepCache: a full U-Net pass every N calls, the shallow branch between (0: off)
+    token_merging_ratio: float = 0.0  # ToMe for SD: the fraction of tokens merged before self-attention (sd-webui's)
+    tiny_decode: bool = False  # decode the final pictures with the model's tiny (TAESD) decoder
 
     @classmethod
     def of(cls, **values: Any) -> GenerationRequest:

@@ -1,0 +1,78 @@
+"""Less work per picture, switched on per request (every switch off by default: the exact path).
+
+- ``deepcache_interval`` N > 0: DeepCache (Ma et al. 2023, models/deepcache.py) around the U-Net,
+  a full pass every N network calls, the shallow branch on the others (1: every call full, the
+  same pictures); 0: off.
+- ``token_merging_ratio`` r > 0: ToMe for SD (Bolya and Hoffman 2023, models/tome.py) in the
+  cross-attention U-Net's self-attention at the finest attention level; sd-webui's option name.
+- ``tiny_decode``: the final pictures decoded by the model's tiny preview decoder (TAESD,
+  pipelines/preview.py) instead of its full autoencoder.
+
+Each switch applies to one sampling call: the DeepCache wrapper is made per chunk (its cache is its
+own) and token merging is a context variable set around the sampler, so the shared modules never
+change and concurrent requests never see each other's state.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import replace
+
+from genpix.errors import GenpixError
+from genpix.models.deepcache import DeepCache, DeepCacheConfig
+from genpix.models.sd_unet import SDUNet
+from genpix.models.tome import TokenMergingConfig, merging
+from genpix.models.unet import UNet
+from genpix.pipelines.parts import LatentUNet, Parts
+
+
+def deepcache_network(network, config: DeepCacheConfig):
+    """The denoiser's network with a fresh DeepCache around its U-Net."""
+    if isinstance(network, LatentUNet) and isinstance(network.unet, (SDUNet, UNet)):
+        return LatentUNet(DeepCache(network.unet, config), network.dtype)
+    if isinstance(network, (SDUNet, UNet)):
+        return DeepCache(network, config)
+    raise GenpixError(f"deepcache_interval needs one of genpix's U-Nets; this model's network is "
+                      f"{type(network).__name__}")
+
+
+def _token_merging(parts: Parts, ratio: float, latent_size: tuple[int, int]):
+    """The merging context for this request (off: a null context). The finest level with attention
+    is merged: SDXL's U-Net has none at full resolution, so its half-resolution blocks are."""
+    if not ratio:
+        return nullcontext()
+    unet = getattr(parts.denoiser.network, "unet", parts.denoiser.network)
+    if not isinstance(unet, SDUNet):
+        raise GenpixError("token_merging_ratio needs a cross-attention U-Net (Stable Diffusion, genpix's latent "
+                          "text models)")
+    finest = next((i for i, kind in enumerate(unet.config.down_block_types) if kind.startswith("CrossAttn")), 0)
+    return merging(TokenMergingConfig(ratio, max_downsample=2 ** finest), latent_size)
+
+
+@contextmanager
+def less_work(parts: Parts, request, latent_size: tuple[int, int]) -> Iterator[Parts]:
+    """The parts to sample one chunk of ``request`` with (latents of ``latent_size`` (h, w)): the
+    denoiser's network behind a fresh DeepCache, and token merging on while inside."""
+    if request.deepcache_interval < 0:
+        raise GenpixError(f"deepcache_interval must be 0 (off) or more, got {request.deepcache_interval}")
+    if request.deepcache_interval > 0:  # 1: every call full (the exact path, through the wrapper)
+        denoiser = copy.copy(parts.denoiser)  # the shared denoiser keeps its own network
+        denoiser.network = deepcache_network(denoiser.network, DeepCacheConfig(request.deepcache_interval))
+        parts = replace(parts, denoiser=denoiser)
+    with _token_merging(parts, request.token_merging_ratio, latent_size):
+        yield parts
+
+
+def final_decoder(parts: Parts, request):
+    """What decodes the sampled latents: the full autoencoder, or the tiny decoder with ``tiny_decode``."""
+    if not request.tiny_decode:
+        return parts.space
+    if parts.space.factor == 1:
+        raise GenpixError("tiny_decode is for latent models; a pixel model's samples are already pictures")
+    if parts.preview is None:
+        raise GenpixError("tiny_decode needs the model's tiny decoder: the bundled latent models keep one beside "
+                          "their weights; for a Stable Diffusion checkpoint load a TAESD decoder file with "
+                          "preview_decoder=FILE (genpix generate --preview-decoder FILE)")
+    return parts.preview
