@@ -80,14 +80,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--skip-sd", action="store_true", help="leave out the Stable Diffusion shapes")
+    parser.add_argument("--models", nargs="+", choices=(*BUNDLED, "sd"), default=(*BUNDLED, "sd"))
     args = parser.parse_args()
-    set_cpu_threads(None)
-    rows = [bundled_row(name, args.images, args.repeats) for name in BUNDLED]
-    if not args.skip_sd:
-        rows.append(sd_row(args.repeats))
-    for row in rows:
-        print(json.dumps(row))
+    print(json.dumps({"threads": set_cpu_threads(None), "torch": torch.__version__}))
+    for name in args.models:
+        row = sd_row(args.repeats) if name == "sd" else bundled_row(name, args.images, args.repeats)
+        print(json.dumps(row), flush=True)
 
 
 if __name__ == "__main__":
