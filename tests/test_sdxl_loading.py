@@ -59,11 +59,16 @@ def test_our_sgm_layout_is_the_one_diffusers_reads(model):
         assert all(torch.equal(converted[k], state[k]) for k in state)
 
 
-@pytest.mark.parametrize("layout", ["folder", "single file"])
-def test_both_layouts_load_the_same_weights(model, layout):
+@pytest.mark.parametrize("layout", ["folder", "single file", "ckpt"])
+def test_both_layouts_load_the_same_weights(model, layout, tmp_path):
     kind, pipe, folder, path = model
     if layout == "folder":
         parts = load_sd_components(folder)
+    elif layout == "ckpt":  # a weights-only pickle, read with torch.load(weights_only=True)
+        from safetensors.torch import load_file
+
+        torch.save({"state_dict": load_file(path), "global_step": 1}, tmp_path / "tiny-xl.ckpt")
+        parts = load_sd_components(tmp_path / "tiny-xl.ckpt", tokenizer=folder / "tokenizer_2")  # one vocab for both
     else:
         parts = load_sd_components(path, tokenizer=folder / "tokenizer_2")
     assert isinstance(parts, SDXLComponents) and parts.kind == kind and parts.prediction == "eps"
