@@ -101,3 +101,49 @@ def test_bad_embeddings(tmp_path, monkeypatch):
         read_embedding(folder / "evil.pt")
     assert not (tmp_path / "PWNED").exists()
     assert "refused" in EmbeddingFolder(folder).all()["evil"]
+
+
+def test_sdxl_embedding_matches_diffusers_on_both_encoders(tmp_path):
+    """An SDXL embedding ({clip_l, clip_g}) through the SDXL conditioner during a generation equals
+    diffusers with each part loaded into its encoder (load_textual_inversion(..., text_encoder=,
+    tokenizer=)): context and pooled."""
+    import copy
+    from types import SimpleNamespace
+
+    from sdxl_fixtures import tiny_sdxl
+    from test_sdxl_conditioning import ours_from
+
+    from genpix.pipelines.extra_networks import ExtraNetworks, activated
+
+    ref = tiny_sdxl(tmp_path, "base")
+    ours = ours_from(ref, tmp_path).with_size(32, 32)
+    g = torch.Generator().manual_seed(7)
+    parts = {"clip_l": torch.randn(2, 64, generator=g), "clip_g": torch.randn(2, 128, generator=g)}
+    (tmp_path / "embeddings").mkdir()
+    save_file(parts, str(tmp_path / "embeddings" / "zorbxl.safetensors"))
+    pipe = copy.deepcopy(ref)
+    pipe.load_textual_inversion(parts["clip_l"], token="zorbxl", text_encoder=pipe.text_encoder,
+                                tokenizer=pipe.tokenizer)
+    pipe.load_textual_inversion(parts["clip_g"], token="zorbxl", text_encoder=pipe.text_encoder_2,
+                                tokenizer=pipe.tokenizer_2)
+    prompt = "a photo of zorbxl on the moon"
+    with torch.no_grad():
+        embeds, _, pooled, _ = pipe.encode_prompt(prompt, device="cpu", do_classifier_free_guidance=False)
+    model = SimpleNamespace(networks=ExtraNetworks(tmp_path / "Lora", tmp_path / "embeddings"),
+                            modules=(("text_encoder", ours.text_model), ("text_encoder_2", ours.text_model_2)))
+    with activated(model, SimpleNamespace(prompt=prompt, negative_prompt="")):
+        cond = ours.encode(prompt)
+    plain = ours.encode(prompt)
+    torch.testing.assert_close(cond["context"], embeds, atol=1e-5, rtol=1e-5)
+    # bigG pools at argmax(ids) (eos_token_id 2, as SGM's tokens.argmax): diffusers' added tokens have ids
+    # above eos, so its own pooled vector sits on an embedding token; sd-webui's placeholders are 0 and the
+    # pool is at eos, as here: the reference is diffusers' last hidden state at eos, projected
+    ids = pipe.tokenizer_2(pipe.maybe_convert_prompt(prompt, pipe.tokenizer_2), padding="max_length",
+                           max_length=77, return_tensors="pt").input_ids
+    eos = int((ids[0] == pipe.tokenizer_2.eos_token_id).nonzero()[0])
+    with torch.no_grad():
+        last = pipe.text_encoder_2(ids).last_hidden_state[:, eos]
+        want = pipe.text_encoder_2.text_projection(last)
+    torch.testing.assert_close(cond["text_embeds"], want, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(pooled, want)  # diffusers' own differs, for the reason above
+    assert (cond["context"] - plain["context"]).abs().max() > 1e-3

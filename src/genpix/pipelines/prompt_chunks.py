@@ -31,7 +31,8 @@ the running generation's are used (``extra_networks.activated``), and extra-netw
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -145,21 +146,33 @@ def encode_chunks(text_model: CLIPTextModel, chunks: list[PromptChunk], *, clip_
     """(1, 77 k, D): each chunk through the text model on its own (``clip_skip`` and ``final_norm``
     as CLIPTextModel's: 0 is the last layer), weighted with the mean restored, concatenated.
     ``vectors``: embedding name -> (n, D) for this text encoder, written over the chunks' fixes."""
-    table = text_model.text_model.embeddings.token_embedding
-    device = table.weight.device
-    if vectors is None and (activation := active_networks()) is not None:
-        vectors = activation.vectors.get(text_model.config.hidden_size)
+    device = text_model.text_model.embeddings.token_embedding.weight.device
     parts = []
     for chunk in chunks:
         ids = torch.tensor([chunk.ids], device=device)
-        hook = table.register_forward_hook(_fix_rows(ids, chunk.fixes, vectors)) if chunk.fixes else None
-        try:
+        with embedding_fixes(text_model, ids, chunk.fixes, vectors):
             z = text_model(ids, clip_skip=clip_skip, final_norm=final_norm).tokens  # (1, 77, D)
-        finally:
-            if hook is not None:
-                hook.remove()
         parts.append(emphasize(z, chunk.weights))
     return torch.cat(parts, dim=1)
+
+
+@contextmanager
+def embedding_fixes(text_model: CLIPTextModel, ids: torch.Tensor, fixes: tuple[tuple[int, str], ...],
+                    vectors: Mapping[str, torch.Tensor] | None = None) -> Iterator[None]:
+    """Inside the block, ``text_model`` called on ``ids`` (this very tensor) embeds each fix's vectors
+    at rows offset + 1 ... (after bos), sd-webui's EmbeddingsWithFixes; ``vectors`` default to the
+    running generation's for this encoder's width. For encoders called directly (SDXL's bigG)."""
+    if vectors is None and (activation := active_networks()) is not None:
+        vectors = activation.vectors.get(text_model.config.hidden_size)
+    if not fixes:
+        yield
+        return
+    table = text_model.text_model.embeddings.token_embedding
+    hook = table.register_forward_hook(_fix_rows(ids, fixes, vectors))
+    try:
+        yield
+    finally:
+        hook.remove()
 
 
 def _fix_rows(ids: torch.Tensor, fixes: tuple[tuple[int, str], ...], vectors: Mapping[str, torch.Tensor] | None):

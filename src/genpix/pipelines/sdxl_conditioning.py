@@ -46,7 +46,8 @@ import torch
 from genpix.errors import GenpixError
 from genpix.models.text import CLIPTextModel, CLIPTextModelWithProjection
 from genpix.models.tokenizer import CLIPTokenizer
-from genpix.pipelines.prompt_chunks import PromptChunk, chunk_prompt, emphasize, empty_chunk, encode_chunks
+from genpix.pipelines.prompt_chunks import (PromptChunk, chunk_prompt, embedding_fixes, emphasize, empty_chunk,
+                                            encode_chunks)
 
 Cond = dict[str, torch.Tensor]
 
@@ -136,7 +137,9 @@ class SDXLConditioner:
         device = self._device()
         parts, pooled = [], None
         for chunk in chunks:
-            out = model(torch.tensor([chunk.ids], device=device), clip_skip=clip_skip, final_norm=False)
+            ids = torch.tensor([chunk.ids], device=device)
+            with embedding_fixes(model, ids, chunk.fixes):  # textual inversion (prompt_chunks.py)
+                out = model(ids, clip_skip=clip_skip, final_norm=False)
             pooled = out.pooled if pooled is None else pooled
             parts.append(emphasize(out.tokens, chunk.weights))
         return torch.cat(parts, dim=1), pooled
