@@ -15,6 +15,7 @@ from test_sd_pipeline import SIZE, start_latents, tiny_diffusers, vocab  # noqa:
 
 import genpix
 from genpix.io.images import parse_infotext
+from genpix.io.embeddings import file_hash
 from genpix.io.lora_files import short_hash
 
 STEPS, CFG, SEED = 4, 7.5, 3
@@ -64,6 +65,7 @@ def test_lora_and_embedding_images_match_diffusers(sd1, tmp_path, kind):
     ours = out.tensors.permute(0, 2, 3, 1).numpy()
     assert np.abs(ours - expected).max() < 3 / 255
     assert f"inkstyle: {short_hash(lora_dir / 'inkstyle.safetensors')}" in out.infotexts[0]
+    assert f'TI hashes: "zorbstyle: {file_hash(emb)}"' in out.infotexts[0]
     assert parse_infotext(out.infotexts[0])["Prompt"].endswith(f"<lora:inkstyle:{weight}>")
     plain = pipe(prompt="a photo of a horse", negative_prompt=NEGATIVE, steps=STEPS, sampler="DDIM", cfg_scale=CFG,
                  seed=SEED, width=SIZE, height=SIZE, latents=latents)
@@ -71,7 +73,7 @@ def test_lora_and_embedding_images_match_diffusers(sd1, tmp_path, kind):
                                               sampler="DDIM", cfg_scale=CFG, seed=SEED, width=SIZE, height=SIZE,
                                               latents=latents)
     assert torch.equal(plain.tensors, fresh.tensors)  # nothing leaked into the next request
-    assert "Lora hashes" not in plain.infotexts[0]
+    assert "Lora hashes" not in plain.infotexts[0] and "TI hashes" not in plain.infotexts[0]
 
 
 def test_cli_lora_flags_and_bad_names(sd1, tmp_path, capsys):

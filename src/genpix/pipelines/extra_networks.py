@@ -222,6 +222,8 @@ class Activation:
     notes: dict[str, str | None]
     counts: dict[str, int] = field(default_factory=dict)
     vectors: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)
+    files: dict[str, Path] = field(default_factory=dict)  # embedding name -> its file
+    used: set[str] = field(default_factory=set)  # embeddings the prompts named (prompt_chunks adds them)
 
 
 _ACTIVE: ContextVar[Activation | None] = ContextVar("genpix_extra_networks", default=None)
@@ -258,7 +260,13 @@ def activated(parts: object, request: object) -> Iterator[Activation | None]:
 def network_notes() -> dict[str, str | None]:
     """The running generation's extra-network infotext fields ({} outside one)."""
     activation = _ACTIVE.get()
-    return dict(activation.notes) if activation is not None else {}
+    if activation is None:
+        return {}
+    from genpix.io.embeddings import file_hash
+
+    used = sorted(n for n in activation.used if n in activation.files)
+    hashes = ", ".join(f"{n}: {file_hash(activation.files[n])}" for n in used)
+    return {**activation.notes, "TI hashes": f'"{hashes}"' if used else None}  # sd-webui's TI hashes
 
 
 def lora_prefixes(modules: dict[str, nn.Module]) -> dict[str, nn.Module]:
@@ -316,7 +324,8 @@ class ExtraNetworks:
         counts = {n: len(next(iter(tables.values()))[n]) for n in names}
         vectors = {width: {n: t[n] for n in names} for width, t in tables.items()}
         with self.loras.applied(modules.get("unet"), lora_prefixes(modules), specs):
-            yield Activation(clean, clean_negative, self.loras.infotext(specs), counts, vectors)
+            files = {n: e.path for n, e in self.embeddings.all().items() if n in names and not isinstance(e, str)}
+            yield Activation(clean, clean_negative, self.loras.infotext(specs), counts, vectors, files)
 
     def embedding_tables(self, part: str, width: int) -> tuple[dict[str, int], dict[str, torch.Tensor]]:
         """(name -> vector count, name -> (n, width) vectors) of the folder's embeddings for the text

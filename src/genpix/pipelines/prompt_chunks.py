@@ -81,8 +81,9 @@ def chunk_prompt(tokenizer: CLIPTokenizer, prompt: str, *, length: int = 77,
     size = length - 2
     comma = tokenizer.encoder.get(",</w>")
     prompt = strip_tags(prompt)  # <lora:...> tags are applied, not encoded (pipelines/extra_networks.py)
+    used = None
     if embeddings is None and (activation := active_networks()) is not None:
-        embeddings = activation.counts  # the running generation's embeddings
+        embeddings, used = activation.counts, activation.used  # the running generation's embeddings
     lookup = embedding_lookup(tokenizer, embeddings) if embeddings else {}
     chunks: list[PromptChunk] = []
     tokens: list[int] = []
@@ -127,6 +128,8 @@ def chunk_prompt(tokenizer: CLIPTokenizer, prompt: str, *, length: int = 77,
             if len(tokens) + count > size:
                 next_chunk()
             fixes.append((len(tokens), found[1]))
+            if used is not None:
+                used.add(found[1])  # for the infotext's TI hashes
             tokens += [0] * count
             weights += [weight] * count
             position += len(found[0])
