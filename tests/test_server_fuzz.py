@@ -19,7 +19,7 @@ from server_harness import free_port
 schemathesis = pytest.importorskip("schemathesis")
 from schemathesis import GenerationMode  # noqa: E402
 
-EXAMPLES = {GenerationMode.POSITIVE: 120, GenerationMode.NEGATIVE: 120}  # per route and mode (at most)
+EXAMPLES = {GenerationMode.POSITIVE: 100, GenerationMode.NEGATIVE: 100}  # per route and mode (at most)
 LIMITS = ["--max-steps", "3", "--max-images", "2", "--max-pixels", "4096", "--max-prompt-length", "300",
           "--queue-size", "4"]
 
