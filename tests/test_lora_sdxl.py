@@ -129,3 +129,31 @@ def test_sdxl_lora_on_sd1_and_sd1_lora_on_sdxl_are_refused(xl, tmp_path):
     with pytest.raises(NetworkWeightsError, match="for another model family"):
         with NetworkLibrary(tmp_path / "Lora").applied(modules["unet"], {}, [NetworkSpec("sd15")]):
             pass
+
+
+def test_sdxl_lora_images_through_load_pipeline(tmp_path_factory, tmp_path):
+    """genpix.load_pipeline(SDXL folder, lora_dir=) with <lora:NAME:0.6> (SGM names, both text encoders)
+    against diffusers' StableDiffusionXLPipeline with the same LoRA fused: within 3/255."""
+    from diffusers import DDIMScheduler
+    from sdxl_fixtures import SDXL_SCHEDULER, saved_models
+
+    import genpix
+
+    ref, folder, _ = saved_models(tmp_path_factory)("base")
+    state = sdxl_lora(ref, sgm=True, seed=5, rank=2)
+    (tmp_path / "Lora").mkdir()
+    save_file(state, str(tmp_path / "Lora" / "xlink.safetensors"))
+    expected_pipe = diffusers_fused(ref, state, 0.6, tmp_path)
+    expected_pipe.scheduler = DDIMScheduler.from_config(SDXL_SCHEDULER)
+    latents = torch.randn(1, 4, 16, 24, generator=torch.Generator().manual_seed(11))
+    prompt, negative = "a photo of an astronaut riding a horse", "blurry"
+    expected = expected_pipe(prompt, negative_prompt=negative, num_inference_steps=3, guidance_scale=5.0, width=48,
+                             height=32, latents=latents, output_type="np").images
+    pipe = genpix.load_pipeline(str(folder), lora_dir=str(tmp_path / "Lora"))
+    out = pipe(prompt=f"{prompt} <lora:xlink:0.6>", negative_prompt=negative, steps=3, sampler="DDIM", cfg_scale=5.0,
+               seed=0, width=48, height=32, latents=latents)
+    error = float(abs(out.tensors.permute(0, 2, 3, 1).numpy() - expected).max())
+    assert error < 3 / 255, error
+    plain = pipe(prompt=prompt, negative_prompt=negative, steps=3, sampler="DDIM", cfg_scale=5.0, seed=0, width=48,
+                 height=32, latents=latents)
+    assert float(abs(plain.tensors - out.tensors).max()) > 1e-3 and "Lora hashes" in out.infotexts[0]
