@@ -2,10 +2,11 @@
 
 Built in diffusers and transformers offline: a CLIP BPE vocabulary trained in the test
 (test_tokenizer.py), a CLIP-L-like text tower (64 wide, 1 head: CLIP's 64 channels per head, which a
-single file cannot state), a bigG-like tower with text_projection (128 wide, 2 heads, 10 layers: diffusers
-recognises SDXL by resblocks.9; gelu, eos_token_id 2 as SDXL's text_encoder_2 config), a U-Net of SDXL's pattern at 64/128 channels (no attention at the
-first level, depth (1, 2), linear projections, 64 channels per head, text_time with 8-d time sinusoids)
-and a 2-level VAE with SDXL's scaling factor 0.13025.
+single file cannot state), a bigG-like tower with text_projection (128 wide, 2 heads, 10 layers:
+diffusers recognises SDXL by resblocks.9; gelu, eos_token_id 2 as SDXL's text_encoder_2 config), a
+U-Net of SDXL's pattern at 64/128 channels (no attention at the first level, depth (1, 2), linear
+projections, 64 channels per head, text_time with 8-d time sinusoids) and a 2-level VAE with SDXL's
+scaling factor 0.13025.
 
 :func:`sgm_layout` writes a pipeline's weights as one SGM (Stability-AI/generative-models) single
 file: ``model.diffusion_model.*`` (LDM U-Net names, ``label_emb.0.0/0.2``), ``first_stage_model.*``,
@@ -76,7 +77,8 @@ def tiny_sdxl(tmp: Path, kind: str = "base"):
                         down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
                         scaling_factor=0.13025)
     parts = dict(vae=vae.eval(), text_encoder=text, text_encoder_2=text_2.eval(), tokenizer=tokenizer,
-                 tokenizer_2=tokenizer_2, unet=unet.eval(), scheduler=EulerDiscreteScheduler.from_config(SDXL_SCHEDULER))
+                 tokenizer_2=tokenizer_2, unet=unet.eval(),
+                 scheduler=EulerDiscreteScheduler.from_config(SDXL_SCHEDULER))
     if kind == "refiner":
         return DiffusersXLImg2Img(**parts, requires_aesthetics_score=True, force_zeros_for_empty_prompt=False,
                                   add_watermarker=False)

@@ -58,7 +58,8 @@ def test_refiner_img2img_through_load_pipeline(models):
     expected = ref(PROMPT, image=image.permute(0, 2, 3, 1).numpy(), strength=0.5, negative_prompt=NEGATIVE,
                    num_inference_steps=STEPS, guidance_scale=CFG, output_type="np",
                    generator=torch.Generator().manual_seed(SEED)).images
-    for pipe in (genpix.load_pipeline(str(folder)), genpix.load_pipeline(str(path), tokenizer_2=str(folder / "tokenizer_2"))):
+    for pipe in (genpix.load_pipeline(str(folder)),
+                 genpix.load_pipeline(str(path), tokenizer_2=str(folder / "tokenizer_2"))):
         out = pipe(prompt=PROMPT, negative_prompt=NEGATIVE, steps=STEPS, sampler="DDIM", cfg_scale=CFG, seed=SEED,
                    init_images=image, strength=0.5)
         assert_same_images(out, expected)

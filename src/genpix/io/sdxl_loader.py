@@ -104,8 +104,8 @@ def load_sdxl_folder(folder: Path, *, tokenizer: str | Path | None = None,
     """unet/, vae/, text_encoder(_2)/, tokenizer(_2)/, scheduler/ of a diffusers SDXL folder."""
     index = read_json_object(folder / "model_index.json")
     unet_config = SDUNetConfig.from_diffusers(read_json_object(folder / "unet" / "config.json"))
-    unet = assign_weights(SDUNet, unet_config, read_state_dict(_weights_file(folder / "unet", "diffusion_pytorch_model")),
-                          f"{folder / 'unet'}")
+    unet_weights = read_state_dict(_weights_file(folder / "unet", "diffusion_pytorch_model"))
+    unet = assign_weights(SDUNet, unet_config, unet_weights, f"{folder / 'unet'}")
     vae_config = AutoencoderConfig.from_diffusers(read_json_object(folder / "vae" / "config.json"))
     vae = assign_weights(AutoencoderKL, vae_config,
                          read_state_dict(_weights_file(folder / "vae", "diffusion_pytorch_model")), f"{folder / 'vae'}")

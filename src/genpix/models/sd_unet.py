@@ -128,7 +128,8 @@ DIFFUSERS_FIXED: dict[str, Any] = {
     "center_input_sample": False, "flip_sin_to_cos": True, "freq_shift": 0,
     "mid_block_type": "UNetMidBlock2DCrossAttn", "only_cross_attention": _never, "downsample_padding": 1,
     "mid_block_scale_factor": 1, "act_fn": "silu", "encoder_hid_dim": None, "encoder_hid_dim_type": None,
-    "dual_cross_attention": False, "class_embed_type": None, "num_class_embeds": None, "resnet_time_scale_shift": "default",
+    "dual_cross_attention": False, "class_embed_type": None, "num_class_embeds": None,
+    "resnet_time_scale_shift": "default",
     "resnet_skip_time_act": False, "resnet_out_scale_factor": 1.0, "time_embedding_type": "positional",
     "time_embedding_dim": None, "time_embedding_act_fn": None, "timestep_post_act": None,
     "time_cond_proj_dim": None, "conv_in_kernel": 3, "conv_out_kernel": 3,
@@ -343,7 +344,8 @@ class SDUNet(nn.Module):
         joined = torch.cat([text_embeds.float(), time_embeds], dim=-1)
         if joined.shape[-1] != cfg.projection_class_embeddings_input_dim:
             raise ValueError(f"text_embeds {tuple(text_embeds.shape)} and time_ids {tuple(time_ids.shape)} give "
-                             f"{joined.shape[-1]} features; the U-Net takes {cfg.projection_class_embeddings_input_dim}")
+                             f"{joined.shape[-1]} features; the U-Net takes "
+                             f"{cfg.projection_class_embeddings_input_dim}")
         return joined
 
 

@@ -128,7 +128,7 @@ class SDXLConditioner:
             parts.insert(0, encode_chunks(self.text_model, chunks, clip_skip=clip_skip, final_norm=False))
         cond = {"context": torch.cat(parts, dim=-1).float(), "text_embeds": pooled.float(), "time_ids": time_ids}
         if negative and text == "" and self.zero_empty_negative:  # sd-webui's force_zero_embeddings=['txt']
-            cond["context"], cond["text_embeds"] = torch.zeros_like(cond["context"]), torch.zeros_like(cond["text_embeds"])
+            cond.update(context=torch.zeros_like(cond["context"]), text_embeds=torch.zeros_like(cond["text_embeds"]))
         return {k: v.to(self._device()) for k, v in cond.items()}
 
     def _encode_big(self, chunks: list[PromptChunk], clip_skip: int) -> tuple[torch.Tensor, torch.Tensor]:
