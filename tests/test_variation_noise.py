@@ -121,3 +121,12 @@ def test_image_seeds_follow_sd_webui():
 def test_bad_options_are_one_line_errors(kwargs, message):
     with pytest.raises(GenpixError, match=message):
         variation_noise(VariationNoise(**kwargs), (4, 8, 8))
+
+
+def test_infotext_fields_as_sd_webui_writes_them():
+    from genpix.diffusion.noise import infotext_fields
+
+    assert infotext_fields(7, 0.0, -1, -1) == {}
+    assert infotext_fields(7, 0.25, 768, 512, 31337, sampler_adds_noise=True) == {
+        "Variation seed": 7, "Variation seed strength": 0.25, "Seed resize from": "768x512", "ENSD": 31337}
+    assert "ENSD" not in infotext_fields(7, 0.0, 0, 0, 31337, sampler_adds_noise=False)

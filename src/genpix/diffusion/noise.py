@@ -145,3 +145,18 @@ def image_seeds(seed: int, subseed: int, subseed_strength: float, count: int) ->
         raise GenpixError(f"the image count must be at least 1, got {count}")
     seeds = [int(seed) + (i if subseed_strength == 0 else 0) for i in range(count)]
     return seeds, [int(subseed) + i for i in range(count)]
+
+
+def infotext_fields(subseed: int, subseed_strength: float, seed_resize_from_w: int, seed_resize_from_h: int,
+                    eta_noise_seed_delta: int = 0, sampler_adds_noise: bool = False) -> dict[str, object]:
+    """The infotext entries sd-webui writes for these options (processing.create_infotext; ENSD
+    only for samplers that draw noise after the start, sd-webui's ``uses_ensd``), in its order."""
+    fields: dict[str, object] = {}
+    if subseed_strength != 0:
+        fields["Variation seed"] = subseed
+        fields["Variation seed strength"] = subseed_strength
+    if seed_resize_from_w > 0 and seed_resize_from_h > 0:
+        fields["Seed resize from"] = f"{seed_resize_from_w}x{seed_resize_from_h}"
+    if eta_noise_seed_delta and sampler_adds_noise:
+        fields["ENSD"] = eta_noise_seed_delta
+    return fields
