@@ -68,6 +68,19 @@ def test_trained_lora_loads_in_diffusers_and_genpix(base, tmp_path):
         plain = ref.unet(x, t, encoder_hidden_states=context).sample
     torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
     assert (theirs - plain).abs().max() > 1e-4
+    # whole images: genpix generate's path with <lora:mystyle:1> against diffusers with it fused
+    from diffusers import DDIMScheduler
+
+    import genpix
+
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    latents = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(2))
+    expected = pipe("a photo of a horse", negative_prompt="", num_inference_steps=3, guidance_scale=5.0, height=32,
+                    width=32, latents=latents, output_type="np").images
+    out = genpix.load_pipeline(str(folder), lora_dir=str(tmp_path / "Lora"))(
+        prompt="a photo of a horse <lora:mystyle:1>", steps=3, sampler="DDIM", cfg_scale=5.0, width=32, height=32,
+        latents=latents)
+    assert np.abs(out.tensors.permute(0, 2, 3, 1).numpy() - expected).max() < 3 / 255
 
 
 def test_text_encoder_layers_and_resume(base, tmp_path):
