@@ -184,3 +184,11 @@ def test_cli_distils_from_a_bundled_model(run_cli, tmp_path):
     assert status != 0 and "--autoencoder is required" in err
     status, _, err = train(tmp_path / "x", "--autoencoder", "fashion-vae")
     assert status != 0 and "without an autoencoder" in err
+
+
+def test_a_decoder_without_its_last_convolution_is_one_line():
+    state = {k: v for k, v in TinyDecoder().state_dict().items() if not k.startswith("19.")}
+    with pytest.raises(CheckpointError, match="missing weight"):
+        tiny_decoder_from_state_dict(state, "cut")
+    with pytest.raises(CheckpointError, match="fewer than two plain convolutions"):
+        tiny_decoder_from_state_dict({"3.conv.0.weight": torch.zeros(64, 64, 3, 3)}, "blocks only")

@@ -86,9 +86,9 @@ class TinyDecoder(nn.Sequential):
 def config_from_state_dict(state: dict[str, torch.Tensor]) -> TinyDecoderConfig:
     """The config a state dict in TAESD's layout was saved from: channels from the first and last
     convolutions, the stages from where the bias-free convolutions (after each upsampling) sit."""
-    convs = sorted(int(k.split(".")[0]) for k in state if k.split(".")[0].isdigit() and k.endswith("weight")
-                   and state[k].ndim == 4)
-    check(len(convs) >= 2, "not a tiny decoder state dict: fewer than two convolutions")
+    convs = sorted(int(k.split(".")[0]) for k in state if k.split(".")[0].isdigit() and k.count(".") == 1
+                   and k.endswith("weight") and state[k].ndim == 4)
+    check(len(convs) >= 2, "not a tiny decoder state dict: fewer than two plain convolutions")
     first, last = state[f"{convs[0]}.weight"], state[f"{convs[-1]}.weight"]
     blocks, count = [], 0
     for index in range(convs[0] + 1, convs[-1]):
