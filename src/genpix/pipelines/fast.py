@@ -55,13 +55,14 @@ def _token_merging(parts: Parts, ratio: float, latent_size: tuple[int, int]):
 def less_work(parts: Parts, request, latent_size: tuple[int, int]) -> Iterator[Parts]:
     """The parts to sample one chunk of ``request`` with (latents of ``latent_size`` (h, w)): the
     denoiser's network behind a fresh DeepCache, and token merging on while inside."""
+    merging_context = _token_merging(parts, request.token_merging_ratio, latent_size)
     if request.deepcache_interval < 0:
         raise GenpixError(f"deepcache_interval must be 0 (off) or more, got {request.deepcache_interval}")
     if request.deepcache_interval > 0:  # 1: every call full (the exact path, through the wrapper)
         denoiser = copy.copy(parts.denoiser)  # the shared denoiser keeps its own network
         denoiser.network = deepcache_network(denoiser.network, DeepCacheConfig(request.deepcache_interval))
         parts = replace(parts, denoiser=denoiser)
-    with _token_merging(parts, request.token_merging_ratio, latent_size):
+    with merging_context:
         yield parts
 
 
