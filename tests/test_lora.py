@@ -384,3 +384,13 @@ def test_extra_networks_entry_point(sd1, tmp_path):
     networks.check_embeddings("a zorb", {"": 128})
     with pytest.raises(ExtraNetworkError, match=r"embedding 'wide-one' \(width 768\) does not fit .*\(width 128\)"):
         networks.check_embeddings("a photo, wide-one style", {"": 128})
+
+
+def test_alias_names_a_lora(sd1, tmp_path):
+    """<lora:ALIAS:w> finds the file whose ss_output_name is ALIAS (sd-webui's alias)."""
+    ref, _ = sd1
+    (tmp_path / "Lora").mkdir()
+    save_file(kohya_lora(ref), str(tmp_path / "Lora" / "file_v3.safetensors"), metadata={"ss_output_name": "pretty"})
+    library = NetworkLibrary(tmp_path / "Lora")
+    assert library.find("pretty") == tmp_path / "Lora" / "file_v3.safetensors"
+    assert library.find("file_v3") == tmp_path / "Lora" / "file_v3.safetensors"

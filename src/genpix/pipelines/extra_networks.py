@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from genpix.errors import GenpixError
-from genpix.io.lora_files import NetworkFile, list_network_files, read_network_file, short_hash
+from genpix.io.lora_files import NetworkFile, list_network_files, read_metadata, read_network_file, short_hash
 from genpix.models.lora_apply import check_changes, merged_weights, swap_lock, swapped_weights, target_table
 
 DEFAULT_LORA_DIR = "models/Lora"
@@ -140,9 +140,12 @@ class NetworkLibrary:
         files = self.available()
         if name in files:
             return files[name]
-        for path in files.values():
-            if self.read(path).alias == name:
-                return path
+        for path in files.values():  # sd-webui's alias: the header's ss_output_name (no tensors read)
+            try:
+                if read_metadata(path).get("ss_output_name") == name:
+                    return path
+            except GenpixError:
+                continue
         close = get_close_matches(name, list(files), n=4, cutoff=0.5)
         hint = f"; close names: {', '.join(close)}" if close else f"; {len(files)} LoRA files there"
         raise ExtraNetworkError(f"no LoRA named {name!r} in {self.lora_dir}{hint}")
