@@ -231,7 +231,7 @@ def test_symlinks_out_of_the_models_folder_are_not_inside(tmp_path):
 def test_errors_name_no_absolute_server_path(server, models):
     r = post(server, "txt2img", {"override_settings": {"sd_model_checkpoint": "broken"}})
     detail = r.json()["detail"]
-    assert r.status_code == 400 and "broken/config.json" in detail and str(models) not in detail, detail
+    assert r.status_code == 400 and "broken/" in detail and str(models) not in detail, detail
     assert redact_paths("cannot read /srv/a/b.ckpt") == "cannot read b.ckpt"
     assert redact_paths("see /sdapi/v1/img2img") == "see /sdapi/v1/img2img"
 
