@@ -13,7 +13,15 @@ from the prompt before it is encoded; several in one prompt each apply; tags of 
 mtime) and the merged weights of the last network set (kept while that set repeats, so a run of
 requests with the same LoRA merges once). ``with library.applied(unet, {"lora_te_": text_model},
 specs):`` computes with the networks merged and restores the exact original weights on exit
-(models/lora_apply.py); concurrent requests on one model take turns.
+(models/lora_apply.py); concurrent requests on one model take turns (a request without networks
+waits too, so it never sees another's merged weights).
+
+The generation core's hook is :func:`activated`: ``DiffusionPipeline.generate`` runs inside it with
+``parts.networks`` (an :class:`ExtraNetworks`: the LoRA folder, the embeddings folder, the CLI's
+``--lora`` specs). It applies the request's tags (prompt and negative prompt, as sd-webui) and
+publishes the request's :class:`Activation` in a context variable, from which prompt_chunks takes the
+textual-inversion embeddings (io/embeddings.py) and the infotext its ``Lora hashes`` / ``TI hashes``
+(:func:`network_notes`).
 """
 
 from __future__ import annotations
