@@ -55,8 +55,12 @@ class ModelEntry:
 
 
 def _weight_files(path: Path) -> list[Path]:
+    """What a model's hash covers: the file, a genpix folder's model.safetensors (not the preview decoder
+    beside it), or a diffusers folder's weight files."""
     if path.is_file():
         return [path]
+    if (path / "model.safetensors").is_file():
+        return [path / "model.safetensors"]
     files = sorted(path.glob("*.safetensors")) or sorted(path.glob("**/*.safetensors"))
     return files or [p for p in (path / m for m in FOLDER_MARKERS) if p.is_file()]
 
