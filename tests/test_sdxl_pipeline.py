@@ -87,3 +87,18 @@ def test_9_channel_inpainting_model_makes_diffusers_inpaint_images(models, sampl
     out = pipe(prompt=PROMPT, negative_prompt=NEGATIVE, steps=STEPS, sampler=sampler, cfg_scale=CFG, seed=SEED,
                init_images=image, mask=mask, strength=strength)
     assert_same_images(out, expected)
+
+
+def test_micro_conditioning_settings_change_the_image(models):
+    """sd-webui's crop setting reaches the U-Net: a crop of (16, 0) makes another picture."""
+    from genpix.pipelines.sdxl_conditioning import MicroConditioning
+
+    _, folder, _ = models("base")
+    pipe = genpix.load_pipeline(str(folder))
+    settings = dict(prompt=PROMPT, steps=2, sampler="Euler", seed=SEED, width=WIDTH, height=HEIGHT)
+    plain = pipe(**settings).tensors
+    pipe.micro = MicroConditioning(crop_top_left=(16, 0))
+    cropped = pipe(**settings).tensors
+    assert (cropped - plain).abs().max() > 1e-3
+    pipe.micro = MicroConditioning()
+    torch.testing.assert_close(pipe(**settings).tensors, plain)

@@ -25,19 +25,26 @@ from genpix.pipelines.parts import LatentUNet, Parts
 from genpix.pipelines.pipeline import DiffusionPipeline
 from genpix.pipelines.prompt_blocklist import PromptBlocklist
 from genpix.pipelines.safety import CombinedCheck, SafetyCheck
-from genpix.pipelines.sdxl_conditioning import SDXLConditioner
+from genpix.pipelines.sdxl_conditioning import MicroConditioning, SDXLConditioner
 
 SDXL_DEFAULTS = Defaults(steps=20, sampler="Euler a", cfg_scale=7.0)  # sd-webui's txt2img defaults, as SD's
 SIZE_MULTIPLE = 8
 
 
 class SDXLPipeline(DiffusionPipeline):
-    """The one pipeline; the conditioner is set to each request's size before encoding."""
+    """The one pipeline; the conditioner is set to each request's size before encoding.
+
+    ``micro`` (:class:`MicroConditioning`) holds what sd-webui keeps as settings rather than request
+    fields: the crop's top-left corner (``sdxl_crop_top/left``), the refiner's aesthetic scores
+    (``sdxl_refiner_high/low_aesthetic_score``), and fixed original / target sizes (None: the image's)."""
+
+    micro: MicroConditioning = MicroConditioning()
 
     def _conditions(self, plan: Plan) -> tuple[dict, dict, dict[str, Any]]:
         request = plan.request
         sized = copy.copy(self)  # no shared state changes: concurrent requests of other sizes are safe
-        sized.parts = replace(self.parts, conditioner=self.parts.conditioner.with_size(request.width, request.height))
+        conditioner = self.parts.conditioner.with_size(request.width, request.height, self.micro)
+        sized.parts = replace(self.parts, conditioner=conditioner)
         return DiffusionPipeline._conditions(sized, plan)
 
 
