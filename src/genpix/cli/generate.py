@@ -91,6 +91,12 @@ def add_sampling(p: argparse.ArgumentParser, *, n: int, steps_help: str, sampler
     p.add_argument("--subseed", type=int, help="variation seed (sd-webui's): with --subseed-strength, every image "
                                                "keeps --seed and image i blends in the noise of subseed + i")
     p.add_argument("--subseed-strength", type=finite_float, help="variation strength, 0..1 (default 0)")
+    p.add_argument("--deepcache-interval", type=int, metavar="N",
+                   help="DeepCache: a full U-Net pass every N steps, only its finest level between (changes the "
+                        "picture a little; default 0, off)")
+    p.add_argument("--token-merging-ratio", type=finite_float, metavar="R",
+                   help="sd-webui's token merging (ToMe): merge this fraction of the finest self-attention's "
+                        "tokens, 0..0.9 (changes the picture a little; default 0, off)")
 
 
 def add_sampler_options(p: argparse.ArgumentParser) -> None:
@@ -108,7 +114,8 @@ def _next_index(folder: Path) -> int:
 
 
 REQUEST_FLAGS = ("prompt", "negative_prompt", "class_name", "steps", "sampler", "schedule", "cfg_scale", "eta",
-                 "s_churn", "s_noise", "width", "height", "clip_skip", "subseed", "subseed_strength")  # argparse dests that are request fields
+                 "s_churn", "s_noise", "width", "height", "clip_skip", "subseed", "subseed_strength",
+                 "deepcache_interval", "token_merging_ratio")  # argparse dests that are request fields
 
 
 def generation_request(args: argparse.Namespace, **fields):

@@ -34,7 +34,14 @@ def register(commands) -> None:
     p.add_argument("--height", type=positive_int, help="image height, a multiple of 8 (default: the model's size)")
     p.add_argument("--clip-skip", type=positive_int, default=1,
                    help="sd-webui's Clip skip: 1 uses the text encoder's last layer, 2 the one before (default 1)")
-    p.add_argument("--vae", help="an external autoencoder file (.safetensors/.ckpt/.pt) to decode with")
+    p.add_argument("--vae", help="an external autoencoder file (.safetensors/.ckpt/.pt) to decode with, or 'tiny': "
+                                 "the model's tiny decoder (TAESD; faster, a little less exact)")
+    p.add_argument("--preview-decoder", metavar="FILE",
+                   help="Stable Diffusion: a TAESD decoder file (taesd_decoder.safetensors) for --vae tiny")
+    p.add_argument("--fast", action="store_true",
+                   help="fewer steps and less work per step: 15 steps DPM++ 2M Karras, DeepCache interval 2, "
+                        "token merging 0.5 and the tiny decoder where the model has one; LCM / Turbo / Lightning "
+                        "models (by name or <lora:> tag): 4 steps of their sampler at CFG 1; a flag you give wins")
     p.add_argument("--prediction", choices=("eps", "v"), help="override the parameterisation (v for 768-v models)")
     hires = p.add_argument_group("hires fix", "sd-webui's two-pass txt2img: generate, upscale, img2img at the "
                                                "larger size")
@@ -58,8 +65,9 @@ def run_generate(args: argparse.Namespace) -> int:
     from genpix.pipelines import load_pipeline
 
     set_cpu_threads()
-    loading = {**sd_options(args), **{k: v for k, v in (("vae", args.vae), ("prediction", args.prediction))
-                                      if v is not None}}
+    vae = None if args.vae == "tiny" else args.vae
+    loading = {**sd_options(args), **{k: v for k, v in (("vae", vae), ("prediction", args.prediction),
+                                                        ("preview_decoder", args.preview_decoder)) if v is not None}}
     pipe = load_pipeline(args.model or DEFAULT_TEXT_MODEL, device=resolve_device(args.device), **loading,
                          **safety_options(args))
     if args.style:  # sd-webui's styles: applied to the prompt and negative prompt before anything else
@@ -68,7 +76,7 @@ def run_generate(args: argparse.Namespace) -> int:
         need(Path(args.styles_file).is_file(), f"--style needs a styles file; {args.styles_file} does not exist")
         args.prompt, args.negative_prompt = apply_styles(args.prompt, args.negative_prompt or "", args.style,
                                                          read_styles(args.styles_file))
-    out = run_pipeline(pipe, generation_request(args, **_hires(args, pipe)))
+    out = run_pipeline(pipe, generation_request(args, **_hires(args, pipe), **_less_work(args, pipe)))
     write_outputs(out, args)
     return 0
 
@@ -83,3 +91,17 @@ def _hires(args: argparse.Namespace, pipe) -> dict:
     fields = {"enable_hr": True, "hr_scale": args.hires_scale, "hr_upscaler": args.hires_upscaler,
               "hr_second_pass_steps": args.hires_steps or 0}
     return fields if args.hires_denoise is None else {**fields, "strength": args.hires_denoise}
+
+
+def _less_work(args: argparse.Namespace, pipe) -> dict:
+    """--vae tiny and --fast's request fields (pipelines/fast.py); a flag given wins over the preset
+    (a --sampler given drops the preset's schedule too)."""
+    fields = {"tiny_decode": True} if args.vae == "tiny" else {}
+    if not args.fast:
+        return fields
+    from genpix.pipelines.fast import fast_preset
+
+    preset = fast_preset(pipe, args.prompt)
+    if args.sampler is not None:
+        preset.pop("schedule", None)
+    return {**{k: v for k, v in preset.items() if getattr(args, k, None) is None}, **fields}

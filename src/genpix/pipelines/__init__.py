@@ -29,7 +29,7 @@ class FamilyLoader:
         unknown = sorted(set(options) - self.options)
         if unknown:
             takes = ", ".join(sorted(self.options)) or "none"
-            raise GenpixError(f"{target}: a {self.name} model takes no {', '.join(unknown)} (its loading options: "
+            raise GenpixError(f"{getattr(target, 'path', target)}: a {self.name} model takes no {', '.join(unknown)} (its loading options: "
                               f"{takes})")
         module, function = self.loader.split(":")
         return getattr(importlib.import_module(module), function)(target, device, **options)
@@ -39,7 +39,7 @@ _SAFETY = frozenset({"safety_checker", "blocklist"})
 FAMILIES: dict[str, FamilyLoader] = {f.name: f for f in (
     FamilyLoader("sd", "genpix.pipelines.text_to_image:load_sd_pipeline",
                  frozenset({"tokenizer", "tokenizer_2", "vae", "prediction", "download_tokenizer", "half", "lora_dir",
-                            "embeddings_dir", "loras"}) | _SAFETY),
+                            "embeddings_dir", "loras", "preview_decoder"}) | _SAFETY),
     FamilyLoader("ldm", "genpix.pipelines.ldm:load_ldm_pipeline", _SAFETY),
     FamilyLoader("ddpm", "genpix.pipelines.diffusion:load_diffusion_pipeline"),
     FamilyLoader("vae", "genpix.pipelines.models:load_latent_decoder"),

@@ -16,6 +16,7 @@ change and concurrent requests never see each other's state.
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import replace
@@ -77,3 +78,30 @@ def final_decoder(parts: Parts, request):
                           "their weights; for a Stable Diffusion checkpoint load a TAESD decoder file with "
                           "preview_decoder=FILE (genpix generate --preview-decoder FILE)")
     return parts.preview
+
+
+# genpix generate --fast: few steps and every switch that keeps the picture close. Few-step
+# checkpoints and LoRAs, recognised by "lcm" / "turbo" / "lightning" in the model's or a <lora:>
+# tag's name, get their own sampler and CFG 1 (one pass per step, the unconditional batch skipped)
+# and no DeepCache (each of their 4 steps changes the picture too much to reuse).
+FAST_DEFAULT = {"steps": 15, "sampler": "DPM++ 2M", "schedule": "Karras", "deepcache_interval": 2,
+                "token_merging_ratio": 0.5}
+FAST_FEW_STEP = {
+    "lcm": {"steps": 4, "sampler": "LCM", "cfg_scale": 1.0},  # Luo et al. 2023: 2-8 steps, CFG 1-2
+    "turbo": {"steps": 4, "sampler": "Euler a", "cfg_scale": 1.0},  # SD-Turbo / SDXL-Turbo: 1-4 steps, no CFG
+    "lightning": {"steps": 4, "sampler": "Euler", "schedule": "SGM Uniform", "cfg_scale": 1.0},  # SDXL-Lightning
+}
+
+
+def fast_preset(pipe, prompt: str = "") -> dict:
+    """The request fields of ``--fast`` for a loaded pipeline (its model name and the prompt's
+    <lora:> tags pick a few-step preset); a field the caller sets wins over these."""
+    names = (pipe.model_name + " " + " ".join(re.findall(r"<lora:([^:>]+)", prompt))).lower()
+    few = next((preset for key, preset in FAST_FEW_STEP.items() if key in names), None)
+    fields = dict(few) if few is not None else dict(FAST_DEFAULT)
+    unet = getattr(pipe.parts.denoiser.network, "unet", pipe.parts.denoiser.network)
+    if not isinstance(unet, SDUNet):
+        fields.pop("token_merging_ratio", None)  # the pixel U-Net has no transformer blocks
+    if pipe.parts.preview is not None:
+        fields["tiny_decode"] = True
+    return fields

@@ -200,7 +200,9 @@ class DiffusionPipeline:
                  "Denoising strength": request.strength if request.init is not None else None,
                  **(masking.inpainting_params(request.mask_blur, None if caps.inpainting_model else
                                               request.inpainting_fill) if inpainting else {}),
-                 "Clip skip": request.clip_skip if request.clip_skip != 1 else None, **notes, **network_notes()}
+                 "Clip skip": request.clip_skip if request.clip_skip != 1 else None, **notes, **network_notes(),
+                 "Token merging ratio": request.token_merging_ratio or None,  # sd-webui's key; pipelines/fast.py
+                 "DeepCache interval": request.deepcache_interval or None, "Tiny decode": request.tiny_decode or None}
         text = caps.conditioning == "text"
         variation = {"Seed resize from": f"{request.seed_resize_from_w}x{request.seed_resize_from_h}" if resized
                      else None, "ENSD": request.eta_noise_seed_delta or None}

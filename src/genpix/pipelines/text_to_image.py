@@ -25,6 +25,7 @@ from genpix.pipelines.extra_networks import ExtraNetworks
 from genpix.pipelines.decoders import AutoencoderSpace
 from genpix.pipelines.parts import LatentUNet, Parts
 from genpix.pipelines.pipeline import DiffusionPipeline
+from genpix.pipelines.preview import TinyDecoderSpace
 from genpix.pipelines.prompt_blocklist import PromptBlocklist, default_checks
 from genpix.pipelines.safety import CombinedCheck, ImageSafetyCheck, SafetyCheck
 from genpix.pipelines.sdxl import sdxl_pipeline
@@ -65,7 +66,7 @@ def load_sd_pipeline(path, device: str | torch.device = "cpu", *, tokenizer=None
                      prediction: str | None = None, download_tokenizer: bool = False,
                      safety_checker: bool = True, blocklist: str | None = None,
                      half: bool = False, tokenizer_2=None, lora_dir=None, embeddings_dir=None,
-                     loras=()) -> DiffusionPipeline:
+                     loras=(), preview_decoder=None) -> DiffusionPipeline:
     """A Stable Diffusion 1.x/2.x or SDXL (pipelines/sdxl.py; ``tokenizer_2`` its second encoder's) diffusers
     folder or single-file checkpoint as a pipeline
     (io/sd_loader.py): ``tokenizer`` a folder with vocab.json and merges.txt, ``vae`` an external
@@ -73,7 +74,8 @@ def load_sd_pipeline(path, device: str | torch.device = "cpu", *, tokenizer=None
     blocklist, with the terms of the file ``blocklist`` and $GENPIX_BLOCKLIST added, and a folder's
     safety checker (models/safety_checker.py); ``safety_checker`` False runs none of them. ``half``:
     the U-Net and the text encoder in float16, on CUDA only (float16 convolutions are slow or missing
-    on CPUs)."""
+    on CPUs). ``preview_decoder``: a TAESD decoder file (taesd_decoder.safetensors / .pth) for live
+    previews and ``tiny_decode`` (pipelines/preview.py, pipelines/fast.py)."""
     if half and torch.device(device).type != "cuda":
         raise GenpixError(f"--half needs a CUDA device (float16 is for GPUs); this runs on {torch.device(device)}")
     checks = default_checks(safety_checker, blocklist)  # a bad blocklist file fails before the loading
@@ -85,6 +87,18 @@ def load_sd_pipeline(path, device: str | torch.device = "cpu", *, tokenizer=None
     build = sdxl_pipeline if isinstance(parts, SDXLComponents) else sd_pipeline  # SDXL: pipelines/sdxl.py
     pipe = build(parts, device=device, safety_checks=checks, dtype=torch.float16 if half else torch.float32)
     pipe.parts = replace(pipe.parts, networks=ExtraNetworks(lora_dir, embeddings_dir, tuple(loras)))  # <lora:...>
+    if preview_decoder is not None:
+        pipe.parts = replace(pipe.parts, preview=tiny_decoder_for(pipe.parts.space, preview_decoder, device))
     modules = dict(pipe.parts.modules)
     prepack_on_cpu(pipe.device, modules["unet"], modules["vae"])  # oneDNN weight layouts, once (models/cpu_prepack.py)
     return pipe
+
+
+def tiny_decoder_for(space: AutoencoderSpace, path, device) -> TinyDecoderSpace:
+    """The TAESD decoder file ``path`` for a model whose autoencoder is ``space``: the same latent
+    channels and upsampling factor, or a one-line error."""
+    tiny = TinyDecoderSpace.from_file(path, device)
+    if (tiny.latent_channels, tiny.factor) != (space.latent_channels, space.factor):
+        raise GenpixError(f"{path}: a tiny decoder of {tiny.latent_channels}-channel latents upsampled {tiny.factor}x; "
+                          f"this model has {space.latent_channels}-channel latents at 1/{space.factor} size")
+    return tiny
