@@ -42,7 +42,8 @@ def sdxl_lora(ref, sgm: bool, seed: int = 0, rank: int = 4) -> dict:
     g = torch.Generator().manual_seed(seed)
     config = SDUNetConfig.from_diffusers(dict(ref.unet.config))
     with torch.device("meta"):
-        ldm = {k.rpartition(".")[0]: v.rpartition(".")[0] for k, v in key_map(SDUNet(config), unet_table(config)).items()}
+        names = key_map(SDUNet(config), unet_table(config))
+    ldm = {k.rpartition(".")[0]: v.rpartition(".")[0] for k, v in names.items()}
     state = {}
 
     def add(key, weight):

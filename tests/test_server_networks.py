@@ -8,6 +8,7 @@ import torch
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from safetensors.torch import save_file
+from test_sd_pipeline import vocab  # noqa: F401  (the vocab fixture)
 
 from genpix.server.networks import build_networks_router, text_encoder_widths
 
@@ -66,3 +67,32 @@ def test_app_serves_the_loras_route(tmp_path, monkeypatch):
     save_file({"lora_unet_x.lora_down.weight": torch.zeros(1, 1)}, str(tmp_path / "models" / "Lora" / "a.safetensors"))
     api = TestClient(create_app(), base_url="http://127.0.0.1")
     assert [i["name"] for i in api.get("/sdapi/v1/loras").json()] == ["a"]
+
+
+def test_txt2img_applies_a_lora_tag_from_models_lora(tmp_path, monkeypatch, vocab):  # noqa: F811
+    """POST /sdapi/v1/txt2img with <lora:NAME:W> in the prompt: applied from models/Lora (sd-webui's
+    folder, relative to where the server runs), infotext with Lora hashes; the next request without
+    the tag gives the plain image; an unknown name is a 4xx naming it."""
+    import base64
+    import json
+
+    from test_lora import kohya_lora
+    from test_sd_pipeline import tiny_diffusers
+
+    from genpix.server.app import create_app
+
+    ref = tiny_diffusers(tmp_path, vocab, "sd1")
+    ref.save_pretrained(tmp_path / "models" / "tiny-sd")
+    (tmp_path / "models" / "Lora").mkdir()
+    save_file(kohya_lora(ref), str(tmp_path / "models" / "Lora" / "ink.safetensors"))
+    monkeypatch.chdir(tmp_path)
+    api = TestClient(create_app(models_dir=tmp_path / "models", model="tiny-sd"), base_url="http://127.0.0.1")
+    body = {"prompt": "a horse", "steps": 2, "width": 32, "height": 32, "seed": 1, "sampler_name": "Euler"}
+    plain = api.post("/sdapi/v1/txt2img", json=body).json()
+    styled = api.post("/sdapi/v1/txt2img", json={**body, "prompt": "a horse <lora:ink:0.8>"}).json()
+    again = api.post("/sdapi/v1/txt2img", json=body).json()
+    assert "Lora hashes" in json.loads(styled["info"])["infotexts"][0]
+    assert styled["images"][0] != plain["images"][0] and again["images"][0] == plain["images"][0]
+    assert base64.b64decode(plain["images"][0])[:4] == b"\x89PNG"
+    bad = api.post("/sdapi/v1/txt2img", json={**body, "prompt": "a horse <lora:inc:1>"})
+    assert 400 <= bad.status_code < 500 and "no LoRA named 'inc'" in bad.text

@@ -54,7 +54,8 @@ class PromptChunk:
     fixes: tuple[tuple[int, str], ...] = ()  # (position in ids, embedding name): its vectors go there
 
 
-def embedding_lookup(tokenizer: CLIPTokenizer, counts: Mapping[str, int]) -> dict[int, list[tuple[tuple[int, ...], str]]]:
+def embedding_lookup(tokenizer: CLIPTokenizer,
+                     counts: Mapping[str, int]) -> dict[int, list[tuple[tuple[int, ...], str]]]:
     """First token id -> [(the name's ids, name)], longest first (sd-webui's ids_lookup)."""
     lookup: dict[int, list[tuple[tuple[int, ...], str]]] = {}
     for name in counts:
