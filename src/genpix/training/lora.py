@@ -26,6 +26,7 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from torch import nn
 
 from genpix.config import check, to_dict
 from genpix.data import ImageDataset
@@ -57,6 +58,21 @@ class LoRATrainingConfig:
         check(self.channels == 3, f"Stable Diffusion trains on RGB pictures (--channels 3), got {self.channels}")
 
 
+class AdaptedForward(nn.Module):
+    """eps_theta(x_t, t, caption ids) through the frozen base with the LoRA layers attached. The LoRA
+    network is its only registered part: what DistributedDataParallel synchronises under torchrun."""
+
+    def __init__(self, network: LoRANetwork, unet: nn.Module, text_model: nn.Module) -> None:
+        super().__init__()
+        self.network = network
+        self.base = (unet, text_model)  # a tuple: not submodules, so neither saved nor synchronised
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        unet, text_model = self.base
+        with self.network.attached():
+            return unet(x_t, t, text_model(ids).tokens)
+
+
 class LoRATask:
     family = "lora"
 
@@ -74,6 +90,7 @@ class LoRATask:
         if config.text_encoder == "lora":
             bases.update(choose_targets(parts.text_model, "lora_te_", config.targets, text=True))
         self.network = LoRANetwork(bases, config.rank, config.alpha).to(device)
+        self.adapted = self.call = AdaptedForward(self.network, parts.unet, parts.text_model)
         self.optimizer = torch.optim.AdamW(self.network.parameters(), lr=lr, weight_decay=0.0)
         self.alphas_cumprod = parts.alphas_cumprod.to(device)
         self.export_every, self.steps = export_every, steps
@@ -86,6 +103,10 @@ class LoRATask:
 
     def model_config(self) -> dict[str, Any]:
         return to_dict(self.config)
+
+    def distribute(self, wrap) -> None:
+        # the LoRA layers through DDP (their gradients averaged over the ranks); the base stays frozen
+        self.call = wrap(self.adapted)
 
     def loss(self, batch: Batch) -> torch.Tensor:
         """LDM eq. 2 on the frozen base with the LoRA layers attached."""
@@ -101,10 +122,7 @@ class LoRATask:
         x_t = a.sqrt() * z0 + (1 - a).sqrt() * eps
         target = eps if self.parts.prediction == "eps" else a.sqrt() * eps - (1 - a).sqrt() * z0
         ids = self.parts.tokenizer(list(batch.captions), max_length=77).to(self.device)
-        with self.network.attached():
-            context = self.parts.text_model(ids).tokens
-            output = self.parts.unet(x_t, t.float(), context)
-        return F.mse_loss(output.float(), target.float())
+        return F.mse_loss(self.call(x_t, t.float(), ids).float(), target.float())
 
     def train_step(self, batch: Batch) -> dict[str, torch.Tensor]:
         self.network.train()
