@@ -233,6 +233,7 @@ def test_download_keeps_only_a_file_with_the_expected_sha256_prefix(tmp_path, mo
     assert list(checkpoints.iterdir()) == []  # neither the file nor a partial one is left
 
 
+@pytest.mark.slow  # Inception-v3 features of every image set
 def test_inception_report_notes_grayscale_rgb_and_sizes(state):
     g = torch.Generator().manual_seed(2)
     real = ImageSet((torch.rand(2, 1, 28, 28, generator=g) * 255).to(torch.uint8), "gray28")

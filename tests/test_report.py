@@ -19,6 +19,7 @@ def features(tmp_path_factory):
                                 {"data": {"spec": "fashion-mnist"}})
 
 
+@pytest.mark.slow  # trains three families
 def test_report_trains_samples_and_writes_markdown_plot_and_json(features, tmp_path, run_cli):
     out = tmp_path / "docs" / "report.md"
     status, stdout, err = run_cli("report", "--features", f"domain:{features}", "--budget-s", "0.1", "--max-steps", "2",

@@ -160,6 +160,7 @@ def test_resume_keeps_its_autoencoder(runs, tmp_path, run_cli):
     assert status == 1 and "leave --autoencoder out" in err
 
 
+@pytest.mark.slow  # torchrun
 @pytest.mark.parametrize("family", ["autoencoder", "ldm"])
 def test_two_processes_take_the_single_process_steps(runs, tmp_path, run_cli, family):
     # the distribute() hook: the global batch split over 2 gloo processes, the same noise per image

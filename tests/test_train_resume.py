@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -36,6 +37,7 @@ def test_resume_reaches_the_weights_of_an_uninterrupted_run(tmp_path, run_cli):
     assert steps == list(range(1, 13))
 
 
+@pytest.mark.slow  # a training killed and resumed at many moments
 def test_sigkill_at_any_moment_then_resume(tmp_path, run_cli):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     args = [*TINY, "--steps", "150", "--checkpoint-every", "3", "--sample-every", "1000"]
