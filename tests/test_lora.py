@@ -290,6 +290,12 @@ def test_bad_networks_are_one_line_errors(sd1, tmp_path):
     with pytest.raises(NetworkWeightsError, match="is for another model family"):
         with library.applied(parts.unet, te, [NetworkSpec("wide")]):
             pass
+    key = "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_q"  # fits SD 1.x and SDXL shapes
+    save_file({f"{key}.lora_down.weight": torch.zeros(2, 64), f"{key}.lora_up.weight": torch.zeros(64, 2)},
+              str(lora_dir / "xlmeta.safetensors"), metadata={"ss_base_model_version": "sdxl_base_v1-0"})
+    with pytest.raises(ExtraNetworkError, match="'xlmeta' was trained for sdxl_base_v1-0, and this is an SD 1.x/2.x"):
+        with library.applied(parts.unet, te, [NetworkSpec("xlmeta")]):
+            pass
     assert all(p is before[k] for k, p in parts.unet.named_parameters())  # nothing half-applied
 
 

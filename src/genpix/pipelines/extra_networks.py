@@ -126,6 +126,15 @@ def unet_aliases(unet: nn.Module) -> dict[str, str]:
             if ours.endswith(".weight")}
 
 
+def check_family(metadata: dict[str, str], xl: bool, name: str) -> None:
+    """sd-scripts' ``ss_base_model_version`` (sdxl_base_v1-0, sd_v1, sd_v2...) against the model:
+    an SDXL LoRA on SD 1.x/2.x (or the reverse) is refused even where some shapes happen to fit."""
+    version = metadata.get("ss_base_model_version", "")
+    if version and version.startswith("sdxl") != xl:
+        model = "an SDXL model" if xl else "an SD 1.x/2.x model"
+        raise ExtraNetworkError(f"LoRA {name!r} was trained for {version}, and this is {model}")
+
+
 class NetworkLibrary:
     """A LoRA folder, its parsed files and the merged weights of the last set applied."""
 
@@ -213,8 +222,10 @@ class NetworkLibrary:
         aliases = self._aliases.setdefault(id(unet), unet_aliases(unet) if unet is not None else {})
         table = target_table(unet, text_encoders, aliases)
         changes = []
+        xl = any(key.startswith("lora_te2_") for key in table)  # SDXL's second text encoder is there
         for spec, path in files:
             network = self.read(path)
+            check_family(network.metadata, xl, spec.name)
             for key, target in check_changes(table, network.modules, spec.name):
                 weight = spec.te if target.text_encoder else spec.unet
                 changes.append((target, network.modules[key], weight, f"{spec.name}: {key}"))
