@@ -94,6 +94,7 @@ class LoRATask:
         self.optimizer = torch.optim.AdamW(self.network.parameters(), lr=lr, weight_decay=0.0)
         self.alphas_cumprod = parts.alphas_cumprod.to(device)
         self.export_every, self.steps = export_every, steps
+        self.v2 = parts.text_model.config.hidden_size == 1024  # OpenCLIP ViT-H: SD 2.x (ss_v2 in the file)
 
     def modules(self) -> dict[str, torch.nn.Module]:
         return {"lora": self.network}
@@ -141,26 +142,27 @@ class LoRATask:
     def diagnose(self, step: int, data: ImageDataset, out: Path) -> None:
         """Writes the kohya-format file when a checkpoint is due (the trainer's per-step hook)."""
         if step % self.export_every == 0 or step == self.steps:
-            export_kohya(self.network, Path(out) / f"{Path(out).name}.safetensors", self.config, step)
+            export_kohya(self.network, Path(out) / f"{Path(out).name}.safetensors", self.config, step, self.v2)
         return None
 
 
-def kohya_metadata(config: LoRATrainingConfig, step: int, name: str) -> dict[str, str]:
+def kohya_metadata(config: LoRATrainingConfig, step: int, name: str, v2: bool = False) -> dict[str, str]:
     """sd-scripts' ``ss_*`` header fields that sd-webui and ComfyUI read."""
     return {"ss_network_module": "networks.lora", "ss_network_dim": str(config.rank),
             "ss_network_alpha": str(config.alpha), "ss_output_name": name, "ss_steps": str(step),
             "ss_resolution": f"({config.image_size}, {config.image_size})",
-            "ss_base_model_version": "sd_v1", "ss_sd_model_name": Path(config.base).name,
+            "ss_base_model_version": "sd_v2" if v2 else "sd_v1", "ss_v2": str(v2),
+            "ss_sd_model_name": Path(config.base).name,
             "ss_network_args": json.dumps({"conv_dim": config.rank} if config.targets == "transformer+conv" else {}),
             "ss_training_comment": "genpix train lora"}
 
 
-def export_kohya(network: LoRANetwork, path: Path, config: LoRATrainingConfig, step: int) -> Path:
+def export_kohya(network: LoRANetwork, path: Path, config: LoRATrainingConfig, step: int, v2: bool = False) -> Path:
     """The network's state_dict (already in kohya's names) as an atomically written safetensors file."""
     from safetensors.torch import save_file
 
     tensors = {k: v.detach().float().cpu().contiguous() for k, v in network.state_dict().items()}
-    metadata = kohya_metadata(config, step, path.stem)
+    metadata = kohya_metadata(config, step, path.stem, v2)
     return write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 
