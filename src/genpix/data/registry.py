@@ -12,6 +12,7 @@ import torch
 from .dataset import SPLITS, DataError, ImageDataset, Split
 from .digits import load_digits
 from .emoji import load_emoji
+from .emoji_captions import load_emoji_captions
 from .folder import FOLDER_NATIVE_SIZE, load_folder
 from .mnist import FASHION_MNIST, MNIST, IdxSource, load_idx_dataset
 from .scenes import load_shape_scenes
@@ -29,6 +30,8 @@ DATASETS: dict[str, str] = {
     "shape-scenes": "20k synthetic 32x32 scenes: one large or 1-3 small shapes on dark backgrounds, captions with "
                     "count, size, colour, shape and position (offline)",
     "emoji": "about 1300 Noto Color Emoji rendered at 64x64, captioned with their Unicode names (offline)",
+    "emoji-captions": "the emoji, each repeated with 8 captions from its name and colour (\"a red heart\", "
+                      "\"heart, red\"; offline)",
 }
 
 
@@ -36,7 +39,8 @@ DATASETS: dict[str, str] = {
 _IDX_SOURCES: dict[str, IdxSource] = {"fashion-mnist": FASHION_MNIST, "mnist": MNIST}
 # Offline datasets, made directly at the requested size (`image_size` keyword, else their native size).
 _MADE: dict[str, Callable[..., ImageDataset]] = {"digits": load_digits, "shapes": load_shapes,
-                                                 "shape-scenes": load_shape_scenes, "emoji": load_emoji}
+                                                 "shape-scenes": load_shape_scenes, "emoji": load_emoji,
+                                                 "emoji-captions": load_emoji_captions}
 
 
 def list_datasets() -> list[tuple[str, str]]:

@@ -1,0 +1,112 @@
+"""Colour fidelity of a text-to-image model on prompts worded in ways never used in training.
+
+Every prompt names a colour by a synonym the training captions never use ("crimson", "azure",
+"lime green", "tangerine"; the captions of `emoji-captions` and `shapes` say only basic colour
+names) and an object in other words ("a disc", "a tile", "a heart"). ``-n`` images are generated per
+prompt and read by `genpix.eval.colour_reader.read_picture`; the score is the share of images whose
+dominant colour is the asked one (and, for prompts naming a circle, square or triangle in other
+words, the share with that shape). ``--colours`` keeps the prompts of the colours a model knows:
+``--colours shapes`` for models trained on `shapes` (red, green, blue, yellow, purple, white).
+
+    GENPIX_THREADS=1 python benchmarks/emoji_prompts.py shapes-ldm -n 4 --colours shapes --json out.json
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+
+from sampling_args import sampling_parser, write_json
+
+import genpix
+from genpix.data.synthetic import COLOURS as SHAPES_COLOURS
+from genpix.device import set_cpu_threads
+from genpix.eval.colour_reader import read_picture
+
+# basic colour -> synonyms absent from every training caption
+SYNONYMS: dict[str, tuple[str, ...]] = {
+    "red": ("crimson", "scarlet", "ruby", "vermilion", "cherry red"),
+    "blue": ("azure", "navy", "cobalt", "sapphire", "sky blue"),
+    "green": ("emerald", "jade", "lime green", "forest green", "leafy green"),
+    "yellow": ("golden", "canary", "lemon yellow", "sunflower yellow", "butter yellow"),
+    "orange": ("tangerine", "apricot", "pumpkin orange", "carrot orange"),
+    "purple": ("violet", "plum", "amethyst", "lilac", "grape purple"),
+    "pink": ("rose", "fuchsia", "hot pink", "bubblegum pink"),
+    "brown": ("chocolate", "mahogany", "cinnamon", "coffee-coloured"),
+    "white": ("ivory", "snow-white", "milky white"),
+}
+# objects in words the captions do not use for them, with the shape class they ask for (or None)
+OBJECTS: tuple[tuple[str, str | None], ...] = (
+    ("disc", "circle"), ("round dot", "circle"), ("ball", "circle"), ("tile", "square"), ("box", "square"),
+    ("block", "square"), ("wedge", "triangle"), ("heart", None), ("star", None), ("balloon", None),
+)
+TEMPLATES = ("{co}", "a drawing of {co}", "a {o} coloured {c}", "a picture of a {o}, {c}")  # co: "a crimson disc"
+
+
+def _article(phrase: str) -> str:
+    return f"{'an' if phrase[:1] in 'aeiou' else 'a'} {phrase}"
+
+
+def prompts() -> list[tuple[str, str, str | None]]:
+    """(prompt, asked basic colour, asked shape or None): each synonym once, the objects and templates
+    taken in turn, so the list is fixed."""
+    cases, k = [], 0
+    for colour, synonyms in SYNONYMS.items():
+        for synonym in synonyms:
+            word, shape = OBJECTS[k % len(OBJECTS)]
+            template = TEMPLATES[k % len(TEMPLATES)]
+            cases.append((template.format(co=_article(f"{synonym} {word}"), c=synonym, o=word), colour, shape))
+            k += 1
+        for word, shape in OBJECTS[k % 3::4]:  # a second pass over the objects: "an emerald tile"
+            prompt = _article(f"{synonyms[0]} {word}")
+            if prompt not in {case[0] for case in cases}:
+                cases.append((prompt, colour, shape))
+            k += 1
+    return cases
+
+
+def colour_prompt_fidelity(model: str, n: int, colours: set[str] | None = None, **options) -> dict:
+    pipe = genpix.load_pipeline(model)
+    cases = [case for case in prompts() if colours is None or case[1] in colours]
+    hits, shape_hits, seconds, per_colour = 0, [0, 0], 0.0, defaultdict(lambda: [0, 0])
+    seen: dict[str, int] = defaultdict(int)
+    for k, (prompt, colour, shape) in enumerate(cases):
+        tic = time.perf_counter()
+        out = pipe(prompt=prompt, n=n, seed=1000 + k, **options)
+        seconds += time.perf_counter() - tic
+        for image in out.images:
+            reading = read_picture(image, shapes=shape is not None)
+            seen[reading.colour] += 1
+            hits += reading.colour == colour
+            per_colour[colour][0] += reading.colour == colour
+            per_colour[colour][1] += 1
+            if shape is not None:
+                shape_hits[0] += reading.shape == shape
+                shape_hits[1] += 1
+    total = n * len(cases)
+    return {"model": model, "prompts": len(cases), "images": total, "options": options,
+            "ms_per_image": 1000 * seconds / total, "colour": hits / total,
+            "shape": shape_hits[0] / max(shape_hits[1], 1), "shape_images": shape_hits[1],
+            "per_colour": {c: h / t for c, (h, t) in per_colour.items()},
+            "colours_seen": dict(sorted(seen.items(), key=lambda item: -item[1]))}
+
+
+def main() -> None:
+    parser = sampling_parser(__doc__.splitlines()[0], n=4, n_help="images per prompt", cfg_scale=5.0)
+    parser.add_argument("--colours", choices=("all", "shapes"), default="all",
+                        help="shapes: only the prompts asking for a colour of the shapes dataset")
+    args = parser.parse_args()
+    set_cpu_threads()
+    colours = set(SHAPES_COLOURS) if args.colours == "shapes" else None
+    result = colour_prompt_fidelity(args.model, args.n, colours, steps=args.steps, sampler=args.sampler,
+                                    cfg_scale=args.cfg_scale)
+    print(f"{args.model}: {result['images']} images of {result['prompts']} reworded prompts ({args.sampler}, "
+          f"{args.steps} steps, CFG {args.cfg_scale}), {result['ms_per_image']:.0f} ms/image; asked colour "
+          f"{result['colour']:.2f}, asked shape {result['shape']:.2f} ({result['shape_images']} images)")
+    print("per colour: " + ", ".join(f"{c} {v:.2f}" for c, v in result["per_colour"].items()))
+    print("colours seen: " + ", ".join(f"{c} {v}" for c, v in result["colours_seen"].items()))
+    write_json(result, args.json)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""`emoji-captions`: the emoji with several captions each, worded from the Unicode name and the colour.
+
+A Unicode name is a poor caption: "heavy black heart" is a red heart (Unicode's "black" means
+filled, "white" outlined, "heavy" bold), and one fixed string per picture teaches a model strings,
+not language. Each emoji here gets CAPTION_VARIANTS captions: the name, its subject with the colour
+("a red heart"), templates ("an emoji of a red heart", "a red heart icon"), keywords in another
+order ("heart, red"). The colour is the name's own colour word when it has one ("green apple"),
+else the picture's dominant basic colour (data/colour_names.py), so colour words mean what is drawn
+and a frozen sentence encoder (models/text.py SentenceEncoder) can carry synonyms ("crimson",
+"azure") to them. The dataset repeats every emoji once per caption variant; which variant a copy
+gets is a fixed function of (emoji index, copy, seed), as data/captions.py does for Fashion-MNIST.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .captions import _KNUTH
+from .colour_names import dominant_colour
+from .dataset import ImageDataset, Split, make_dataset
+from .emoji import EMOJI_NATIVE_SIZE, load_emoji
+
+CAPTION_VARIANTS = 8
+TYPOGRAPHIC = frozenset({"black", "white", "heavy"})  # Unicode's filled, outlined and bold, not colours
+NAME_COLOURS = ("red", "orange", "yellow", "green", "blue", "purple", "brown", "pink")
+FILLER = frozenset({"with", "and", "of", "the", "a", "an", "in", "on", "for", "sign", "symbol"})
+
+
+def _article(phrase: str) -> str:
+    return f"{'an' if phrase[:1] in 'aeiou' else 'a'} {phrase}"
+
+
+def emoji_subject(name: str) -> str:
+    """The name without its typographic and colour words: "heavy black heart" -> "heart",
+    "large red circle" -> "large circle" (the name itself when nothing else is left)."""
+    words = [w for w in name.split() if w not in TYPOGRAPHIC and w not in NAME_COLOURS]
+    return " ".join(words) or name
+
+
+def emoji_colour(name: str, image: np.ndarray) -> str:
+    """The colour word of the name ("green apple" -> green), else the picture's dominant colour."""
+    said = [w for w in name.split() if w in NAME_COLOURS]
+    return said[0] if said else dominant_colour(image)
+
+
+def caption_variants(name: str, colour: str) -> tuple[str, ...]:
+    """The CAPTION_VARIANTS captions of the emoji called ``name`` whose colour is ``colour``."""
+    subject = emoji_subject(name)
+    keywords = [w for w in subject.split() if w not in FILLER] or [subject]
+    coloured = f"{colour} {subject}"
+    variants = (
+        name,
+        _article(coloured),
+        f"an emoji of {_article(coloured)}",
+        f"{_article(coloured)} icon",
+        ", ".join([*reversed(keywords), colour]),  # keywords in another order: "heart, red"
+        coloured,  # "red heart"
+        f"{_article(subject)} in {colour}",
+        f"{coloured} emoji on a white background",
+    )
+    assert len(variants) == CAPTION_VARIANTS
+    return variants
+
+
+def emoji_captions(variants: list[tuple[str, ...]], copy: int, seed: int = 0) -> tuple[str, ...]:
+    """Copy ``copy`` of every emoji (``variants[i]``: emoji i's `caption_variants`): variant (Knuth hash
+    of (i, seed) + copy) mod CAPTION_VARIANTS, so the copies of one emoji all get different captions
+    and every load gives the same ones."""
+    return tuple(v[(((i + 7919 * seed) * _KNUTH) % 2**32 + copy) % CAPTION_VARIANTS] for i, v in enumerate(variants))
+
+
+def load_emoji_captions(split: Split = "train", *, image_size: int = EMOJI_NATIVE_SIZE, limit: int | None = None,
+                        repeats: int = CAPTION_VARIANTS, seed: int = 0, **emoji_options) -> ImageDataset:
+    """The emoji of ``split`` repeated ``repeats`` times, copy c of emoji i at index c * N + i, each
+    with its own caption (see `emoji_captions`); ``limit`` keeps the first images of that order (so
+    ``limit <= N`` gives distinct emoji). The colours are read at 64 px whatever ``image_size``."""
+    base = load_emoji(split, image_size=image_size, **emoji_options)
+    native = base if image_size == EMOJI_NATIVE_SIZE else load_emoji(split, **emoji_options)
+    variants = [caption_variants(name, emoji_colour(name, image))
+                for name, image in zip(base.captions, native.images.numpy())]
+    copies = min(repeats, -(-limit // len(base))) if limit else repeats
+    captions = [c for copy in range(copies) for c in emoji_captions(variants, copy, seed)]
+    images = np.concatenate([base.images.numpy()] * copies)
+    return make_dataset(images[:limit], None, None, tuple(captions[:limit]), "emoji-captions", split)
