@@ -213,6 +213,8 @@ class Trainer:
                               f"or choose another --out")
         else:
             start = 0
+            if main:
+                self._truncate_log(0)  # lines of a run killed before its first checkpoint
         if main:
             self.out.mkdir(parents=True, exist_ok=True)
         self._distribute(world, distributed.ddp_wrapper(self.device))
