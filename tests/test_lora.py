@@ -400,3 +400,31 @@ def test_alias_names_a_lora(sd1, tmp_path):
     library = NetworkLibrary(tmp_path / "Lora")
     assert library.find("pretty") == tmp_path / "Lora" / "file_v3.safetensors"
     assert library.find("file_v3") == tmp_path / "Lora" / "file_v3.safetensors"
+
+
+def test_peft_dora_matches_diffusers_fused(sd1, tmp_path):
+    """PEFT / diffusers DoRA (lora_A, lora_B, lora_magnitude_vector per output row) at weight 1:
+    genpix's merge equals diffusers' fuse_lora (where sd-webui's multiplier and PEFT's scale agree)."""
+    import copy
+
+    ref, folder = sd1
+    g = torch.Generator().manual_seed(0)
+    state = {}
+    for name, module in ref.unet.named_modules():
+        if name.endswith(("attn1.to_q", "attn2.to_v", "ff.net.2")):
+            w = module.weight
+            state[f"unet.{name}.lora_A.weight"] = torch.randn(2, w.shape[1], generator=g) * 0.3
+            state[f"unet.{name}.lora_B.weight"] = torch.randn(w.shape[0], 2, generator=g) * 0.3
+            state[f"unet.{name}.lora_magnitude_vector"] = w.norm(dim=1) * (1 + torch.rand(w.shape[0], generator=g))
+    (tmp_path / "Lora").mkdir()
+    save_file(state, str(tmp_path / "Lora" / "dora.safetensors"))
+    pipe = copy.deepcopy(ref)
+    pipe.load_lora_weights(str(tmp_path / "Lora"), weight_name="dora.safetensors")
+    pipe.fuse_lora(lora_scale=1.0, components=["unet"])
+    parts = genpix_parts(folder)
+    ids = prompt_ids(parts)
+    expected = reference_outputs(pipe, ids)
+    assert (expected[1] - reference_outputs(ref, ids)[1]).abs().max() > 1e-3
+    with NetworkLibrary(tmp_path / "Lora").applied(parts.unet, {"lora_te_": parts.text_model}, [NetworkSpec("dora")]):
+        got = genpix_outputs(parts, ids)
+    torch.testing.assert_close(got[1], expected[1], atol=ATOL, rtol=1e-4)
