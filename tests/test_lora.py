@@ -428,3 +428,23 @@ def test_peft_dora_matches_diffusers_fused(sd1, tmp_path):
     with NetworkLibrary(tmp_path / "Lora").applied(parts.unet, {"lora_te_": parts.text_model}, [NetworkSpec("dora")]):
         got = genpix_outputs(parts, ids)
     torch.testing.assert_close(got[1], expected[1], atol=ATOL, rtol=1e-4)
+
+
+def test_dyn_keeps_the_first_ranks(sd1, tmp_path):
+    """<lora:NAME:1:1:2>: W += alpha / r * B[:, :2] A[:2] (sd-webui's dyn_dim; the scale of the whole rank)."""
+    _, folder = sd1
+    parts = genpix_parts(folder)
+    module = parts.unet.down_blocks[1].attentions[0].transformer_blocks[0].attn1.to_q
+    w = module.weight.detach().clone()
+    g = torch.Generator().manual_seed(2)
+    down, up = torch.randn(4, w.shape[1], generator=g), torch.randn(w.shape[0], 4, generator=g)
+    key = "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_q"
+    (tmp_path / "Lora").mkdir()
+    save_file({f"{key}.lora_down.weight": down, f"{key}.lora_up.weight": up, f"{key}.alpha": torch.tensor(2.0)},
+              str(tmp_path / "Lora" / "d.safetensors"))
+    _, specs = parse_prompt_networks("<lora:d:0.5:0.5:2>")
+    assert specs == [NetworkSpec("d", 0.5, 0.5, 2)]
+    with NetworkLibrary(tmp_path / "Lora").applied(parts.unet, {}, specs):
+        torch.testing.assert_close(module.weight, w + 0.5 * 2.0 / 4 * up[:, :2] @ down[:2], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ExtraNetworkError, match="dyn 'x' in <lora:d:1:1:x> is not a positive whole number"):
+        parse_prompt_networks("<lora:d:1:1:x>")

@@ -127,7 +127,7 @@ def merged_weights(changes: list[tuple[Target, dict[str, torch.Tensor], float, s
 
 def _plain_lora(parts: dict[str, torch.Tensor], weight: torch.Tensor) -> bool:
     down, up = parts.get("lora_down.weight"), parts.get("lora_up.weight")
-    return (down is not None and up is not None and not {"lora_mid.weight", "dora_scale", "scale"} & set(parts)
+    return (down is not None and up is not None and not {"lora_mid.weight", "dora_scale"} & set(parts)
             and up.shape[0] == weight.shape[0] and down[0].numel() == weight[0].numel())
 
 

@@ -1,7 +1,8 @@
 """sd-webui's extra networks in prompts: ``<lora:NAME:WEIGHT>`` applied for one generation.
 
 Syntax (modules/extra_networks.py ``parse_prompt``, extensions-builtin/Lora/extra_networks_lora.py):
-``<lora:NAME>``, ``<lora:NAME:TE>``, ``<lora:NAME:TE:UNET>`` (``:DYN`` after it is read and ignored),
+``<lora:NAME>``, ``<lora:NAME:TE>``, ``<lora:NAME:TE:UNET>``, ``<lora:NAME:TE:UNET:DYN>`` (DYN keeps
+the first DYN ranks of every LoRA layer, the scale still alpha / r: sd-webui's ``dyn_dim``),
 or named ``te=``, ``unet=``, ``dyn=``; the U-Net weight defaults to the text encoder's, which
 defaults to 1. ``lyco`` is the same as ``lora``. NAME is a file stem in the LoRA folder (sd-webui's
 ``models/Lora``, sub-folders included) or its training alias (``ss_output_name``). Tags are removed
@@ -40,6 +41,7 @@ from torch import nn
 
 from genpix.errors import GenpixError
 from genpix.io.lora_files import NetworkFile, list_network_files, read_metadata, read_network_file, short_hash
+from genpix.models.lora import network_scale
 from genpix.models.lora_apply import check_changes, merged_weights, swap_lock, swapped_weights, target_table
 
 DEFAULT_LORA_DIR = "models/Lora"
@@ -58,6 +60,7 @@ class NetworkSpec:
     name: str  # the file stem (or alias) as written, or a path
     te: float = 1.0  # multiplier of the text encoders' changes
     unet: float = 1.0  # multiplier of the U-Net's changes
+    dyn: int | None = None  # keep only the first ``dyn`` ranks (sd-webui's dyn_dim); None: all
 
 
 def _weight(text: str, tag: str) -> float:
@@ -79,7 +82,10 @@ def _spec(args: str, tag: str) -> NetworkSpec:
         raise ExtraNetworkError(f"{tag}: unknown option {sorted(unknown)[0]!r} (te=, unet=, dyn=)")
     te = _weight(named.get("te", positional[0] if positional else "1"), tag)
     unet = _weight(named.get("unet", positional[1] if len(positional) > 1 else str(te)), tag)
-    return NetworkSpec(items[0], te, unet)
+    dyn = named.get("dyn", positional[2] if len(positional) > 2 else None)
+    if dyn is not None and not (dyn.isdigit() and int(dyn) > 0):
+        raise ExtraNetworkError(f"LoRA rank dyn {dyn!r} in {tag} is not a positive whole number")
+    return NetworkSpec(items[0], te, unet, None if dyn is None else int(dyn))
 
 
 def parse_prompt_networks(prompt: str) -> tuple[str, list[NetworkSpec]]:
@@ -124,6 +130,17 @@ def unet_aliases(unet: nn.Module) -> dict[str, str]:
         return {}
     return {ldm.rpartition(".")[0]: ours.rpartition(".")[0] for ours, ldm in mapping.items()
             if ours.endswith(".weight")}
+
+
+def truncated(parts: dict[str, torch.Tensor], dyn: int | None) -> dict[str, torch.Tensor]:
+    """A LoRA layer's first ``dyn`` ranks, its scale kept at alpha / r of the whole layer (sd-webui's
+    ``rebuild_conventional`` with ``dyn_dim``); other kinds, and None, unchanged."""
+    down = parts.get("lora_down.weight")
+    if dyn is None or down is None or "lora_mid.weight" in parts or dyn >= down.shape[0]:
+        return parts
+    scale = network_scale(parts, down.shape[0])
+    return {**parts, "lora_down.weight": down[:dyn], "lora_up.weight": parts["lora_up.weight"][:, :dyn],
+            "scale": torch.tensor(scale)}
 
 
 def check_family(metadata: dict[str, str], xl: bool, name: str) -> None:
@@ -209,7 +226,7 @@ class NetworkLibrary:
                 yield
                 return
             files = [(spec, self.find(spec.name)) for spec in specs]
-            key = (id(root), tuple((s.te, s.unet, str(p), p.stat().st_mtime_ns) for s, p in files))
+            key = (id(root), tuple((s.te, s.unet, s.dyn, str(p), p.stat().st_mtime_ns) for s, p in files))
             if self._merged is None or self._merged[0] != key:
                 buffers = self._merged[1] if self._merged is not None else None
                 self._merged = None
@@ -228,7 +245,7 @@ class NetworkLibrary:
             check_family(network.metadata, xl, spec.name)
             for key, target in check_changes(table, network.modules, spec.name):
                 weight = spec.te if target.text_encoder else spec.unet
-                changes.append((target, network.modules[key], weight, f"{spec.name}: {key}"))
+                changes.append((target, truncated(network.modules[key], spec.dyn), weight, f"{spec.name}: {key}"))
         with torch.no_grad():
             return merged_weights(changes, buffers)
 
