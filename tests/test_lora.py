@@ -230,19 +230,26 @@ def test_lycoris_matches_formulas(sd1, tmp_path, kind):
         torch.testing.assert_close(ours, theirs, atol=ATOL, rtol=1e-4)
 
 
-def test_dora_scale_follows_sd_webui(sd1, tmp_path):
-    """dora_scale [1, in] (sd-webui's column norm): W' = m (W + s dW) / ||W + s dW||_col, then * multiplier."""
-    ref, folder = sd1
+def one_layer_lora(folder, tmp_path, name: str, rank: int, alpha: float, seed: int, extra=None):
+    """A LoRA file changing one attention projection: (genpix parts, that module, its weight, down, up)."""
     parts = genpix_parts(folder)
     module = parts.unet.down_blocks[1].attentions[0].transformer_blocks[0].attn1.to_q
     w = module.weight.detach().clone()
-    g = torch.Generator().manual_seed(9)
-    down, up = torch.randn(2, w.shape[1], generator=g), torch.randn(w.shape[0], 2, generator=g)
-    magnitude = torch.rand(1, w.shape[1], generator=g) + 0.5
+    g = torch.Generator().manual_seed(seed)
+    down, up = torch.randn(rank, w.shape[1], generator=g), torch.randn(w.shape[0], rank, generator=g)
     key = "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_q"
     (tmp_path / "Lora").mkdir()
-    save_file({f"{key}.lora_down.weight": down, f"{key}.lora_up.weight": up, f"{key}.alpha": torch.tensor(1.0),
-               f"{key}.dora_scale": magnitude}, str(tmp_path / "Lora" / "dora.safetensors"))
+    state = {f"{key}.lora_down.weight": down, f"{key}.lora_up.weight": up, f"{key}.alpha": torch.tensor(alpha)}
+    state.update({f"{key}.{k}": v for k, v in (extra or {}).items()})
+    save_file(state, str(tmp_path / "Lora" / f"{name}.safetensors"))
+    return parts, module, w, down, up
+
+
+def test_dora_scale_follows_sd_webui(sd1, tmp_path):
+    """dora_scale [1, in] (sd-webui's column norm): W' = m (W + s dW) / ||W + s dW||_col, then * multiplier."""
+    _, folder = sd1
+    magnitude = torch.rand(1, 64, generator=torch.Generator().manual_seed(9)) + 0.5
+    parts, module, w, down, up = one_layer_lora(folder, tmp_path, "dora", 2, 1.0, 9, {"dora_scale": magnitude})
     merged = w + up @ down / 2
     expected = w + (merged * magnitude / merged.norm(dim=0, keepdim=True) - w) * 0.5
     with NetworkLibrary(tmp_path / "Lora").applied(parts.unet, {}, [NetworkSpec("dora", 0.5, 0.5)]):
@@ -433,15 +440,7 @@ def test_peft_dora_matches_diffusers_fused(sd1, tmp_path):
 def test_dyn_keeps_the_first_ranks(sd1, tmp_path):
     """<lora:NAME:1:1:2>: W += alpha / r * B[:, :2] A[:2] (sd-webui's dyn_dim; the scale of the whole rank)."""
     _, folder = sd1
-    parts = genpix_parts(folder)
-    module = parts.unet.down_blocks[1].attentions[0].transformer_blocks[0].attn1.to_q
-    w = module.weight.detach().clone()
-    g = torch.Generator().manual_seed(2)
-    down, up = torch.randn(4, w.shape[1], generator=g), torch.randn(w.shape[0], 4, generator=g)
-    key = "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_q"
-    (tmp_path / "Lora").mkdir()
-    save_file({f"{key}.lora_down.weight": down, f"{key}.lora_up.weight": up, f"{key}.alpha": torch.tensor(2.0)},
-              str(tmp_path / "Lora" / "d.safetensors"))
+    parts, module, w, down, up = one_layer_lora(folder, tmp_path, "d", 4, 2.0, 2)
     _, specs = parse_prompt_networks("<lora:d:0.5:0.5:2>")
     assert specs == [NetworkSpec("d", 0.5, 0.5, 2)]
     with NetworkLibrary(tmp_path / "Lora").applied(parts.unet, {}, specs):
