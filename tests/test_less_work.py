@@ -253,3 +253,77 @@ def test_pixel_model_deepcache_and_refusals():
     with pytest.raises(UnsupportedOption, match="deepcache_interval"):
         vae(deepcache_interval=3)
     assert "deepcache_interval" in vae.generate(GenerationRequest.of(deepcache_interval=3), lenient=True).info["ignored"]
+
+
+@pytest.fixture(scope="module")
+def tiny_sd(tmp_path_factory):
+    """diffusers' tiny SD test model (2-level autoencoder: latents at 1/2 size) and two TAESD-layout
+    decoder files: one that fits it (one upsampling), one of SD's shape (8x) that does not."""
+    from test_sd_pipeline import tiny_diffusers
+    from test_tokenizer import CORPUS, train_bpe
+
+    from genpix.io.tiny_decoder import write_tiny_decoder
+    from genpix.models.taesd import TinyDecoder, TinyDecoderConfig
+
+    root = tmp_path_factory.mktemp("tiny-sd")
+    tiny_diffusers(root, train_bpe(CORPUS, 60), "sd1").save_pretrained(root / "model")
+    torch.manual_seed(0)
+    write_tiny_decoder(root / "fits.safetensors", TinyDecoder(TinyDecoderConfig(channels=8, blocks=(2, 1))))
+    write_tiny_decoder(root / "sd.safetensors", TinyDecoder(TinyDecoderConfig(channels=8)))
+    return root
+
+
+SD_REQUEST = dict(prompt="a photo of an astronaut", steps=4, sampler="DPM++ 2M", cfg_scale=7.0, seed=3)
+
+
+def test_sd_checkpoint_with_a_taesd_file_decodes_with_it(tiny_sd):
+    pipe = genpix.load_pipeline(str(tiny_sd / "model"), preview_decoder=str(tiny_sd / "fits.safetensors"))
+    plan = bind(GenerationRequest.of(**SD_REQUEST), pipe.capabilities)
+    with torch.no_grad():
+        expected = pipe.parts.preview.decode(pipe.sample_latents(plan))
+    assert torch.equal(pipe(**SD_REQUEST, tiny_decode=True).tensors, expected)
+    assert "Tiny decode: True" in pipe(**SD_REQUEST, tiny_decode=True).infotexts[0]
+    plain = genpix.load_pipeline(str(tiny_sd / "model"))
+    assert torch.equal(plain(**SD_REQUEST).tensors, pipe(**SD_REQUEST).tensors)  # the option alone changes nothing
+    with pytest.raises(GenpixError, match="preview_decoder=FILE"):
+        plain(**SD_REQUEST, tiny_decode=True)
+    with pytest.raises(GenpixError, match="upsampled 8x; this model has 4-channel latents at 1/2 size"):
+        genpix.load_pipeline(str(tiny_sd / "model"), preview_decoder=str(tiny_sd / "sd.safetensors"))
+
+
+def test_generate_cli_fast_and_tiny_decoder_flags(tiny_sd, run_cli, tmp_path):
+    from genpix.io.images import read_infotext
+
+    model, fits = str(tiny_sd / "model"), str(tiny_sd / "fits.safetensors")
+    code, _, err = run_cli("generate", "a photo", "--model", model, "--fast", "--preview-decoder", fits,
+                           "--width", "32", "--height", "32", "-o", str(tmp_path / "fast"))
+    assert code == 0, err
+    text = read_infotext(tmp_path / "fast" / "00000.png")
+    for part in ("Steps: 15", "Sampler: DPM++ 2M", "Schedule type: Karras", "Token merging ratio: 0.5",
+                 "DeepCache interval: 2", "Tiny decode: True"):
+        assert part in text, text
+    code, _, err = run_cli("generate", "a photo", "--model", model, "--fast", "--steps", "3", "--sampler", "Euler",
+                           "--token-merging-ratio", "0.3", "--width", "32", "--height", "32", "-o", str(tmp_path / "mine"))
+    assert code == 0, err
+    text = read_infotext(tmp_path / "mine" / "00000.png")
+    for part in ("Steps: 3", "Sampler: Euler", "Token merging ratio: 0.3", "DeepCache interval: 2"):
+        assert part in text, text  # the flags given win over the preset; no tiny decoder loaded: none used
+    assert "Karras" not in text and "Tiny decode" not in text
+    code, _, err = run_cli("generate", "a photo", "--model", model, "--vae", "tiny", "--width", "32", "--height", "32",
+                           "-o", str(tmp_path / "none"))
+    assert code != 0 and "preview_decoder=FILE" in err and len(err.strip().splitlines()) == 1
+
+
+def test_fast_preset_for_few_step_models():
+    from types import SimpleNamespace
+
+    from genpix.pipelines.fast import fast_preset
+
+    ldm = genpix.load_pipeline("shapes-ldm")
+    assert fast_preset(ldm) == {"steps": 15, "sampler": "DPM++ 2M", "schedule": "Karras", "deepcache_interval": 2,
+                                "token_merging_ratio": 0.5, "tiny_decode": True}
+    lcm = SimpleNamespace(model_name="dreamshaper-LCM", parts=ldm.parts)
+    assert fast_preset(lcm) == {"steps": 4, "sampler": "LCM", "cfg_scale": 1.0, "tiny_decode": True}
+    tagged = SimpleNamespace(model_name="v1-5", parts=ldm.parts)
+    assert fast_preset(tagged, "a cat <lora:sdxl_lightning_4step:1>")["schedule"] == "SGM Uniform"
+    assert "token_merging_ratio" not in fast_preset(genpix.load_pipeline("fashion-ddpm"))

@@ -78,8 +78,8 @@ def run_chunk(parts: Parts, plan: Plan, chunk: slice, sigmas: torch.Tensor, cond
               mask: torch.Tensor | None, progress, device: torch.device) -> torch.Tensor:
     """Images (b, C, H, W) in [0, 1] on the CPU for rows ``chunk`` of the request; with an ordinary
     model's inpainting, the original pasted back outside the mask."""
-    x0 = denoise_chunk(parts, plan, chunk, sigmas, conds, mask, progress, device)
-    images = final_decoder(parts, plan.request).decode(x0)  # the full decoder, or the tiny one (pipelines/fast.py)
+    decoder = final_decoder(parts, plan.request)  # the full decoder, or the tiny one (pipelines/fast.py)
+    images = decoder.decode(denoise_chunk(parts, plan, chunk, sigmas, conds, mask, progress, device))
     init, inpaint = rows(plan.request.init_images, plan.request.n, chunk), rows(mask, plan.request.n, chunk)
     return masking.overlay(images, init, inpaint) if inpaint is not None and not plan.inpainting_model else images
 
