@@ -54,6 +54,10 @@ def register(commands) -> None:
     hires.add_argument("--hires-denoise", type=finite_float, help="second-pass denoising strength (default 0.7)")
     hires.add_argument("--upscalers-dir", default="models/ESRGAN",
                        help="folder of ESRGAN-type upscaler files (default models/ESRGAN, as sd-webui)")
+    p.add_argument("--refiner", metavar="MODEL", help="a refiner (e.g. SDXL's) that takes over the last steps, as "
+                                                      "sd-webui's refiner")
+    p.add_argument("--refiner-switch-at", type=finite_float, default=0.8,
+                   help="the base denoises the steps i with i / steps <= this (default 0.8)")
     add_loading(p, "folder with the CLIP vocab.json and merges.txt (single files carry none)")
     add_seed(p)
     add_device(p)
@@ -76,7 +80,11 @@ def run_generate(args: argparse.Namespace) -> int:
         need(Path(args.styles_file).is_file(), f"--style needs a styles file; {args.styles_file} does not exist")
         args.prompt, args.negative_prompt = apply_styles(args.prompt, args.negative_prompt or "", args.style,
                                                          read_styles(args.styles_file))
-    out = run_pipeline(pipe, generation_request(args, **_hires(args, pipe), **_less_work(args, pipe)))
+    refiner = {}
+    if args.refiner:  # loaded as the base is (tokenizer, --half, safety)
+        refiner = {"refiner": load_pipeline(args.refiner, device=resolve_device(args.device), **sd_options(args),
+                                            **safety_options(args)), "refiner_switch_at": args.refiner_switch_at}
+    out = run_pipeline(pipe, generation_request(args, **_hires(args, pipe), **_less_work(args, pipe), **refiner))
     write_outputs(out, args)
     return 0
 

@@ -112,6 +112,10 @@ def bind(request: GenerationRequest, caps: Capabilities, *, lenient: bool = Fals
     elif not 1 <= request.clip_skip <= max(1, caps.clip_layers):
         raise GenpixError(f"clip_skip must be between 1 and {caps.clip_layers} (sd-webui's Clip skip), "
                           f"got {request.clip_skip}")
+    if request.refiner is not None and (not caps.diffusion or not 0 < request.refiner_switch_at <= 1):
+        raise GenpixError("a refiner needs a diffusion model and refiner_switch_at in (0, 1], got "
+                          f"{request.refiner_switch_at}" if caps.diffusion else
+                          f"{caps.model_name} ({caps.family}) generates in one pass; it takes no refiner")
     if request.enable_hr and not (caps.diffusion and caps.size_multiple):
         refuse("enable_hr", "the hires fix needs a diffusion model that makes any size")
         request = request.but(enable_hr=False)

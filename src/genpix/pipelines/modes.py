@@ -34,6 +34,7 @@ from genpix.pipelines import masking
 from genpix.pipelines.capabilities import Plan
 from genpix.pipelines.fast import final_decoder, less_work
 from genpix.pipelines.parts import Parts
+from genpix.pipelines.refiner import SwitchingDenoiser
 
 
 def rows(images: torch.Tensor | None, n: int, chunk: slice) -> torch.Tensor | None:
@@ -111,7 +112,11 @@ def denoise_chunk(parts: Parts, plan: Plan, chunk: slice, sigmas: torch.Tensor, 
                                                     lambda im: space.encode(im, generators), generators)
         x = noise * start if pure_noise else content + noise * sigmas[0]
     with less_work(parts, request, shape[1:]) as fast:  # DeepCache, token merging (pipelines/fast.py)
-        denoiser = guided(fast, plan, conds, x.shape[0], extra)
+        denoiser = guided(fast, plan, conds[:2], x.shape[0], extra)
+        refiner = conds[2] if len(conds) > 2 else None
+        if refiner is not None:  # the refiner takes the last steps (pipelines/refiner.py)
+            denoiser = SwitchingDenoiser(denoiser, guided(refiner.parts, refiner.plan, refiner.conds, x.shape[0], {}),
+                                         refiner.sigma)
         if latent_mask:  # the latent mask around the guided denoiser (diffusion/inpainting.py)
             denoiser = MaskedDenoiser(denoiser, known, grid, noise)
         x0 = x if len(sigmas) < 2 else plan.sampler(denoiser, x, sigmas, generator=generators, callback=progress,

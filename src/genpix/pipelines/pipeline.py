@@ -25,6 +25,7 @@ from genpix.pipelines.capabilities import Capabilities, Plan, bind
 from genpix.pipelines.extra_networks import activated, network_notes
 from genpix.pipelines.output import PipelineOutput
 from genpix.pipelines.parts import Parts
+from genpix.pipelines.refiner import refiner_stage
 from genpix.pipelines.request import GenerationRequest
 
 SD_FAMILIES = ("sd", "sdxl")  # checkpoints whose infotext, as sd-webui's, names no family
@@ -135,6 +136,9 @@ class DiffusionPipeline:
             mask = masking.prepare_mask(request.mask, request.mask_blur, request.invert_mask)
         cond, uncond, notes = self._conditions(plan)
         sigmas = modes.sigmas_for(self.parts, plan)
+        refiner = refiner_stage(self, plan, sigmas)  # None without a refiner (pipelines/refiner.py)
+        if refiner is not None:
+            notes = {**notes, "Refiner": request.refiner.model_name, "Refiner switch at": request.refiner_switch_at}
         unchanged = mask is not None and masking.nothing_to_repaint(mask)  # all black: no sampling
         total = (len(sigmas) - 1) * -(-request.n // self.batch_size)
         progress = None if request.callback is None else _counting(request.callback, total)
@@ -144,7 +148,7 @@ class DiffusionPipeline:
             if unchanged:
                 parts.append(modes.rows(request.init_images, request.n, rows).float().cpu())
                 continue
-            parts.append(modes.run_chunk(self.parts, plan, rows, sigmas, (cond, uncond), mask, progress,
+            parts.append(modes.run_chunk(self.parts, plan, rows, sigmas, (cond, uncond, refiner), mask, progress,
                                          self.device))
         images, nsfw = self._check_safety(torch.cat(parts), request)
         return self.make_output(plan, images, nsfw, notes)

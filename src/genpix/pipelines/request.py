@@ -55,6 +55,8 @@ class GenerationRequest:
     inpainting_fill: int = 1  # 0 fill, 1 original, 2 latent noise, 3 latent nothing
     invert_mask: bool = False
     callback: Callable[[dict[str, Any]], None] | None = None  # after each sampling step
+    refiner: Any = None  # a loaded pipeline that takes over the last steps (pipelines/refiner.py), e.g. SDXL's
+    refiner_switch_at: float = 0.8  # the base denoises the steps i with i / steps <= this
     # hires fix (sd-webui's two-pass txt2img, pipelines/hires.py); ``strength`` is its denoising strength
     enable_hr: bool = False
     hr_scale: float = 2.0
