@@ -78,3 +78,24 @@ def test_refiner_from_the_cli(tmp_path_factory, run_cli, tmp_path):
     from PIL import Image
 
     assert np.array_equal(np.asarray(Image.open(tmp_path / "00000.png")), np.asarray(want.images[0]))
+
+
+def test_micro_conditioning_in_the_request_equals_diffusers(tmp_path_factory):
+    from diffusers import EulerDiscreteScheduler
+    from sdxl_fixtures import SDXL_SCHEDULER
+
+    ref, folder, _ = saved_models(tmp_path_factory)("base")
+    pipe = genpix.load_pipeline(str(folder))
+    latents = torch.randn(1, 4, HEIGHT // 2, WIDTH // 2, generator=torch.Generator().manual_seed(7))
+    ref.scheduler = EulerDiscreteScheduler.from_config(SDXL_SCHEDULER, timestep_spacing="linspace")
+    expected = ref(PROMPT, negative_prompt=NEGATIVE, num_inference_steps=4, guidance_scale=CFG, width=WIDTH,
+                   height=HEIGHT, latents=latents, original_size=(64, 96), crops_coords_top_left=(8, 4),
+                   target_size=(40, 56), output_type="np").images
+    out = pipe(prompt=PROMPT, negative_prompt=NEGATIVE, steps=4, sampler="Euler", cfg_scale=CFG, width=WIDTH,
+               height=HEIGHT, latents=latents, original_size=(64, 96), crop_top_left=(8, 4), target_size=(40, 56))
+    assert float(np.abs(out.tensors.permute(0, 2, 3, 1).numpy() - expected).max()) < 3 / 255
+    plain = pipe(prompt=PROMPT, negative_prompt=NEGATIVE, steps=4, sampler="Euler", cfg_scale=CFG, width=WIDTH,
+                 height=HEIGHT, latents=latents)
+    assert not torch.allclose(out.tensors, plain.tensors, atol=1e-3)
+    with pytest.raises(GenpixError, match=r"shapes-ldm \(ldm\) takes no original_size: micro-conditioning is SDXL's"):
+        genpix.load_pipeline("shapes-ldm")(prompt="a red circle", original_size=(64, 64))

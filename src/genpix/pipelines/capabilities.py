@@ -24,6 +24,7 @@ MAX_HIRES_SCALE = 8.0
 MAX_HIRES_PIXELS = 4096 * 4096  # per image, after the hires fix's upscale
 SAMPLING_FIELDS = ("steps", "sampler", "schedule", "cfg_scale", "eta", "s_churn", "s_noise")
 SAMPLER_OPTIONS = ("eta", "s_churn", "s_noise")
+MICRO_FIELDS = ("original_size", "crop_top_left", "target_size", "aesthetic_score", "negative_aesthetic_score")
 VARIATION_FIELDS = ("subseed_strength", "seed_resize_from_h", "seed_resize_from_w", "eta_noise_seed_delta")
 LESS_WORK_FIELDS = ("deepcache_interval", "token_merging_ratio", "tiny_decode")  # pipelines/fast.py; off when falsy
 
@@ -61,6 +62,7 @@ class Capabilities:
     inpaint: bool = False
     inpainting_model: bool = False  # a 9-channel U-Net (inpaints with its own conditioning)
     clip_layers: int = 0  # layers of a CLIP text encoder (the range of clip_skip); 0: none
+    micro_conditioning: bool = False  # SDXL's size, crop and aesthetic-score conditioning
 
     @property
     def diffusion(self) -> bool:
@@ -116,6 +118,11 @@ def bind(request: GenerationRequest, caps: Capabilities, *, lenient: bool = Fals
         raise GenpixError("a refiner needs a diffusion model and refiner_switch_at in (0, 1], got "
                           f"{request.refiner_switch_at}" if caps.diffusion else
                           f"{caps.model_name} ({caps.family}) generates in one pass; it takes no refiner")
+    if not caps.micro_conditioning:
+        for name in MICRO_FIELDS:
+            if getattr(request, name) is not None:
+                refuse(name, "micro-conditioning is SDXL's")
+                request = request.but(**{name: None})
     if request.enable_hr and not (caps.diffusion and caps.size_multiple):
         refuse("enable_hr", "the hires fix needs a diffusion model that makes any size")
         request = request.but(enable_hr=False)

@@ -55,6 +55,12 @@ class GenerationRequest:
     inpainting_fill: int = 1  # 0 fill, 1 original, 2 latent noise, 3 latent nothing
     invert_mask: bool = False
     callback: Callable[[dict[str, Any]], None] | None = None  # after each sampling step
+    # SDXL's micro-conditioning (Podell et al. 2023 sec. 2.2; None: sd-webui's, pipelines/sdxl_conditioning.py)
+    original_size: tuple[int, int] | None = None  # (height, width); None: the image's
+    crop_top_left: tuple[int, int] | None = None  # (top, left); None: (0, 0)
+    target_size: tuple[int, int] | None = None  # (height, width); None: the image's
+    aesthetic_score: float | None = None  # the refiner's, for the prompt (None: 6.0) ...
+    negative_aesthetic_score: float | None = None  # ... and for the negative prompt (None: 2.5)
     refiner: Any = None  # a loaded pipeline that takes over the last steps (pipelines/refiner.py), e.g. SDXL's
     refiner_switch_at: float = 0.8  # the base denoises the steps i with i / steps <= this
     # hires fix (sd-webui's two-pass txt2img, pipelines/hires.py); ``strength`` is its denoising strength

@@ -19,7 +19,7 @@ import torch
 
 from genpix.diffusion.denoiser import DiscreteDenoiser
 from genpix.io.sdxl_loader import SDXLComponents
-from genpix.pipelines.capabilities import Capabilities, Defaults, Plan
+from genpix.pipelines.capabilities import MICRO_FIELDS, Capabilities, Defaults, Plan
 from genpix.pipelines.decoders import AutoencoderSpace
 from genpix.pipelines.parts import LatentUNet, Parts
 from genpix.pipelines.pipeline import DiffusionPipeline
@@ -43,7 +43,10 @@ class SDXLPipeline(DiffusionPipeline):
     def _conditions(self, plan: Plan) -> tuple[dict, dict, dict[str, Any]]:
         request = plan.request
         sized = copy.copy(self)  # no shared state changes: concurrent requests of other sizes are safe
-        conditioner = self.parts.conditioner.with_size(request.width, request.height, self.micro)
+        given = {k: getattr(request, k) for k in MICRO_FIELDS if getattr(request, k) is not None}
+        micro = replace(self.micro, **{k: tuple(v) if isinstance(v, (list, tuple)) else float(v)
+                                       for k, v in given.items()})  # the request's, else the settings'
+        conditioner = self.parts.conditioner.with_size(request.width, request.height, micro)
         sized.parts = replace(self.parts, conditioner=conditioner)
         return DiffusionPipeline._conditions(sized, plan)
 
@@ -71,6 +74,6 @@ def sdxl_pipeline(components: SDXLComponents, *, device: torch.device | str = "c
     caps = Capabilities("sdxl", components.name, "text", (side, side), channels=components.vae.config.out_channels,
                         defaults=SDXL_DEFAULTS, size_multiple=max(SIZE_MULTIPLE, space.factor), inpaint=True,
                         inpainting_model=unet.config.in_channels != unet.config.out_channels,
-                        clip_layers=conditioner.layers())
+                        clip_layers=conditioner.layers(), micro_conditioning=True)
     return SDXLPipeline(parts, caps, batch_size=4, device=device,
                         info={"prediction": components.prediction, "sdxl": components.kind})
