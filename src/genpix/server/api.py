@@ -20,7 +20,7 @@ from genpix.diffusion import samplers, schedules
 from genpix.io.images import INFOTEXT_KEY, parse_infotext
 from genpix.server import generation
 from genpix.server.catalog import ModelCatalog, ModelEntry
-from genpix.server.codec import decode_image, encode_png, load_image, open_image, text_chunks
+from genpix.server.codec import encode_png, load_image, open_image, text_chunks
 from genpix.server.errors import ApiError
 from genpix.server.jobs import JobQueue
 from genpix.server.limits import Limits, check_input_pixels, check_request
@@ -208,8 +208,9 @@ def build_router(ctx: ServerContext, dependencies: list) -> APIRouter:
 
     @router.post("/png-info", response_model=PNGInfoResponse)
     def png_info(request: PNGInfoRequest):
-        image = decode_image(request.image)
-        items = text_chunks(image)
+        image = open_image(request.image)
+        check_input_pixels([image.size], ctx.limits)  # before its pixels are decoded
+        items = text_chunks(load_image(image))
         text = items.pop(INFOTEXT_KEY, "")
         return {"info": text, "items": items, "parameters": parse_infotext(text) if text else {}}
 
