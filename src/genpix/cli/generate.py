@@ -6,7 +6,7 @@ import argparse
 import re
 from pathlib import Path
 
-from genpix.cli.common import add_device, add_seed, finite_float, need, positive_int
+from genpix.cli.common import add_device, add_seed, finite_float, need, positive_int, seed_int
 
 
 def register(commands) -> None:
@@ -38,7 +38,7 @@ def register(commands) -> None:
                         "directions drawn with --seed (any model). Default: 0,1 for a 2-D latent, "
                         "else pca for a VAE and random for a GAN")
     p.add_argument("--data", help="images for --dims pca (default: the model's dataset, test split)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the --dims random directions (default 0)")
+    p.add_argument("--seed", type=seed_int, default=0, help="seed of the --dims random directions (default 0)")
     p.add_argument("--class", dest="class_name",
                    help="class to draw (class-conditional models; default: the first class)")
     add_device(p)
@@ -53,8 +53,8 @@ def register(commands) -> None:
                    help="an integer seed, or an image file to encode (VAE only)")
     p.add_argument("--prompt-a", help="text-to-image models: walk from this prompt's embedding ...")
     p.add_argument("--prompt-b", help="... to this one's (slerp; the starting noise walks from --seed to --seed-b)")
-    p.add_argument("--seed", type=int, default=0, help="with --prompt-a/-b: the starting noise's seed (default 0)")
-    p.add_argument("--seed-b", type=int, help="with --prompt-a/-b: the seed at the end of the walk (default --seed)")
+    p.add_argument("--seed", type=seed_int, default=0, help="with --prompt-a/-b: the starting noise's seed (default 0)")
+    p.add_argument("--seed-b", type=seed_int, help="with --prompt-a/-b: the seed at the end of the walk (default --seed)")
     p.add_argument("--steps", type=positive_int, help="with --prompt-a/-b: sampling steps")
     p.add_argument("--sampler", help="with --prompt-a/-b: sampler name")
     p.add_argument("--cfg-scale", type=finite_float, help="with --prompt-a/-b: guidance scale")
@@ -88,7 +88,7 @@ def add_sampling(p: argparse.ArgumentParser, *, n: int, steps_help: str, sampler
     p.add_argument("--sampler", help=sampler_help)
     add_sampler_options(p)
     p.add_argument("--cfg-scale", type=finite_float, help=cfg_help)
-    p.add_argument("--subseed", type=int, help="variation seed (sd-webui's): with --subseed-strength, every image "
+    p.add_argument("--subseed", type=seed_int, help="variation seed (sd-webui's): with --subseed-strength, every image "
                                                "keeps --seed and image i blends in the noise of subseed + i")
     p.add_argument("--subseed-strength", type=finite_float, help="variation strength, 0..1 (default 0)")
     p.add_argument("--deepcache-interval", type=int, metavar="N",
@@ -192,7 +192,9 @@ def write_outputs(out, args: argparse.Namespace, columns: int | None = None) -> 
 
     folder = args.out or (None if (args.npy or args.grid) else "outputs")
     if folder:
-        folder = Path(folder)
+        from genpix.io.atomic import check_output_folder
+
+        folder = check_output_folder(folder, "-o/--out")
         folder.mkdir(parents=True, exist_ok=True)
         first = _next_index(folder)
         for i, (image, text) in enumerate(zip(out.images, out.infotexts)):

@@ -45,7 +45,7 @@ def register(commands) -> None:
                                       "(default with --resume: the run's dataset)")
         p.add_argument("--data-dir", help="folder holding the dataset's files (IDX for (fashion-)mnist)")
         p.add_argument("--out", help=f"run folder (default {family.default_out})")
-        p.add_argument("--image-size", type=int, help="resize images to N x N (default: the dataset's size)")
+        p.add_argument("--image-size", type=positive_int, help="resize images to N x N (default: the dataset's size)")
         p.add_argument("--channels", type=int, choices=(1, 3), help="1 = grayscale, 3 = RGB")
         p.add_argument("--limit", type=positive_int, help="use only the first N training images")
         p.add_argument("--config", help="JSON file with 'model' and 'train' sections; flags override it")
@@ -139,7 +139,7 @@ def _datasets(args: argparse.Namespace, data_info: dict[str, Any]):
 
     spec = args.data or data_info.get("spec")
     need(spec is not None, "--data is required (fashion-mnist, mnist, digits, shapes, emoji or a folder)")
-    data = load_dataset(spec, split="train", image_size=args.image_size or data_info.get("image_size"),
+    data = load_dataset(spec, split="train", image_size=args.image_size if args.image_size is not None else data_info.get("image_size"),
                         channels=args.channels or data_info.get("channels"), data_dir=args.data_dir,
                         limit=args.limit or data_info.get("limit"))
     try:  # held-out images for the final PSNR/SSIM; a one-image folder has none

@@ -18,6 +18,7 @@ from genpix.errors import GenpixError
 from genpix.pipelines import family_of
 from genpix.pipelines.models import DEFAULT_TEXT_MODEL, bundled_models
 from genpix.server.errors import ApiError
+from genpix.server.paths import inside_folder
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")  # single-file checkpoints (Stable Diffusion)
 FOLDER_MARKERS = ("config.json", "model_index.json")  # genpix model folders, diffusers folders
@@ -110,6 +111,8 @@ class ModelCatalog:
 
     def _scan(self, root: Path, folder: Path, depth: int):
         for path in sorted(folder.iterdir()):
+            if not inside_folder(root, path):  # a symlink out of the models folder is not offered
+                continue
             rel = path.relative_to(root).as_posix()
             if path.is_dir() and any((path / m).is_file() for m in FOLDER_MARKERS):
                 yield rel, path
@@ -151,15 +154,26 @@ class ModelCatalog:
             raise ApiError("no models: pass --models-dir with model folders, or install a bundled model", 404)
         return next((e for e in self.entries if e.name == DEFAULT_TEXT_MODEL), self.entries[0])
 
-    def pipeline(self, entry: ModelEntry):
-        """The loaded pipeline of ``entry`` (loading it with genpix.load_pipeline if needed)."""
+    def takes_vae(self, entry: ModelEntry) -> bool:
+        """Whether the model's family loads an external VAE file (SD models; sd-webui's sd_vae)."""
+        return "vae" in family_of(str(entry.path)).options
+
+    def unload(self) -> None:
+        """Drop every loaded pipeline (sd-webui's /unload-checkpoint); the next request loads again."""
+        self._loaded.clear()
+
+    def pipeline(self, entry: ModelEntry, vae: Path | None = None):
+        """The loaded pipeline of ``entry`` (loading it with genpix.load_pipeline if needed), with the VAE
+        file ``vae`` in place of its own (a model that takes one, see :meth:`takes_vae`)."""
         import genpix
 
-        key = f"{entry.sha256}:{entry.path}"
+        key = f"{entry.sha256}:{entry.path}:{vae or ''}"
         if key not in self._loaded:
-            takes_blocklist = self.blocklist is not None and "blocklist" in family_of(str(entry.path)).options
-            self._loaded[key] = genpix.load_pipeline(str(entry.path), device=self.device,
-                                                     **({"blocklist": self.blocklist} if takes_blocklist else {}))
+            options = family_of(str(entry.path)).options
+            extra = {"blocklist": self.blocklist} if self.blocklist is not None and "blocklist" in options else {}
+            if vae is not None:
+                extra["vae"] = str(vae)
+            self._loaded[key] = genpix.load_pipeline(str(entry.path), device=self.device, **extra)
             if self.upscalers_dir is not None and hasattr(self._loaded[key], "upscalers_dir"):
                 self._loaded[key].upscalers_dir = str(self.upscalers_dir)
             while len(self._loaded) > self.keep_loaded:

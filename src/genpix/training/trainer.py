@@ -54,6 +54,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check(self.steps >= 1, f"--steps must be at least 1, got {self.steps}")
+        check(0 <= self.seed < 2**63, f"--seed must be a whole number from 0 to 2**63 - 1, got {self.seed}")
         check(self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}")
         check(self.lr > 0 and math.isfinite(self.lr), f"--lr must be a positive number, got {self.lr}")
         check(self.warmup_steps >= 0, f"warmup_steps must be >= 0, got {self.warmup_steps}")
