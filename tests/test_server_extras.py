@@ -124,3 +124,16 @@ def test_face_restoration_fields_are_named_as_ignored(server):
     assert r.status_code == 200 and "ignored: gfpgan_visibility (genpix has no face restorer)" in r.json()["html_info"]
     plain = _post(server, "extra-single-image", {**body, "gfpgan_visibility": 0})
     assert "ignored" not in plain.json()["html_info"]
+
+
+def test_extras_check_counts_and_sizes_before_decoding(upscalers):
+    from genpix.server.limits import Limits
+
+    app = create_app(models_dir=upscalers / "models", upscalers_dir=upscalers / "ESRGAN",
+                     limits=Limits(max_images=2, max_input_pixels=1000))
+    with ServerThread(app) as url:
+        many = {"imageList": [{"data": _b64(_picture()), "name": str(i)} for i in range(3)], "upscaler_1": "Nearest"}
+        assert _post(url, "extra-batch-images", many).status_code == 413
+        big = {"image": _b64(_picture(64, 64)), "upscaler_1": "Nearest"}  # 4096 pixels > 1000
+        r = _post(url, "extra-single-image", big)
+        assert r.status_code == 413 and "--max-pixels" in r.json()["detail"]

@@ -23,6 +23,7 @@ from genpix.server.limits import Limits
 from genpix.server.networks import build_networks_router
 from genpix.server.options import Options
 from genpix.server.outputs import OutputFolder
+from genpix.server.vaes import VaeFolder
 from genpix.version import __version__
 
 MAX_BODY_BYTES = 64 * 1024 * 1024  # a few large init images in base64
@@ -37,7 +38,8 @@ def create_app(models_dir: str | Path | None = None, outputs_dir: str | Path | N
                api_auth: str | None = None, model: str | None = None, device: str = "cpu",
                blocklist: str | Path | None = None, host: str = "127.0.0.1",
                cors_allow_origins: tuple[str, ...] = (), limits: Limits | None = None,
-               upscalers_dir: str | Path | None = "models/ESRGAN") -> FastAPI:
+               upscalers_dir: str | Path | None = "models/ESRGAN", vae_dir: str | Path | None = "models/VAE",
+               styles_file: str | Path | None = "styles.csv", cmd_flags: dict | None = None) -> FastAPI:
     """A new app with its own model catalog, job queue and settings (nothing is shared between apps).
 
     ``model`` picks the model loaded first (a title, name or hash; default: the first one found);
@@ -45,14 +47,23 @@ def create_app(models_dir: str | Path | None = None, outputs_dir: str | Path | N
     schema included; ``blocklist`` a file of extra prompt-blocklist terms for the text-to-image models
     (read now, so a bad file fails before the server listens); ``host`` the address the server is bound
     to (on loopback only loopback Host names are answered); ``cors_allow_origins`` the other origins a
-    web page may call from; ``limits`` what one request may cost (server/limits.py).
+    web page may call from; ``limits`` what one request may cost (server/limits.py); ``vae_dir`` the VAE
+    files for SD models (sd_vae, /sd-vae); ``styles_file`` sd-webui's styles.csv (``styles``,
+    /prompt-styles); ``cmd_flags`` the command line's other flags, for /cmd-flags.
     """
     if blocklist is not None:
         read_terms(blocklist)
     limits = limits or Limits()
     catalog = ModelCatalog(models_dir, device=device, blocklist=blocklist, upscalers_dir=upscalers_dir)
-    ctx = ServerContext(catalog, JobQueue(limits.queue_size), Options(catalog, model),
-                        OutputFolder(outputs_dir) if outputs_dir else None, limits)
+    vaes = VaeFolder(vae_dir)
+    flags = {"models_dir": models_dir, "outputs_dir": outputs_dir, "model": model, "device": device,
+             "blocklist": blocklist, "host": host, "cors_allow_origins": list(cors_allow_origins),
+             "upscalers_dir": upscalers_dir, "vae_dir": vae_dir, "styles_file": styles_file,
+             "api_auth": bool(api_auth), **(cmd_flags or {})}  # api_auth: whether set, never its value
+    ctx = ServerContext(catalog, JobQueue(limits.queue_size), Options(catalog, model, vaes.find),
+                        OutputFolder(outputs_dir) if outputs_dir else None, limits, vaes,
+                        Path(styles_file) if styles_file else None,
+                        {k: str(v) if isinstance(v, Path) else v for k, v in flags.items()})
     guard = GuardConfig(trusted_hosts_for(host), tuple(cors_allow_origins),
                         parse_credentials(api_auth) if api_auth else None, MAX_BODY_BYTES)
 
@@ -81,7 +92,7 @@ def create_app(models_dir: str | Path | None = None, outputs_dir: str | Path | N
                            allow_headers=["*"], allow_credentials="*" not in cors_allow_origins)
     app.add_middleware(Guard, config=guard)  # host, origin, auth, content type, body size: before any route
     app.include_router(build_router(ctx, []))
-    app.include_router(build_extras_router(UpscalerRegistry(upscalers_dir, device=device), ctx.jobs, []))
+    app.include_router(build_extras_router(UpscalerRegistry(upscalers_dir, device=device), ctx.jobs, [], limits))
     app.include_router(build_networks_router(lambda: catalog.pipeline(ctx.options.model)))
 
     @app.get("/", include_in_schema=False)

@@ -20,9 +20,10 @@ from starlette.concurrency import run_in_threadpool
 from genpix.pipelines.extras import ExtrasConfig, html_info, png_info, run_extras
 from genpix.pipelines.upscale import LATENT_UPSCALE_MODES, MAX_OUTPUT_PIXELS
 from genpix.pipelines.upscalers import UpscalerRegistry
-from genpix.server.codec import decode_image
+from genpix.server.codec import load_image, open_image
 from genpix.server.errors import ApiError
 from genpix.server.jobs import JobQueue
+from genpix.server.limits import Limits, check_input_pixels
 
 
 FACE_RESTORATION = ("gfpgan_visibility", "codeformer_visibility")  # accepted, not implemented: named in html_info
@@ -108,16 +109,20 @@ def _encode(image) -> str:
 
 
 async def _upscale_all(registry: UpscalerRegistry, jobs: JobQueue, request: ExtrasBaseRequest,
-                       texts: list[tuple[str, str]]) -> tuple[list[str], str]:
+                       texts: list[tuple[str, str]], limits: Limits) -> tuple[list[str], str]:
     config = _config(request)
     for name in (config.upscaler_1, config.upscaler_2):
         await run_in_threadpool(registry.find, name)  # a 400 naming the known upscalers, before decoding
 
-    def decode():
-        pictures = [decode_image(text, what) for what, text in texts]
-        for picture, (what, _) in zip(pictures, texts):
+    def decode():  # headers first: counts, input pixels and output sizes checked before any decoding
+        if len(texts) > limits.max_images:
+            raise ApiError(f"{len(texts)} pictures in one request; this server takes at most {limits.max_images} "
+                           f"(--max-images)", 413)
+        opened = [open_image(text, what) for what, text in texts]
+        check_input_pixels([picture.size for picture in opened], limits)
+        for picture, (what, _) in zip(opened, texts):
             _check_output(picture, config, what)
-        return pictures
+        return [load_image(picture, what) for picture, (what, _) in zip(opened, texts)]
 
     pictures = await run_in_threadpool(decode)
 
@@ -131,18 +136,19 @@ async def _upscale_all(registry: UpscalerRegistry, jobs: JobQueue, request: Extr
     return (images if request.show_extras_results else []), html_info(infotext) + note
 
 
-def build_extras_router(registry: UpscalerRegistry, jobs: JobQueue, dependencies: list) -> APIRouter:
+def build_extras_router(registry: UpscalerRegistry, jobs: JobQueue, dependencies: list,
+                        limits: Limits = Limits()) -> APIRouter:
     router = APIRouter(prefix="/sdapi/v1", dependencies=dependencies)
 
     @router.post("/extra-single-image", response_model=ExtrasSingleImageResponse)
     async def extra_single_image(request: ExtrasSingleImageRequest):
-        images, info = await _upscale_all(registry, jobs, request, [("image", request.image)])
+        images, info = await _upscale_all(registry, jobs, request, [("image", request.image)], limits)
         return {"html_info": info, "image": images[0] if images else None}
 
     @router.post("/extra-batch-images", response_model=ExtrasBatchImagesResponse)
     async def extra_batch_images(request: ExtrasBatchImagesRequest):
         texts = [(f"imageList[{i}] ({item.name})", item.data) for i, item in enumerate(request.imageList)]
-        images, info = await _upscale_all(registry, jobs, request, texts)
+        images, info = await _upscale_all(registry, jobs, request, texts, limits)
         return {"html_info": info, "images": images}
 
     @router.get("/upscalers", response_model=list[UpscalerItem])
