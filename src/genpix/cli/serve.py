@@ -34,6 +34,10 @@ def register(commands) -> None:
     p.add_argument("--models-dir", help="folder of model folders and checkpoints to offer besides the bundled ones")
     p.add_argument("--upscalers-dir", default="models/ESRGAN",
                    help="folder of upscaler files (.pth, .safetensors) for Extras (default models/ESRGAN)")
+    p.add_argument("--vae-dir", default="models/VAE",
+                   help="folder of VAE files for SD models, chosen with the sd_vae setting (default models/VAE)")
+    p.add_argument("--styles-file", default="styles.csv",
+                   help="sd-webui's styles.csv: the prompt styles requests name (default styles.csv)")
     p.add_argument("--outputs-dir", help="save every generated image here as PNG with its parameters")
     p.add_argument("--api-auth", metavar="USER:PASS[,...]", help="require HTTP Basic auth on every route")
     p.add_argument("--cors-allow-origins", metavar="ORIGIN[,...]", default="",
@@ -65,6 +69,11 @@ def exposure_warning(host: str, api_auth: str | None) -> str | None:
             f"server; pass --api-auth USER:PASS")
 
 
+def _flags(args: argparse.Namespace) -> dict:
+    """The flags /cmd-flags shows (api_auth only as whether it is set)."""
+    return {k: v for k, v in vars(args).items() if k not in ("run", "api_auth", "command") and not callable(v)}
+
+
 def run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -79,7 +88,8 @@ def run_serve(args: argparse.Namespace) -> int:
     app = create_app(models_dir=args.models_dir, outputs_dir=args.outputs_dir, api_auth=args.api_auth,
                      model=args.model, device=str(resolve_device(args.device)), blocklist=args.blocklist,
                      host=args.host, cors_allow_origins=origins, limits=limits,
-                     upscalers_dir=args.upscalers_dir)
+                     upscalers_dir=args.upscalers_dir, vae_dir=args.vae_dir, styles_file=args.styles_file,
+                     cmd_flags=_flags(args))
     message = exposure_warning(args.host, args.api_auth)
     if message:
         warnings.warn(message, stacklevel=1)

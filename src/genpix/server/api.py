@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -17,7 +18,9 @@ from fastapi import APIRouter, Body
 from starlette.concurrency import run_in_threadpool
 
 from genpix.diffusion import samplers, schedules
+from genpix.errors import GenpixError
 from genpix.io.images import INFOTEXT_KEY, parse_infotext
+from genpix.io.styles import PromptStyle, apply_styles, read_styles
 from genpix.server import generation
 from genpix.server.catalog import ModelCatalog, ModelEntry
 from genpix.server.codec import encode_png, load_image, open_image, text_chunks
@@ -30,6 +33,8 @@ from genpix.server.schemas import (GenerationResponse, Img2ImgRequest, PNGInfoRe
                                    ProgressResponse, SamplerItem, SchedulerItem, ScriptsList, SDModelItem,
                                    Txt2ImgRequest)
 from genpix.server.scripts import IMG2IMG_SCRIPTS, find_script
+from genpix.server.settings import RequestSettings, request_settings
+from genpix.server.vaes import VaeFolder
 
 logger = logging.getLogger("genpix.server")
 
@@ -43,6 +48,18 @@ class ServerContext:
     options: Options
     outputs: OutputFolder | None = None
     limits: Limits = Limits()
+    vaes: VaeFolder = field(default_factory=lambda: VaeFolder(None))
+    styles_file: Path | None = None  # sd-webui's styles.csv (io/styles.py), read at each use
+    cmd_flags: dict[str, Any] = field(default_factory=dict)  # /cmd-flags: how the server was started
+
+    def styles(self) -> dict[str, PromptStyle]:
+        """The styles of --styles-file (none when it is missing); a broken file is a 500 naming it."""
+        if self.styles_file is None:
+            return {}
+        try:
+            return read_styles(self.styles_file)
+        except GenpixError as error:
+            raise ApiError(str(error), 500) from None
 
     def model_for(self, request: Txt2ImgRequest) -> ModelEntry:
         """override_settings.sd_model_checkpoint for this request, else the current model.
@@ -70,22 +87,60 @@ def _save_outputs(ctx: ServerContext, kind: str, result) -> list[str]:
     return []
 
 
+def _styled(ctx: ServerContext, request: Txt2ImgRequest) -> tuple[Txt2ImgRequest, list[str]]:
+    """The request with its ``styles`` applied to prompt and negative prompt (sd-webui's processing);
+    an unknown style is skipped, as sd-webui skips it, and named ("styles.NAME") for info["ignored"]."""
+    if not request.styles:
+        return request, []
+    styles = ctx.styles()
+    known = [name for name in request.styles if name in styles]
+    prompt, negative = apply_styles(request.prompt, request.negative_prompt, known, styles)
+    return (request.model_copy(update={"prompt": prompt, "negative_prompt": negative}),
+            [f"styles.{name}" for name in request.styles if name not in styles])
+
+
+def _run_settings(ctx: ServerContext, request: Txt2ImgRequest, entry: ModelEntry,
+                  ignored: list[str]) -> RequestSettings:
+    """The request's settings (server/settings.py); a VAE file for a model that takes none is ignored."""
+    settings = request_settings(ctx.options, ctx.vaes, request.override_settings)
+    if settings.vae is not None and not ctx.catalog.takes_vae(entry):
+        settings, ignored = replace(settings, vae=None), [*ignored, "sd_vae"]
+    return replace(settings, ignored=settings.ignored + tuple(ignored)) if ignored else settings
+
+
+def _refiner(ctx: ServerContext, request: Txt2ImgRequest) -> dict[str, Any]:
+    """sd-webui's refiner_checkpoint (a model title) and refiner_switch_at as the request's ``refiner``
+    (pipelines/refiner.py), loaded in the job; {} without one."""
+    name = (getattr(request, "refiner_checkpoint", None) or "").strip()
+    if not name or name.casefold() == "none":
+        return {}
+    entry = ctx.catalog.find(name)
+    switch = request.refiner_switch_at if request.refiner_switch_at is not None else 0.8
+    return {"refiner": entry, "refiner_switch_at": switch}
+
+
 async def _generate(ctx: ServerContext, kind: str, request: Txt2ImgRequest, init=None, mask=None) -> dict:
-    """Queue one txt2img/img2img job and shape its answer."""
+    """Queue one txt2img/img2img job and shape its answer. Everything a request names (model, settings,
+    VAE, refiner, script) is checked here, before the job: a refused request changes nothing."""
     script = find_script(request, kind)  # outpainting (server/scripts.py), or None
     entry = ctx.model_for(request)
+    request, unknown_styles = _styled(ctx, request)
+    settings = _run_settings(ctx, request, entry, unknown_styles)
+    refiner = _refiner(ctx, request)
     check_request(request, ctx.limits, entry.image_size)
     seed = generation.draw_seed(request.seed)
     warnings: list[str] = []
 
     def job():
-        pipe = ctx.catalog.pipeline(entry)
+        pipe = ctx.catalog.pipeline(entry, settings.vae.path if settings.vae is not None else None)
         run, pictures, picture_mask = request, init, mask
         if script is not None:  # the canvas and the mask of its new border
             run, canvas, picture_mask = script.prepare(pipe, entry.channels or 3, request, init)
             pictures = [canvas]
         extra = {} if pictures is None else generation.img2img_arguments(pipe, entry, run, pictures, picture_mask)
-        result = generation.generate(pipe, entry, run, seed, ctx.jobs, extra)
+        if refiner:
+            extra.update(refiner, refiner=ctx.catalog.pipeline(refiner["refiner"]))
+        result = generation.generate(pipe, entry, run, seed, ctx.jobs, extra, settings)
         if script is not None:
             result.images = script.finish(result.images, canvas, picture_mask, result.nsfw)
         if ctx.outputs is not None and result.images:
@@ -97,6 +152,8 @@ async def _generate(ctx: ServerContext, kind: str, request: Txt2ImgRequest, init
         ctx.options.model = entry  # the request succeeded: its model stays the current one
     strength = getattr(request, "denoising_strength", None) if init is not None else None
     info = generation.processed_info(request, entry, result, seed, timestamp, strength)
+    if settings.vae is not None:
+        info["sd_vae_name"] = settings.vae.model_name
     if warnings:
         info["warnings"] = warnings  # genpix's: what went wrong beside the images (e.g. a full disk)
     images = await run_in_threadpool(
@@ -156,11 +213,10 @@ def build_router(ctx: ServerContext, dependencies: list) -> APIRouter:
 
     @router.get("/progress", response_model=ProgressResponse)
     def progress(skip_current_image: bool = False):
-        value, eta, state, preview = ctx.jobs.progress()
+        value, eta, state, _ = ctx.jobs.progress()
         image = None
-        if preview is not None and not skip_current_image and ctx.options.values["live_previews_enable"]:
-            render, denoised = preview
-            image = encode_png(render(denoised)[0])
+        if not skip_current_image and ctx.options.values["live_previews_enable"]:
+            image = ctx.jobs.current_image(encode_png)  # rendered once per step, whoever polls (server/jobs.py)
         return {"progress": value, "eta_relative": eta, "state": state, "current_image": image, "textinfo": None}
 
     @router.post("/interrupt")
@@ -179,6 +235,7 @@ def build_router(ctx: ServerContext, dependencies: list) -> APIRouter:
 
     @router.post("/options")
     async def set_options(values: dict[str, Any] = Body(...)):
+        checked = ctx.options.checked(values)  # every value first: a refused body sets nothing
         name = values.get("sd_model_checkpoint")
         if name is not None:
             if not isinstance(name, str):
@@ -186,7 +243,37 @@ def build_router(ctx: ServerContext, dependencies: list) -> APIRouter:
             entry = await run_in_threadpool(ctx.catalog.find, name)
             await ctx.jobs.run("load model", lambda: ctx.catalog.pipeline(entry))  # after queued jobs
             ctx.options.model = entry
-        ctx.options.update(values)
+        ctx.options.update(checked)
+        ctx.jobs.preview_every = ctx.options.values["show_progress_every_n_steps"]
+        return None
+
+    @router.get("/cmd-flags")
+    def cmd_flags() -> dict[str, Any]:
+        return ctx.cmd_flags
+
+    @router.get("/sd-vae")
+    def sd_vae():
+        return [vae.describe() for vae in ctx.vaes.files]
+
+    @router.post("/refresh-vae")
+    def refresh_vae():
+        ctx.vaes.refresh()
+        return None
+
+    @router.get("/prompt-styles")
+    def prompt_styles():
+        return [{"name": s.name, "prompt": s.prompt, "negative_prompt": s.negative_prompt}
+                for s in ctx.styles().values()]
+
+    @router.post("/unload-checkpoint")
+    async def unload_checkpoint():
+        await ctx.jobs.run("unload model", ctx.catalog.unload)  # after the queued jobs, as a model switch
+        return None
+
+    @router.post("/reload-checkpoint")
+    async def reload_checkpoint():
+        entry = ctx.options.model
+        await ctx.jobs.run("load model", lambda: ctx.catalog.pipeline(entry))
         return None
 
     @router.get("/sd-models", response_model=list[SDModelItem])
@@ -226,7 +313,7 @@ def build_router(ctx: ServerContext, dependencies: list) -> APIRouter:
     def script_info():
         return []
 
-    for path in ("/sd-vae", "/prompt-styles", "/face-restorers", "/hypernetworks"):  # /loras: server/networks.py
+    for path in ("/face-restorers", "/hypernetworks"):  # genpix has neither (docs); /loras: server/networks.py
         router.add_api_route(path, lambda: [], methods=["GET"])
 
     return router

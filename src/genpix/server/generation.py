@@ -26,10 +26,10 @@ from genpix.server.catalog import ModelEntry
 from genpix.server.errors import ApiError
 from genpix.server.jobs import Interrupted, JobQueue, Skipped
 from genpix.server.schemas import Img2ImgRequest, Txt2ImgRequest
+from genpix.server.settings import RequestSettings
 from genpix.version import __version__
 
 AUTOMATIC = ("", "automatic")  # scheduler values that keep the sampler's own schedule
-HONOURED_SETTINGS = ("sd_model_checkpoint", "CLIP_stop_at_last_layers", "eta_noise_seed_delta")  # override_settings applied per request
 
 
 @dataclass
@@ -49,14 +49,12 @@ def draw_seed(seed: int) -> int:
     return random.randrange(4294967294) if seed == -1 else seed
 
 
-def _unimplemented(request: Txt2ImgRequest) -> list[str]:
+def _unimplemented(request: Txt2ImgRequest, settings: RequestSettings) -> list[str]:
     """sd-webui fields genpix does not implement yet that the request sets to something other than
-    their "off" value: reported in ``info["ignored"]``, never dropped in silence (docs/architecture.md)."""
-    settings = request.override_settings or {}
-    given = [name for name, on in (
-        ("restore_faces", request.restore_faces), ("tiling", request.tiling),
-        ("styles", request.styles)) if on]
-    given += [f"override_settings.{key}" for key in settings if key not in HONOURED_SETTINGS]
+    their "off" value: reported in ``info["ignored"]``, never dropped in silence (docs/architecture.md);
+    with the settings not honoured (server/settings.py)."""
+    given = [name for name, on in (("restore_faces", request.restore_faces), ("tiling", request.tiling)) if on]
+    given += list(settings.ignored)
     if isinstance(request, Img2ImgRequest):
         if request.mask is not None and request.inpaint_full_res:
             given.append("inpaint_full_res")
@@ -65,25 +63,19 @@ def _unimplemented(request: Txt2ImgRequest) -> list[str]:
     return given
 
 
-def _setting(request: Txt2ImgRequest, key: str, default: int) -> int:
-    """A whole-number ``override_settings`` entry of this request (a 422 for another type)."""
-    value = (request.override_settings or {}).get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ApiError(f"override_settings.{key} must be a whole number, got {value!r}", 422)
-    return value
-
-
-def generation_request(pipe, request: Txt2ImgRequest) -> GenerationRequest:
-    """sd-webui's txt2img fields as genpix's one request (pipelines/request.py); a size left out is the
-    model's own. For a class-conditional model the prompt is a class name (the binder resolves it)."""
+def generation_request(pipe, request: Txt2ImgRequest, settings: RequestSettings = RequestSettings()) -> GenerationRequest:
+    """sd-webui's txt2img fields as genpix's one request (pipelines/request.py), with the request's
+    settings (server/settings.py); a size left out is the model's own. For a class-conditional model the
+    prompt is a class name (the binder resolves it)."""
     scheduler = (request.scheduler or "").strip()
+    sampler = request.sampler_name or request.sampler_index or None
     values = {"prompt": request.prompt, "negative_prompt": request.negative_prompt, "steps": request.steps,
-              "sampler": request.sampler_name or request.sampler_index or None,
+              "sampler": sampler,
               "schedule": None if scheduler.casefold() in AUTOMATIC else scheduler, "cfg_scale": request.cfg_scale,
-              "eta": request.eta, "s_churn": request.s_churn, "s_noise": request.s_noise,
-              "width": request.width, "height": request.height,
-              "clip_skip": _setting(request, "CLIP_stop_at_last_layers", 1),
-              "eta_noise_seed_delta": _setting(request, "eta_noise_seed_delta", 0),
+              "eta": request.eta if request.eta is not None else settings.eta(pipe, sampler),
+              "s_churn": request.s_churn, "s_noise": request.s_noise,
+              "width": request.width, "height": request.height, "clip_skip": settings.clip_skip,
+              "eta_noise_seed_delta": settings.eta_noise_seed_delta,
               "subseed_strength": request.subseed_strength,
               "seed_resize_from_h": max(0, request.seed_resize_from_h),
               "seed_resize_from_w": max(0, request.seed_resize_from_w), **_hires(request)}
@@ -125,20 +117,20 @@ def img2img_arguments(pipe, entry: ModelEntry, request: Img2ImgRequest, init: li
 
 
 def generate(pipe, entry: ModelEntry, request: Txt2ImgRequest, seed: int, jobs: JobQueue,
-             extra: dict[str, Any]) -> Generation:
+             extra: dict[str, Any], settings: RequestSettings = RequestSettings()) -> Generation:
     """n_iter pipeline calls of batch_size images each; image i has seed ``seed + i`` (with a variation
     strength every image keeps the seed and the subseed counts up, as in sd-webui).
 
     Runs in the job worker. An interrupt keeps the finished batches; a skip drops the current one.
     """
     subseed = draw_seed(request.subseed)
-    base = generation_request(pipe, request).but(n=request.batch_size, subseed=subseed, **extra)
+    base = generation_request(pipe, request, settings).but(n=request.batch_size, subseed=subseed, **extra)
     varied = bool(base.subseed_strength)
     if pipe.capabilities.diffusion:
         base = base.but(callback=lambda info: jobs.step(info.get("step", info["i"] + 1), info.get("total", 0),
                                                         pipe.preview_images, info["denoised"][:1].detach()))
     prefix = request.prompt.strip() if pipe.capabilities.conditioning == "class" else ""  # the class, as the prompt line
-    result = Generation(ignored=_unimplemented(request))
+    result = Generation(ignored=_unimplemented(request, settings))
     jobs.begin_batches(request.n_iter)
     size = request.batch_size
     for number in range(request.n_iter):

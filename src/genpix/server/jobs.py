@@ -40,6 +40,9 @@ class JobQueue:
     def __init__(self, max_waiting: int = 16) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="genpix-job")
         self._lock = threading.Lock()
+        self._render_lock = threading.Lock()  # one preview render at a time; pollers wait for it, then share it
+        self.preview_every = 1  # sd-webui's show_progress_every_n_steps (<= 0: no preview while sampling)
+        self.renders = 0  # previews rendered so far (each at most once per step)
         self._waiting, self.max_waiting = 0, max_waiting
         self.closed = False
         self._reset("")
@@ -51,6 +54,8 @@ class JobQueue:
         self.job_timestamp = datetime.now().strftime("%Y%m%d%H%M%S") if job else "0"
         self.started = time.monotonic()
         self._preview: tuple[Callable[[Any], list], Any] | None = None
+        self._preview_key: tuple | None = None  # (timestamp, batch, step) of the kept preview
+        self._rendered: tuple[tuple, Any] | None = None  # (key, encoded image) of the last render
 
     async def run(self, job: str, fn: Callable[[], T]) -> T:
         """Queue ``fn`` behind the jobs before it and wait for its result (a 503 when the queue is
@@ -118,8 +123,10 @@ class JobQueue:
         """A sampling step is done; keep what the live preview needs; raise on interrupt or skip."""
         with self._lock:
             self.sampling_step, self.sampling_steps = step, total
-            if preview is not None and denoised is not None:
+            every = self.preview_every
+            if preview is not None and denoised is not None and every > 0 and step % every == 0:
                 self._preview = (preview, denoised)
+                self._preview_key = (self.job_timestamp, self.job_no, step)
         self.check()
 
     def check(self) -> None:
@@ -140,12 +147,29 @@ class JobQueue:
             if self.job:
                 self.skipped = True
 
+    def current_image(self, encode: Callable[[Any], T]) -> T | None:
+        """The live preview of the latest kept step, ``encode``-d (e.g. to base64 PNG): rendered once per
+        step, whatever the number of pollers (sd-webui's /progress current_image); None before the first."""
+        with self._render_lock:
+            with self._lock:
+                preview, key, rendered = self._preview, self._preview_key, self._rendered
+            if preview is None:
+                return None
+            if rendered is not None and rendered[0] == key:
+                return rendered[1]
+            render, denoised = preview
+            image = encode(render(denoised)[0])
+            with self._lock:
+                self._rendered, self.renders = (key, image), self.renders + 1
+            return image
+
     @property
     def busy(self) -> bool:
         return bool(self.job) or self._waiting > 0
 
     def progress(self) -> tuple[float, float, dict[str, Any], tuple | None]:
-        """(progress 0..1, eta in seconds, state, preview) as sd-webui's /progress computes them."""
+        """(progress 0..1, eta in seconds, state, preview) as sd-webui's /progress computes them
+        (the preview unrendered: :meth:`current_image` renders it once per step)."""
         with self._lock:
             state = {"skipped": self.skipped, "interrupted": self.interrupted, "job": self.job,
                      "job_count": self.job_count, "job_timestamp": self.job_timestamp, "job_no": self.job_no,

@@ -56,6 +56,8 @@ class Txt2ImgRequest(_Request):
     s_noise: float | None = Field(None, ge=0, allow_inf_nan=False)
     width: int | None = Field(None, ge=1, le=MAX_SIDE)  # None: the model's size
     height: int | None = Field(None, ge=1, le=MAX_SIDE)
+    refiner_checkpoint: str | None = None  # a model title: takes the steps after refiner_switch_at
+    refiner_switch_at: float | None = Field(None, ge=0, le=1, allow_inf_nan=False)  # None: 0.8
     override_settings: dict[str, Any] | None = None  # {"sd_model_checkpoint": ...} for this request
     override_settings_restore_afterwards: bool = True
     script_name: str | None = None  # img2img: "outpainting mk2" or "poor man's outpainting" (server/scripts.py)

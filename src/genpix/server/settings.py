@@ -1,0 +1,60 @@
+"""The settings one request runs with: the server's /options with the request's ``override_settings``
+over them, for that request only (sd-webui's override_settings; the shared options never change).
+
+Checked before the job is queued, so a bad value is a 422 and the request changes nothing. Honoured:
+``CLIP_stop_at_last_layers`` (clip skip), ``eta_noise_seed_delta``, ``eta_ancestral`` (eta of the
+samplers that take one, when the request has no ``eta``), ``eta_ddim`` (DDIM's), ``sd_vae`` (a
+--vae-dir file, SD models), ``randn_source`` "CPU" (genpix draws its noise on the CPU: "GPU" and
+"NV" are named in ``info["ignored"]``), and ``sd_model_checkpoint`` (server/api.py). Every other
+``override_settings`` key is named in ``info["ignored"]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from genpix.diffusion import samplers
+from genpix.errors import GenpixError
+from genpix.server.options import Options
+from genpix.server.vaes import VaeFile, VaeFolder
+
+HONOURED_SETTINGS = ("sd_model_checkpoint", "CLIP_stop_at_last_layers", "eta_noise_seed_delta", "eta_ancestral",
+                     "eta_ddim", "sd_vae", "randn_source")
+
+
+@dataclass(frozen=True)
+class RequestSettings:
+    clip_skip: int = 1
+    eta_noise_seed_delta: int = 0
+    eta_ancestral: float = 1.0
+    eta_ddim: float = 0.0
+    vae: VaeFile | None = None  # None: the model's own
+    ignored: tuple[str, ...] = ()  # settings given but not honoured
+
+    def eta(self, pipe, sampler: str | None) -> float | None:
+        """The eta for a request without one: eta_ddim for DDIM, eta_ancestral for the other samplers
+        that take eta (sd-webui's sd_samplers_kdiffusion), None where it is the default or not taken."""
+        defaults = pipe.capabilities.defaults
+        name = sampler or (defaults.sampler if defaults is not None else None)
+        try:
+            info = samplers.get(name) if name else None
+        except GenpixError:
+            return None  # the binder names the unknown sampler
+        if info is None or "eta" not in info.options:
+            return None
+        value, default = (self.eta_ddim, 0.0) if info.name == "DDIM" else (self.eta_ancestral, 1.0)
+        return None if value == default else value
+
+
+def request_settings(options: Options, vaes: VaeFolder, override: dict[str, Any] | None) -> RequestSettings:
+    """The request's settings (a 422 for a bad override value; nothing shared is changed)."""
+    override = override or {}
+    given = options.checked(override, "override_settings")
+    values = {**options.values, **given}
+    ignored = [f"override_settings.{key}" for key in override if key not in HONOURED_SETTINGS]
+    if values["randn_source"] != "CPU":
+        ignored.append("override_settings.randn_source" if "randn_source" in given else "randn_source")
+    return RequestSettings(values["CLIP_stop_at_last_layers"], values["eta_noise_seed_delta"],
+                           values["eta_ancestral"], values["eta_ddim"], vaes.find(values["sd_vae"]),
+                           tuple(ignored))
