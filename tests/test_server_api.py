@@ -121,7 +121,7 @@ def test_png_info_samplers_schedulers_memory_scripts(api, server):
     assert api.util_get_sampler_names() == sorted(samplers.names())  # the registry, read per request
     assert {"automatic", "karras"} <= set(api.util_get_scheduler_names())
     assert api.get_memory()["ram"]["total"] > 0
-    assert api.get_scripts() == {"txt2img": [], "img2img": ["outpainting mk2", "poor man's outpainting"]}
+    assert api.get_scripts() == {"txt2img": ["x/y/z plot"], "img2img": ["outpainting mk2", "poor man's outpainting"]}
     progress = api.get_progress()
     assert progress["progress"] == 0 and progress["state"]["job_count"] == 0
     assert api.skip() is None and api.interrupt() == {}

@@ -189,4 +189,32 @@ def test_live_preview_is_rendered_once_per_step(setup, url, api):
     answers = poll_while(url, run_in_thread(url, body))
     api.set_options({"show_progress_every_n_steps": 1})
     assert any(a["current_image"] for a in answers) and ctx.jobs.renders - before <= 8
-    assert not any(a["current_image"] for a in answers if a["state"]["sampling_step"] < 25 and a["state"]["job_no"] == 0)
+    first = [a for a in answers if a["state"]["sampling_step"] < 25 and a["state"]["job_no"] == 0]
+    assert not any(a["current_image"] for a in first)
+
+
+def xyz_args(x_type, x_values, y_type=0, y_values="", lone=True):
+    """sd-webui 1.10's 18 X/Y/Z script_args."""
+    return [x_type, x_values, [], y_type, y_values, [], 0, "", [], True, lone, False, False, False, False, False, 0,
+            False]
+
+
+def test_xyz_plot_through_the_api(url, api):
+    assert "x/y/z plot" in api.get_scripts()["txt2img"]
+    body = {"prompt": "3", "seed": 5, "steps": 3, "sampler_name": "Euler a", "override_settings": DIGITS,
+            "script_name": "X/Y/Z plot", "script_args": xyz_args(4, "2-3", 1, "5, 6")}  # 4 Steps, 1 Seed
+    r = post(url, "txt2img", body)
+    assert r.status_code == 200, r.text
+    images = [Image.open(io.BytesIO(base64.b64decode(b))) for b in r.json()["images"]]
+    info = json.loads(r.json()["info"])
+    assert len(images) == 5 and images[0].width > 2 * 128 and images[0].height > 2 * 128  # the labelled grid
+    assert info["all_seeds"] == [5, 5, 6, 6] and info["index_of_first_image"] == 1
+    for picture, (steps, seed) in zip(images[1:], [(2, 5), (3, 5), (2, 6), (3, 6)]):
+        alone, _ = digits(url, steps=steps, seed=seed)
+        assert np.array_equal(np.asarray(picture, dtype=np.int16), alone)
+    grid_only = post(url, "txt2img", {**body, "script_args": xyz_args("Steps", "2,3", lone=False)}).json()
+    assert len(grid_only["images"]) == 1
+    r = post(url, "txt2img", {**body, "script_args": xyz_args(13, "0,1")})  # Sigma Churn: not in genpix
+    assert r.status_code == 422 and "'Sigma Churn' is not implemented" in r.json()["detail"]
+    r = post(url, "txt2img", {**body, "script_args": xyz_args(11, "digits-ddpm, nope")})
+    assert r.status_code == 404 and "unknown model 'nope'" in r.json()["detail"]

@@ -21,6 +21,7 @@ from genpix.diffusion import samplers, schedules
 from genpix.errors import GenpixError
 from genpix.io.images import INFOTEXT_KEY, parse_infotext
 from genpix.io.styles import PromptStyle, apply_styles, read_styles
+from genpix.pipelines.xyz_grid import plot as xyz_plot
 from genpix.server import generation
 from genpix.server.catalog import ModelCatalog, ModelEntry
 from genpix.server.codec import encode_png, load_image, open_image, text_chunks
@@ -35,6 +36,7 @@ from genpix.server.schemas import (GenerationResponse, Img2ImgRequest, PNGInfoRe
 from genpix.server.scripts import IMG2IMG_SCRIPTS, find_script
 from genpix.server.settings import RequestSettings, request_settings
 from genpix.server.vaes import VaeFolder
+from genpix.server.xyz_script import XYZ, cell_request, enlarged, parse_xyz
 
 logger = logging.getLogger("genpix.server")
 
@@ -108,6 +110,11 @@ def _run_settings(ctx: ServerContext, request: Txt2ImgRequest, entry: ModelEntry
     return replace(settings, ignored=settings.ignored + tuple(ignored)) if ignored else settings
 
 
+def _pipeline(ctx: ServerContext, entry: ModelEntry, settings: RequestSettings):
+    """The model's loaded pipeline, with the settings' VAE file in place of its own."""
+    return ctx.catalog.pipeline(entry) if settings.vae is None else ctx.catalog.pipeline(entry, settings.vae.path)
+
+
 def _refiner(ctx: ServerContext, request: Txt2ImgRequest) -> dict[str, Any]:
     """sd-webui's refiner_checkpoint (a model title) and refiner_switch_at as the request's ``refiner``
     (pipelines/refiner.py), loaded in the job; {} without one."""
@@ -132,7 +139,7 @@ async def _generate(ctx: ServerContext, kind: str, request: Txt2ImgRequest, init
     warnings: list[str] = []
 
     def job():
-        pipe = ctx.catalog.pipeline(entry, settings.vae.path if settings.vae is not None else None)
+        pipe = _pipeline(ctx, entry, settings)
         run, pictures, picture_mask = request, init, mask
         if script is not None:  # the canvas and the mask of its new border
             run, canvas, picture_mask = script.prepare(pipe, entry.channels or 3, request, init)
@@ -162,6 +169,50 @@ async def _generate(ctx: ServerContext, kind: str, request: Txt2ImgRequest, init
     if isinstance(request, Img2ImgRequest) and not request.include_init_images:
         parameters["init_images"], parameters["mask"] = None, None
     return {"images": images if request.send_images else [], "parameters": parameters, "info": json.dumps(info)}
+
+
+async def _generate_xyz(ctx: ServerContext, request: Txt2ImgRequest) -> dict:
+    """sd-webui's X/Y/Z plot (server/xyz_script.py): every cell checked before the one job that runs them."""
+    plot = parse_xyz(request, ctx.catalog.find)
+    request = request.model_copy(update={"seed": generation.draw_seed(request.seed)})  # sd-webui's fix_seed
+    planned = []
+    for cell in plot.cells():
+        run = cell_request(request, cell.overrides)
+        entry = ctx.model_for(run)
+        run, unknown_styles = _styled(ctx, run)
+        check_request(run, ctx.limits, entry.image_size)
+        planned.append((cell, run, entry, _run_settings(ctx, run, entry, unknown_styles)))
+    made: dict[int, tuple] = {}
+
+    def job():
+        shown = iter(planned)
+
+        def generate(overrides):
+            _, run, entry, settings = next(shown)  # plot() runs the cells in the planned order
+            pipe = _pipeline(ctx, entry, settings)
+            result = generation.generate(pipe, entry, run, run.seed, ctx.jobs, {}, settings)
+            if not result.images:
+                raise ApiError("the X/Y/Z plot was interrupted", 409)
+            picture = enlarged(result.images[0])
+            made[id(picture)] = (result.images[0], result.infotexts[0], result.seeds[0], result.ignored)
+            return picture
+
+        return (xyz_plot(generate, plot.x, plot.y, plot.z, draw_legend=plot.draw_legend, margin=plot.margin),
+                ctx.jobs.job_timestamp)
+
+    done, timestamp = await ctx.jobs.run("txt2img", job)
+    cells = [made[id(picture)] for picture in done.images]
+    result = generation.Generation(images=[done.grid], infotexts=[cells[0][1]], seeds=[c[2] for c in cells],
+                                   ignored=sorted({k for c in cells for k in c[3]}))
+    if plot.include_lone_images:
+        result.images += [c[0] for c in cells]
+        result.infotexts += [c[1] for c in cells]
+    info = generation.processed_info(request, ctx.model_for(request), result, request.seed, timestamp)
+    info["index_of_first_image"] = 1
+    images = await run_in_threadpool(
+        lambda: [encode_png(im, text) for im, text in zip(result.images, result.infotexts)])
+    return {"images": images if request.send_images else [], "parameters": request.model_dump(),
+            "info": json.dumps(info)}
 
 
 def _decode_pictures(ctx: ServerContext, request: Img2ImgRequest) -> tuple[list, Any]:
@@ -201,6 +252,8 @@ def build_router(ctx: ServerContext, dependencies: list) -> APIRouter:
 
     @router.post("/txt2img", response_model=GenerationResponse)
     async def txt2img(request: Txt2ImgRequest):
+        if (request.script_name or "").strip().casefold() == XYZ:
+            return await _generate_xyz(ctx, request)
         return await _generate(ctx, "txt2img", request)
 
     @router.post("/img2img", response_model=GenerationResponse)
@@ -307,7 +360,7 @@ def build_router(ctx: ServerContext, dependencies: list) -> APIRouter:
 
     @router.get("/scripts", response_model=ScriptsList)
     def scripts():
-        return {"txt2img": [], "img2img": IMG2IMG_SCRIPTS}
+        return {"txt2img": [XYZ], "img2img": IMG2IMG_SCRIPTS}
 
     @router.get("/script-info")
     def script_info():

@@ -63,7 +63,8 @@ def _unimplemented(request: Txt2ImgRequest, settings: RequestSettings) -> list[s
     return given
 
 
-def generation_request(pipe, request: Txt2ImgRequest, settings: RequestSettings = RequestSettings()) -> GenerationRequest:
+def generation_request(pipe, request: Txt2ImgRequest,
+                       settings: RequestSettings = RequestSettings()) -> GenerationRequest:
     """sd-webui's txt2img fields as genpix's one request (pipelines/request.py), with the request's
     settings (server/settings.py); a size left out is the model's own. For a class-conditional model the
     prompt is a class name (the binder resolves it)."""
