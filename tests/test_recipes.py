@@ -25,7 +25,8 @@ FROM_ELSEWHERE = {"image_size", "channels", "num_classes", "first_stage"}  # the
 
 
 def readme_commands() -> dict[str, list[list[str]]]:
-    """Each ``### NAME`` section's shell lines (in ```sh blocks) as argument lists, without VAR=value."""
+    """Each ``### NAME`` section's recipe lines (``genpix ...`` and ``python recipes/...`` in ```sh blocks)
+    as argument lists, without VAR=value and comments; timing commands (python benchmarks/...) are left out."""
     sections: dict[str, list[list[str]]] = {}
     name, in_block = None, False
     for line in (RECIPES / "README.md").read_text(encoding="utf-8").splitlines():
@@ -35,10 +36,11 @@ def readme_commands() -> dict[str, list[list[str]]]:
         elif line.startswith("```"):
             in_block = line.strip() == "```sh"
         elif in_block and name and line.strip():
-            args = shlex.split(line)
-            while "=" in args[0]:
+            args = shlex.split(line, comments=True)
+            while args and "=" in args[0]:
                 args.pop(0)
-            sections[name].append(args)
+            if args[:1] == ["genpix"] or args[1:2] and args[0] == "python" and args[1].startswith("recipes/"):
+                sections[name].append(args)
     return sections
 
 
