@@ -37,6 +37,13 @@ async function loadSamplers() {
     ...samplers.map((s) => new Option(s.name, s.name)));
 }
 
+async function loadStyles() {
+  // sd-webui's styles (--styles-file); hidden when there are none
+  const styles = await call("GET", "/prompt-styles");
+  $("styles").replaceChildren(...styles.map((s) => new Option(s.name, s.name)));
+  $("styles-box").hidden = styles.length === 0;
+}
+
 async function switchModel() {
   const title = $("model").value;
   $("model-status").textContent = "loading…";
@@ -66,6 +73,8 @@ function payload() {
     override_settings: { sd_model_checkpoint: $("model").value },
     override_settings_restore_afterwards: false,
   };
+  const styles = [...$("styles").selectedOptions].map((option) => option.value);
+  if (styles.length) body.styles = styles;
   for (const id of ["steps", "cfg_scale", "seed", "width", "height", "batch_size", "n_iter"]) {
     const value = numberField(id);
     if (value !== undefined) body[id] = value;
@@ -318,7 +327,7 @@ window.addEventListener("DOMContentLoaded", () => {
   $("prompt").addEventListener("keydown", (event) => {
     if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) generate();
   });
-  Promise.all([loadModels(), loadSamplers()]).catch(showError);
+  Promise.all([loadModels(), loadSamplers(), loadStyles()]).catch(showError);
 });
 
 // ---- Extras: upscale a picture with /extra-single-image (sd-webui's Extras tab)
