@@ -218,3 +218,28 @@ def test_xyz_plot_through_the_api(url, api):
     assert r.status_code == 422 and "'Sigma Churn' is not implemented" in r.json()["detail"]
     r = post(url, "txt2img", {**body, "script_args": xyz_args(11, "digits-ddpm, nope")})
     assert r.status_code == 404 and "unknown model 'nope'" in r.json()["detail"]
+
+
+def test_settings_kept_only_after_a_successful_request_without_restore(url, api):
+    plain, _ = digits(url)
+    model = api.get_options()["sd_model_checkpoint"]
+    keep = {"override_settings": {"eta_noise_seed_delta": 9}, "override_settings_restore_afterwards": False}
+    refused = {**keep, "sampler_name": "Nope", "override_settings": {**DIGITS, "eta_noise_seed_delta": 9}}
+    r = post(url, "txt2img", refused)
+    assert api.get_options()["sd_model_checkpoint"] == model
+    assert r.status_code == 400 and api.get_options()["eta_noise_seed_delta"] == 0  # refused: nothing kept
+    kept, _ = digits(url, **keep)
+    assert api.get_options()["eta_noise_seed_delta"] == 9  # as sd-webui: the override stays
+    assert np.array_equal(digits(url)[0], kept) and np.abs(kept - plain).max() > 0
+    assert api.get_options()["sd_model_checkpoint"].startswith("digits-ddpm [")
+    api.set_options({"eta_noise_seed_delta": 0, "sd_model_checkpoint": model})
+
+
+def test_cmd_flags_of_genpix_serve():
+    from genpix.cli import build_parser
+    from genpix.cli.serve import _flags
+
+    args = build_parser().parse_args(["serve", "--vae-dir", "vaes", "--api-auth", "a:b", "--port", "7861"])
+    flags = _flags(args)
+    assert flags["vae_dir"] == "vaes" and flags["port"] == 7861 and flags["styles_file"] == "styles.csv"
+    assert "api_auth" not in flags and "a:b" not in json.dumps(flags)

@@ -155,8 +155,9 @@ async def _generate(ctx: ServerContext, kind: str, request: Txt2ImgRequest, init
         return result, ctx.jobs.job_timestamp
 
     result, timestamp = await ctx.jobs.run(kind, job)
-    if not request.override_settings_restore_afterwards:
-        ctx.options.model = entry  # the request succeeded: its model stays the current one
+    if not request.override_settings_restore_afterwards:  # the request succeeded: its model and settings stay
+        ctx.options.model = entry
+        ctx.options.update(request.override_settings or {})  # checked before the job (server/settings.py)
     strength = getattr(request, "denoising_strength", None) if init is not None else None
     info = generation.processed_info(request, entry, result, seed, timestamp, strength)
     if settings.vae is not None:
