@@ -250,6 +250,14 @@ def _memory() -> dict[str, Any]:
 
 def build_router(ctx: ServerContext, dependencies: list) -> APIRouter:
     router = APIRouter(prefix="/sdapi/v1", dependencies=dependencies)
+    _generation_routes(router, ctx)
+    _settings_routes(router, ctx)
+    _list_routes(router, ctx)
+    return router
+
+
+def _generation_routes(router: APIRouter, ctx: ServerContext) -> None:
+    """txt2img, img2img and the running job's progress, interrupt and skip."""
 
     @router.post("/txt2img", response_model=GenerationResponse)
     async def txt2img(request: Txt2ImgRequest):
@@ -282,6 +290,10 @@ def build_router(ctx: ServerContext, dependencies: list) -> APIRouter:
     def skip():
         ctx.jobs.skip()
         return None
+
+
+def _settings_routes(router: APIRouter, ctx: ServerContext) -> None:
+    """/options, the checkpoints and the VAE files."""
 
     @router.get("/options")
     def get_options() -> dict[str, Any]:
@@ -330,6 +342,10 @@ def build_router(ctx: ServerContext, dependencies: list) -> APIRouter:
         await ctx.jobs.run("load model", lambda: ctx.catalog.pipeline(entry))
         return None
 
+
+def _list_routes(router: APIRouter, ctx: ServerContext) -> None:
+    """The lists (models, samplers, schedulers, scripts, ...), png-info and memory."""
+
     @router.get("/sd-models", response_model=list[SDModelItem])
     def sd_models():
         return [entry.describe() for entry in ctx.catalog.entries]
@@ -369,5 +385,3 @@ def build_router(ctx: ServerContext, dependencies: list) -> APIRouter:
 
     for path in ("/face-restorers", "/hypernetworks"):  # genpix has neither (docs); /loras: server/networks.py
         router.add_api_route(path, lambda: [], methods=["GET"])
-
-    return router
