@@ -163,3 +163,14 @@ def test_sizes_default_to_the_model_and_off_grid_sizes_are_refused_alike(models,
     assert status == 1 and err.strip() == f"genpix: error: {message}"
     with pytest.raises(GenpixError, match=message):
         genpix.load_pipeline("shapes-ldm")(prompt="a red circle", steps=2, width=36)
+
+
+def test_the_sd_loading_options_are_the_typed_configs_fields():
+    from dataclasses import fields
+
+    from genpix.pipelines import FAMILIES
+    from genpix.pipelines.text_to_image import SDLoading
+
+    assert FAMILIES["sd"].options == {f.name for f in fields(SDLoading)}
+    with pytest.raises(GenpixError, match="a ldm model takes no tokenizer"):
+        genpix.load_pipeline("shapes-ldm", tokenizer="x")

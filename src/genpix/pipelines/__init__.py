@@ -36,14 +36,15 @@ class FamilyLoader:
 
 
 _SAFETY = frozenset({"safety_checker", "blocklist"})
+# the sd family's options: the fields of pipelines/text_to_image.py's SDLoading (kept in step by a test)
+SD_OPTIONS = frozenset({"tokenizer", "tokenizer_2", "vae", "prediction", "download_tokenizer", "safety_checker",
+                        "blocklist", "half", "lora_dir", "embeddings_dir", "loras", "preview_decoder"})
 FAMILIES: dict[str, FamilyLoader] = {f.name: f for f in (
-    FamilyLoader("sd", "genpix.pipelines.text_to_image:load_sd_pipeline",
-                 frozenset({"tokenizer", "tokenizer_2", "vae", "prediction", "download_tokenizer", "half", "lora_dir",
-                            "embeddings_dir", "loras", "preview_decoder"}) | _SAFETY),
+    FamilyLoader("sd", "genpix.pipelines.text_to_image:load_sd_pipeline", SD_OPTIONS),
     FamilyLoader("ldm", "genpix.pipelines.ldm:load_ldm_pipeline", _SAFETY),
     FamilyLoader("ddpm", "genpix.pipelines.diffusion:load_diffusion_pipeline"),
-    FamilyLoader("vae", "genpix.pipelines.models:load_latent_decoder"),
-    FamilyLoader("gan", "genpix.pipelines.models:load_latent_decoder"),
+    FamilyLoader("vae", "genpix.pipelines.models:load_vae_pipeline"),
+    FamilyLoader("gan", "genpix.pipelines.models:load_gan_pipeline"),
     FamilyLoader("autoencoder", "", refusal="an autoencoder does not generate on its own; train latent diffusion "
                                             "on it: genpix train ldm --data ... --autoencoder {path}"),
 )}

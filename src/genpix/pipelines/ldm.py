@@ -25,7 +25,6 @@ from genpix.pipelines.prompt_blocklist import default_checks
 from genpix.pipelines.safety import CombinedCheck
 
 LDM_DEFAULTS = Defaults(steps=20, sampler="DPM++ 2M", cfg_scale=5.0)
-LDM_OPTIONS = frozenset({"safety_checker", "blocklist"})
 
 
 def _conditioner(model, class_names: tuple[str, ...], device: torch.device):

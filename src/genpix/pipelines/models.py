@@ -65,26 +65,34 @@ def _shape(config) -> tuple[int, int, int]:
     return config.channels, config.image_size, config.image_size
 
 
-LATENT_FAMILIES = ("vae", "gan")  # families that generate by decoding z ~ N(0, I)
+def load_vae_pipeline(model_dir: ModelDir, device: str | torch.device = "cpu") -> LatentDecoderPipeline:
+    """A VAE's decoder (with its encoder, for latent walks and grids) as a LatentDecoderPipeline."""
+    vae = load_vae(model_dir).to(device)
+    return LatentDecoderPipeline(vae.decode, vae.config.latent_dim, model_name=model_dir.path.name, family="vae",
+                                 image_shape=_shape(vae.config), device=device, encode=lambda x: vae.encode(x)[0])
+
+
+def load_gan_pipeline(model_dir: ModelDir, device: str | torch.device = "cpu") -> LatentDecoderPipeline:
+    """A GAN's generator (tanh output in [-1, 1]) as a LatentDecoderPipeline."""
+    generator = load_generator(model_dir).to(device)
+    config = generator.config
+    class_names = None
+    if config.conditional:
+        class_names = tuple(model_dir.config.get("data", {}).get("class_names") or ())
+        if len(class_names) != config.num_classes:
+            raise CheckpointError(f"{model_dir.path}/config.json: a class-conditional model needs "
+                                  f"{config.num_classes} names in data.class_names")
+    return LatentDecoderPipeline(generator, config.latent_dim, model_name=model_dir.path.name, family="gan",
+                                 image_shape=_shape(config), device=device, value_range=(-1.0, 1.0),
+                                 class_names=class_names)
+
+
+LATENT_LOADERS = {"vae": load_vae_pipeline, "gan": load_gan_pipeline}
 
 
 def load_latent_decoder(model_dir: ModelDir, device: str | torch.device = "cpu") -> LatentDecoderPipeline:
-    """A VAE's decoder (with its encoder) or a GAN's generator as a LatentDecoderPipeline."""
-    name = model_dir.path.name
-    if model_dir.family == "vae":
-        vae = load_vae(model_dir).to(device)
-        return LatentDecoderPipeline(vae.decode, vae.config.latent_dim, model_name=name, family="vae",
-                                     image_shape=_shape(vae.config), device=device, encode=lambda x: vae.encode(x)[0])
-    if model_dir.family == "gan":
-        generator = load_generator(model_dir).to(device)
-        config = generator.config
-        class_names = None
-        if config.conditional:
-            class_names = tuple(model_dir.config.get("data", {}).get("class_names") or ())
-            if len(class_names) != config.num_classes:
-                raise CheckpointError(f"{model_dir.path}/config.json: a class-conditional model needs "
-                                      f"{config.num_classes} names in data.class_names")
-        return LatentDecoderPipeline(generator, config.latent_dim, model_name=name, family="gan",
-                                     image_shape=_shape(config), device=device, value_range=(-1.0, 1.0), class_names=class_names)
-    raise GenpixError(f"{model_dir.path}: a {model_dir.family} model does not decode a latent z "
-                      f"(this needs one of: {', '.join(LATENT_FAMILIES)})")
+    """A VAE or GAN model folder as a LatentDecoderPipeline (the latent-grid and walk commands)."""
+    if model_dir.family not in LATENT_LOADERS:
+        raise GenpixError(f"{model_dir.path}: a {model_dir.family} model does not decode a latent z "
+                          f"(this needs one of: {', '.join(LATENT_LOADERS)})")
+    return LATENT_LOADERS[model_dir.family](model_dir, device)

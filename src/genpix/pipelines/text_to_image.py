@@ -10,7 +10,7 @@ The generation itself, identical for every family, is pipelines/pipeline.py and 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -21,8 +21,8 @@ from genpix.io.sdxl_loader import SDXLComponents
 from genpix.models.cpu_prepack import prepack_on_cpu
 from genpix.pipelines.capabilities import Capabilities, Defaults
 from genpix.pipelines.conditioning import CLIPConditioner
-from genpix.pipelines.extra_networks import ExtraNetworks
 from genpix.pipelines.decoders import AutoencoderSpace
+from genpix.pipelines.extra_networks import ExtraNetworks
 from genpix.pipelines.parts import LatentUNet, Parts
 from genpix.pipelines.pipeline import DiffusionPipeline
 from genpix.pipelines.preview import TinyDecoderSpace
@@ -32,8 +32,6 @@ from genpix.pipelines.sdxl import sdxl_pipeline
 
 SD_DEFAULTS = Defaults(steps=20, sampler="Euler a", cfg_scale=7.0)  # sd-webui's txt2img defaults
 SIZE_MULTIPLE = 8  # sd-webui's rule for width and height
-SD_OPTIONS = frozenset({"tokenizer", "vae", "prediction", "download_tokenizer", "safety_checker", "blocklist",
-                        "half"})
 
 
 def sd_pipeline(components: SDComponents, *, device: torch.device | str = "cpu",
@@ -62,33 +60,44 @@ def sd_pipeline(components: SDComponents, *, device: torch.device | str = "cpu",
     return DiffusionPipeline(parts, caps, batch_size=4, device=device, info={"prediction": prediction})
 
 
-def load_sd_pipeline(path, device: str | torch.device = "cpu", *, tokenizer=None, vae=None,
-                     prediction: str | None = None, download_tokenizer: bool = False,
-                     safety_checker: bool = True, blocklist: str | None = None,
-                     half: bool = False, tokenizer_2=None, lora_dir=None, embeddings_dir=None,
-                     loras=(), preview_decoder=None) -> DiffusionPipeline:
-    """A Stable Diffusion 1.x/2.x or SDXL (pipelines/sdxl.py; ``tokenizer_2`` its second encoder's) diffusers
-    folder or single-file checkpoint as a pipeline
-    (io/sd_loader.py): ``tokenizer`` a folder with vocab.json and merges.txt, ``vae`` an external
-    autoencoder file, ``prediction`` "eps" or "v" to override the model's. Safety checks: the prompt
-    blocklist, with the terms of the file ``blocklist`` and $GENPIX_BLOCKLIST added, and a folder's
-    safety checker (models/safety_checker.py); ``safety_checker`` False runs none of them. ``half``:
-    the U-Net and the text encoder in float16, on CUDA only (float16 convolutions are slow or missing
-    on CPUs). ``preview_decoder``: a TAESD decoder file (taesd_decoder.safetensors / .pth) for live
-    previews and ``tiny_decode`` (pipelines/preview.py, pipelines/fast.py)."""
-    if half and torch.device(device).type != "cuda":
+@dataclass(frozen=True)
+class SDLoading:
+    """genpix.load_pipeline's options for a Stable Diffusion 1.x/2.x or SDXL checkpoint (io/sd_loader.py,
+    io/sdxl_loader.py); pipelines/__init__.py's registry takes exactly these field names."""
+
+    tokenizer: str | None = None  # a folder with vocab.json and merges.txt (single files carry none)
+    tokenizer_2: str | None = None  # SDXL's second encoder's (default: ``tokenizer``, padding with "!")
+    vae: str | None = None  # an external autoencoder file
+    prediction: str | None = None  # "eps" or "v" to override the model's
+    download_tokenizer: bool = False
+    safety_checker: bool = True  # False: no safety checks at all (prompt blocklist and SD checker)
+    blocklist: str | None = None  # more prompt-blocklist terms, besides $GENPIX_BLOCKLIST's
+    half: bool = False  # U-Net and text encoders in float16, on CUDA only (the autoencoder stays float32)
+    lora_dir: str | None = None  # <lora:NAME:W> files (default models/Lora, pipelines/extra_networks.py)
+    embeddings_dir: str | None = None  # textual-inversion embeddings (default embeddings)
+    loras: tuple = ()  # LoRA files always applied, "PATH[:WEIGHT]" (the CLI's --lora)
+    preview_decoder: str | None = None  # a TAESD decoder file for live previews and tiny_decode
+
+
+def load_sd_pipeline(path, device: str | torch.device = "cpu", **options) -> DiffusionPipeline:
+    """A Stable Diffusion 1.x/2.x or SDXL (pipelines/sdxl.py) diffusers folder or single-file checkpoint as
+    a pipeline, with the options of :class:`SDLoading`. Safety checks: the prompt blocklist and a folder's
+    safety checker (models/safety_checker.py)."""
+    opts = SDLoading(**options)
+    if opts.half and torch.device(device).type != "cuda":
         raise GenpixError(f"--half needs a CUDA device (float16 is for GPUs); this runs on {torch.device(device)}")
-    checks = default_checks(safety_checker, blocklist)  # a bad blocklist file fails before the loading
-    parts = load_sd_components(path, tokenizer=tokenizer, vae=vae, prediction=prediction,
-                               download_tokenizer=download_tokenizer, safety_checker=safety_checker,
-                               tokenizer_2=tokenizer_2)
+    checks = default_checks(opts.safety_checker, opts.blocklist)  # a bad blocklist file fails before the loading
+    parts = load_sd_components(path, tokenizer=opts.tokenizer, vae=opts.vae, prediction=opts.prediction,
+                               download_tokenizer=opts.download_tokenizer, safety_checker=opts.safety_checker,
+                               tokenizer_2=opts.tokenizer_2)
     if parts.safety_checker is not None:
         checks += (ImageSafetyCheck(parts.safety_checker.eval().to(device)),)
     build = sdxl_pipeline if isinstance(parts, SDXLComponents) else sd_pipeline  # SDXL: pipelines/sdxl.py
-    pipe = build(parts, device=device, safety_checks=checks, dtype=torch.float16 if half else torch.float32)
-    pipe.parts = replace(pipe.parts, networks=ExtraNetworks(lora_dir, embeddings_dir, tuple(loras)))  # <lora:...>
-    if preview_decoder is not None:
-        pipe.parts = replace(pipe.parts, preview=tiny_decoder_for(pipe.parts.space, preview_decoder, device))
+    pipe = build(parts, device=device, safety_checks=checks, dtype=torch.float16 if opts.half else torch.float32)
+    networks = ExtraNetworks(opts.lora_dir, opts.embeddings_dir, tuple(opts.loras))  # <lora:...>, embeddings
+    pipe.parts = replace(pipe.parts, networks=networks)
+    if opts.preview_decoder is not None:
+        pipe.parts = replace(pipe.parts, preview=tiny_decoder_for(pipe.parts.space, opts.preview_decoder, device))
     modules = dict(pipe.parts.modules)
     prepack_on_cpu(pipe.device, modules["unet"], modules["vae"])  # oneDNN weight layouts, once (models/cpu_prepack.py)
     return pipe
