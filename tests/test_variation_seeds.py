@@ -70,3 +70,15 @@ def test_the_api_takes_sd_webui_variation_fields(pipe, run_cli, tmp_path):
                              "--subseed-strength", 0.4, "-n", 2, "-o", tmp_path)
     assert status == 0, err
     assert np.array_equal(np.asarray(Image.open(tmp_path / "00001.png")), np.asarray(want.images[1]))
+
+
+def test_token_merging_ratio_as_an_sd_webui_setting(pipe):
+    body = {"prompt": PROMPT, "steps": 3, "sampler_name": "Euler", "seed": 5,
+            "override_settings": {"token_merging_ratio": 0.5}}
+    with ServerThread(create_app()) as url:
+        r = requests.post(f"{url}/sdapi/v1/txt2img", json=body, timeout=120)
+    assert r.status_code == 200, r.text
+    assert "override_settings.token_merging_ratio" not in json.loads(r.json()["info"])["ignored"]
+    want = pipe(prompt=PROMPT, steps=3, sampler="Euler", seed=5, token_merging_ratio=0.5)
+    got = np.asarray(Image.open(io.BytesIO(base64.b64decode(r.json()["images"][0]))))
+    assert np.array_equal(got, np.asarray(want.images[0]))

@@ -77,6 +77,7 @@ def generation_request(pipe, request: Txt2ImgRequest,
               "s_churn": request.s_churn, "s_noise": request.s_noise,
               "width": request.width, "height": request.height, "clip_skip": settings.clip_skip,
               "eta_noise_seed_delta": settings.eta_noise_seed_delta,
+              "token_merging_ratio": settings.token_merging_ratio,
               "subseed_strength": request.subseed_strength,
               "seed_resize_from_h": max(0, request.seed_resize_from_h),
               "seed_resize_from_w": max(0, request.seed_resize_from_w), **_hires(request)}

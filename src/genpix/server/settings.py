@@ -20,7 +20,7 @@ from genpix.server.options import Options
 from genpix.server.vaes import VaeFile, VaeFolder
 
 HONOURED_SETTINGS = ("sd_model_checkpoint", "CLIP_stop_at_last_layers", "eta_noise_seed_delta", "eta_ancestral",
-                     "eta_ddim", "sd_vae", "randn_source")
+                     "eta_ddim", "sd_vae", "randn_source", "token_merging_ratio")
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,7 @@ class RequestSettings:
     eta_ancestral: float = 1.0
     eta_ddim: float = 0.0
     vae: VaeFile | None = None  # None: the model's own
+    token_merging_ratio: float = 0.0  # sd-webui's option: ToMe for SD (pipelines/fast.py)
     ignored: tuple[str, ...] = ()  # settings given but not honoured
 
     def eta(self, pipe, sampler: str | None) -> float | None:
@@ -57,4 +58,4 @@ def request_settings(options: Options, vaes: VaeFolder, override: dict[str, Any]
         ignored.append("override_settings.randn_source" if "randn_source" in given else "randn_source")
     return RequestSettings(values["CLIP_stop_at_last_layers"], values["eta_noise_seed_delta"],
                            values["eta_ancestral"], values["eta_ddim"], vaes.find(values["sd_vae"]),
-                           tuple(ignored))
+                           values["token_merging_ratio"], tuple(ignored))
