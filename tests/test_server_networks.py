@@ -96,3 +96,27 @@ def test_txt2img_applies_a_lora_tag_from_models_lora(tmp_path, monkeypatch, voca
     assert base64.b64decode(plain["images"][0])[:4] == b"\x89PNG"
     bad = api.post("/sdapi/v1/txt2img", json={**body, "prompt": "a horse <lora:inc:1>"})
     assert 400 <= bad.status_code < 500 and "no LoRA named 'inc'" in bad.text
+
+
+def test_serve_lora_dir_and_the_cli_flags(tmp_path, vocab, run_cli):  # noqa: F811
+    """--lora-dir: the server lists and applies LoRAs from that folder, not from models/Lora."""
+    import json
+
+    from test_lora import kohya_lora
+    from test_sd_pipeline import tiny_diffusers
+
+    from genpix.cli import build_parser
+    from genpix.server.app import create_app
+
+    ref = tiny_diffusers(tmp_path, vocab, "sd1")
+    ref.save_pretrained(tmp_path / "models" / "tiny-sd")
+    (tmp_path / "my-loras").mkdir()
+    save_file(kohya_lora(ref), str(tmp_path / "my-loras" / "ink.safetensors"))
+    api = TestClient(create_app(models_dir=tmp_path / "models", model="tiny-sd", lora_dir=tmp_path / "my-loras"),
+                     base_url="http://127.0.0.1")
+    assert [item["name"] for item in api.get("/sdapi/v1/loras").json()] == ["ink"]
+    body = {"prompt": "a horse <lora:ink:0.8>", "steps": 2, "width": 32, "height": 32, "seed": 1}
+    answer = api.post("/sdapi/v1/txt2img", json=body)
+    assert answer.status_code == 200 and "Lora hashes" in json.loads(answer.json()["info"])["infotexts"][0]
+    args = build_parser().parse_args(["serve", "--lora-dir", "L", "--embeddings-dir", "E"])
+    assert (args.lora_dir, args.embeddings_dir) == ("L", "E")

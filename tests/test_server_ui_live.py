@@ -48,3 +48,22 @@ def test_the_style_menu_applies_a_style(page):
     page.click("#generate")
     expect(page.locator("#gallery img")).to_have_count(1, timeout=30_000)
     expect(page.locator("#infotext")).to_contain_text("Class: 3")
+
+
+def test_the_lora_menu_inserts_a_tag(tmp_path_factory):
+    from safetensors.torch import save_file
+    from test_lora import kohya_lora
+    from test_sd_pipeline import tiny_diffusers
+    from test_tokenizer import CORPUS, train_bpe
+
+    root = tmp_path_factory.mktemp("ui-lora")
+    ref = tiny_diffusers(root, train_bpe(CORPUS, 60), "sd1")
+    (root / "loras").mkdir()
+    (root / "models").mkdir()
+    save_file(kohya_lora(ref), str(root / "loras" / "ink.safetensors"))
+    app = create_app(models_dir=root / "models", lora_dir=root / "loras")
+    with ServerThread(app) as url, browser_page(url) as page:
+        expect(page.locator("#loras-box")).to_be_visible()
+        page.fill("#prompt", "a horse")
+        page.select_option("#loras", "ink")
+        expect(page.locator("#prompt")).to_have_value("a horse <lora:ink:1>")

@@ -44,6 +44,8 @@ def register(commands) -> None:
                    help="other origins (e.g. http://localhost:3000) whose web pages may call the API; "
                         "cross-origin requests from any other are refused")
     p.add_argument("--model", help="model to start with: a title, name or hash (default: the first found)")
+    p.add_argument("--lora-dir", help="LoRA files for <lora:NAME:WEIGHT> in prompts (default models/Lora, as sd-webui)")
+    p.add_argument("--embeddings-dir", help="textual-inversion embeddings, used by file stem (default embeddings)")
     p.add_argument("--blocklist", metavar="FILE",
                    help="extra prompt-blocklist terms (one a line) for the text-to-image models' safety check")
     limits = Limits()
@@ -89,7 +91,7 @@ def run_serve(args: argparse.Namespace) -> int:
                      model=args.model, device=str(resolve_device(args.device)), blocklist=args.blocklist,
                      host=args.host, cors_allow_origins=origins, limits=limits,
                      upscalers_dir=args.upscalers_dir, vae_dir=args.vae_dir, styles_file=args.styles_file,
-                     cmd_flags=_flags(args))
+                     cmd_flags=_flags(args), lora_dir=args.lora_dir, embeddings_dir=args.embeddings_dir)
     message = exposure_warning(args.host, args.api_auth)
     if message:
         warnings.warn(message, stacklevel=1)

@@ -39,7 +39,8 @@ def create_app(models_dir: str | Path | None = None, outputs_dir: str | Path | N
                blocklist: str | Path | None = None, host: str = "127.0.0.1",
                cors_allow_origins: tuple[str, ...] = (), limits: Limits | None = None,
                upscalers_dir: str | Path | None = "models/ESRGAN", vae_dir: str | Path | None = "models/VAE",
-               styles_file: str | Path | None = "styles.csv", cmd_flags: dict | None = None) -> FastAPI:
+               styles_file: str | Path | None = "styles.csv", cmd_flags: dict | None = None,
+               lora_dir: str | Path | None = None, embeddings_dir: str | Path | None = None) -> FastAPI:
     """A new app with its own model catalog, job queue and settings (nothing is shared between apps).
 
     ``model`` picks the model loaded first (a title, name or hash; default: the first one found);
@@ -54,7 +55,8 @@ def create_app(models_dir: str | Path | None = None, outputs_dir: str | Path | N
     if blocklist is not None:
         read_terms(blocklist)
     limits = limits or Limits()
-    catalog = ModelCatalog(models_dir, device=device, blocklist=blocklist, upscalers_dir=upscalers_dir)
+    catalog = ModelCatalog(models_dir, device=device, blocklist=blocklist, upscalers_dir=upscalers_dir,
+                           loading={"lora_dir": lora_dir, "embeddings_dir": embeddings_dir})
     vaes = VaeFolder(vae_dir)
     flags = {"models_dir": models_dir, "outputs_dir": outputs_dir, "model": model, "device": device,
              "blocklist": blocklist, "host": host, "cors_allow_origins": list(cors_allow_origins),
@@ -93,7 +95,7 @@ def create_app(models_dir: str | Path | None = None, outputs_dir: str | Path | N
     app.add_middleware(Guard, config=guard)  # host, origin, auth, content type, body size: before any route
     app.include_router(build_router(ctx, []))
     app.include_router(build_extras_router(UpscalerRegistry(upscalers_dir, device=device), ctx.jobs, [], limits))
-    app.include_router(build_networks_router(lambda: catalog.pipeline(ctx.options.model)))
+    app.include_router(build_networks_router(lambda: catalog.pipeline(ctx.options.model), lora_dir, embeddings_dir))
 
     @app.get("/", include_in_schema=False)
     def index() -> Response:

@@ -85,11 +85,14 @@ class ModelCatalog:
     """The bundled models and the model folders/files under ``models_dir``, found by :meth:`refresh`."""
 
     def __init__(self, models_dir: str | Path | None = None, device: str = "cpu", keep_loaded: int = 2,
-                 blocklist: str | Path | None = None, upscalers_dir: str | Path | None = None) -> None:
+                 blocklist: str | Path | None = None, upscalers_dir: str | Path | None = None,
+                 loading: dict[str, Any] | None = None) -> None:
         self.models_dir = Path(models_dir) if models_dir else None
         self.upscalers_dir = upscalers_dir  # the hires fix's upscaler files (pipelines/upscalers.py)
         self.device, self.keep_loaded = device, keep_loaded
         self.blocklist = blocklist  # extra prompt-blocklist terms for the text-to-image models
+        # loading options for the families that take them (lora_dir, embeddings_dir: Stable Diffusion)
+        self.loading = {k: str(v) for k, v in (loading or {}).items() if v is not None}
         self._entries: list[ModelEntry] | None = None
         self._hashes: dict[tuple[str, int, int], str] = {}  # (path, size, mtime) -> sha256
         self._loaded: OrderedDict[str, Any] = OrderedDict()  # sha256 + path -> pipeline
@@ -170,7 +173,8 @@ class ModelCatalog:
         key = f"{entry.sha256}:{entry.path}:{vae or ''}"
         if key not in self._loaded:
             options = family_of(str(entry.path)).options
-            extra = {"blocklist": self.blocklist} if self.blocklist is not None and "blocklist" in options else {}
+            given = {**self.loading, **({} if self.blocklist is None else {"blocklist": self.blocklist})}
+            extra = {k: v for k, v in given.items() if k in options}
             if vae is not None:
                 extra["vae"] = str(vae)
             self._loaded[key] = genpix.load_pipeline(str(entry.path), device=self.device, **extra)

@@ -44,6 +44,21 @@ async function loadStyles() {
   $("styles-box").hidden = styles.length === 0;
 }
 
+async function loadLoras() {
+  // the server's LoRA folder (--lora-dir): choosing one inserts its tag into the prompt, as sd-webui's cards do
+  const loras = await call("GET", "/loras");
+  $("loras").replaceChildren(new Option("(insert a LoRA)", ""), ...loras.map((l) => new Option(l.name, l.name)));
+  $("loras-box").hidden = loras.length === 0;
+}
+
+function insertLora() {
+  const name = $("loras").value;
+  if (!name) return;
+  const prompt = $("prompt");
+  prompt.value = (prompt.value.trim() ? prompt.value.trimEnd() + " " : "") + `<lora:${name}:1>`;
+  $("loras").value = "";
+}
+
 async function switchModel() {
   const title = $("model").value;
   $("model-status").textContent = "loading…";
@@ -327,7 +342,8 @@ window.addEventListener("DOMContentLoaded", () => {
   $("prompt").addEventListener("keydown", (event) => {
     if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) generate();
   });
-  Promise.all([loadModels(), loadSamplers(), loadStyles()]).catch(showError);
+  $("loras").addEventListener("change", insertLora);
+  Promise.all([loadModels(), loadSamplers(), loadStyles(), loadLoras()]).catch(showError);
 });
 
 // ---- Extras: upscale a picture with /extra-single-image (sd-webui's Extras tab)
