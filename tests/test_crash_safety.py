@@ -55,15 +55,17 @@ def assert_readable(out: Path) -> None:
 
 
 def kill_somewhere(command: list[str], out: Path, rng: random.Random) -> bool:
-    """Run ``command``; once it has logged a new step, SIGKILL it after a random pause.
-    Returns whether it was killed (False: it finished first)."""
-    before = log_lines(out)
+    """Run ``command``; once it has logged 1-3 new steps (drawn), SIGKILL it after a random pause of up to
+    20 ms (inside the next step, its log write or its checkpoint write). Returns whether it was killed
+    (False: it finished first). Counting steps rather than seconds keeps the kills inside the run however
+    fast the machine is."""
+    before = log_lines(out) + rng.randint(0, 2)
     process = subprocess.Popen([sys.executable, "-m", "genpix", *command], env=ENV,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     while process.poll() is None and log_lines(out) <= before and time.monotonic() < deadline:
-        time.sleep(0.01)
-    time.sleep(rng.uniform(0, 0.3))
+        time.sleep(0.002)
+    time.sleep(rng.uniform(0, 0.02))
     killed = process.poll() is None
     if killed:
         process.send_signal(signal.SIGKILL)

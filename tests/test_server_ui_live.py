@@ -4,7 +4,11 @@ style menu lists --styles-file's styles and the chosen one reaches the request (
 
 import pytest
 from playwright.sync_api import expect
+from safetensors.torch import save_file
 from server_harness import ServerThread, browser_page, train_tiny_class_model
+from test_lora import kohya_lora
+from test_sd_pipeline import tiny_diffusers
+from test_tokenizer import CORPUS, train_bpe
 
 from genpix.server import create_app
 from genpix.server.limits import Limits
@@ -17,8 +21,10 @@ def page(tmp_path_factory):
     root = tmp_path_factory.mktemp("ui-live")
     train_tiny_class_model(root / "models")
     (root / "styles.csv").write_text("name,prompt,negative_prompt\nthree,3,\n")  # a class name as a style
+    (root / "loras").mkdir()  # a LoRA file of a tiny SD model, for the LoRA menu
+    save_file(kohya_lora(tiny_diffusers(root, train_bpe(CORPUS, 60), "sd1")), str(root / "loras" / "ink.safetensors"))
     app = create_app(models_dir=root / "models", model="digits-ddpm", styles_file=root / "styles.csv",
-                     limits=Limits(max_images=1000))
+                     limits=Limits(max_images=1000), lora_dir=root / "loras")
     with ServerThread(app) as url, browser_page(url) as page:
         yield page
 
@@ -50,20 +56,8 @@ def test_the_style_menu_applies_a_style(page):
     expect(page.locator("#infotext")).to_contain_text("Class: 3")
 
 
-def test_the_lora_menu_inserts_a_tag(tmp_path_factory):
-    from safetensors.torch import save_file
-    from test_lora import kohya_lora
-    from test_sd_pipeline import tiny_diffusers
-    from test_tokenizer import CORPUS, train_bpe
-
-    root = tmp_path_factory.mktemp("ui-lora")
-    ref = tiny_diffusers(root, train_bpe(CORPUS, 60), "sd1")
-    (root / "loras").mkdir()
-    (root / "models").mkdir()
-    save_file(kohya_lora(ref), str(root / "loras" / "ink.safetensors"))
-    app = create_app(models_dir=root / "models", lora_dir=root / "loras")
-    with ServerThread(app) as url, browser_page(url) as page:
-        expect(page.locator("#loras-box")).to_be_visible()
-        page.fill("#prompt", "a horse")
-        page.select_option("#loras", "ink")
-        expect(page.locator("#prompt")).to_have_value("a horse <lora:ink:1>")
+def test_the_lora_menu_inserts_a_tag(page):
+    expect(page.locator("#loras-box")).to_be_visible()
+    page.fill("#prompt", "a horse")
+    page.select_option("#loras", "ink")
+    expect(page.locator("#prompt")).to_have_value("a horse <lora:ink:1>")
