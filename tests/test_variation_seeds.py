@@ -82,3 +82,13 @@ def test_token_merging_ratio_as_an_sd_webui_setting(pipe):
     want = pipe(prompt=PROMPT, steps=3, sampler="Euler", seed=5, token_merging_ratio=0.5)
     got = np.asarray(Image.open(io.BytesIO(base64.b64decode(r.json()["images"][0]))))
     assert np.array_equal(got, np.asarray(want.images[0]))
+
+
+def test_live_preview_content_other_than_combined_is_named():
+    with ServerThread(create_app()) as url:
+        assert requests.post(f"{url}/sdapi/v1/options", json={"live_preview_content": "Prompt"}, timeout=30).ok
+        assert requests.get(f"{url}/sdapi/v1/options", timeout=30).json()["live_preview_content"] == "Prompt"
+        r = requests.post(f"{url}/sdapi/v1/txt2img", json={"prompt": PROMPT, "steps": 2}, timeout=60)
+        assert "live_preview_content" in json.loads(r.json()["info"])["ignored"]
+        bad = requests.post(f"{url}/sdapi/v1/options", json={"live_preview_content": "Sideways"}, timeout=30)
+        assert bad.status_code == 422

@@ -26,8 +26,12 @@ DEFAULTS: dict[str, Any] = {
     "randn_source": "CPU",  # genpix draws every noise on the CPU; "GPU"/"NV" are named in info["ignored"]
     "sd_vae": "Automatic",  # a file of --vae-dir for SD models; "Automatic"/"None": the model's own
     "token_merging_ratio": 0.0,  # ToMe for SD in the cross-attention U-Nets (models/tome.py); 0: off
+    # the preview shows the guided x0 ("Combined"); "Prompt" / "Negative prompt" (one CFG branch's x0) are
+    # accepted and named in info["ignored"]
+    "live_preview_content": "Combined",
 }
-CHOICES: dict[str, tuple[str, ...]] = {"randn_source": ("GPU", "CPU", "NV")}
+CHOICES: dict[str, tuple[str, ...]] = {"randn_source": ("GPU", "CPU", "NV"),
+                                      "live_preview_content": ("Combined", "Prompt", "Negative prompt")}
 MINIMUM: dict[str, float] = {"CLIP_stop_at_last_layers": 1, "eta_noise_seed_delta": 0, "eta_ancestral": 0,
                              "token_merging_ratio": 0,
                              "eta_ddim": 0}

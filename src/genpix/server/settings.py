@@ -20,7 +20,7 @@ from genpix.server.options import Options
 from genpix.server.vaes import VaeFile, VaeFolder
 
 HONOURED_SETTINGS = ("sd_model_checkpoint", "CLIP_stop_at_last_layers", "eta_noise_seed_delta", "eta_ancestral",
-                     "eta_ddim", "sd_vae", "randn_source", "token_merging_ratio")
+                     "eta_ddim", "sd_vae", "randn_source", "token_merging_ratio", "live_preview_content")
 
 
 @dataclass(frozen=True)
@@ -54,8 +54,9 @@ def request_settings(options: Options, vaes: VaeFolder, override: dict[str, Any]
     given = options.checked(override, "override_settings")
     values = {**options.values, **given}
     ignored = [f"override_settings.{key}" for key in override if key not in HONOURED_SETTINGS]
-    if values["randn_source"] != "CPU":
-        ignored.append("override_settings.randn_source" if "randn_source" in given else "randn_source")
+    for key, honoured in (("randn_source", "CPU"), ("live_preview_content", "Combined")):
+        if values[key] != honoured:
+            ignored.append(f"override_settings.{key}" if key in given else key)
     return RequestSettings(values["CLIP_stop_at_last_layers"], values["eta_noise_seed_delta"],
                            values["eta_ancestral"], values["eta_ddim"], vaes.find(values["sd_vae"]),
                            values["token_merging_ratio"], tuple(ignored))
