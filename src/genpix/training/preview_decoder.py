@@ -27,6 +27,7 @@ from genpix.models.taesd import TinyDecoder, TinyDecoderConfig
 from genpix.training.families import Family
 from genpix.training.flags import Flag
 from genpix.training.task import Batch
+from genpix.training.ddpm import optimiser_step
 
 # where each kind of model folder keeps its autoencoder: role -> family
 TEACHER_ROLES = {"autoencoder": "autoencoder", "ldm": "first_stage"}
@@ -133,10 +134,7 @@ class PreviewDecoderTask:
                           self.config.image_size // f)
         z0, target = self.pairs(batch.images, eps)
         loss = (self.forward_pass(z0) - target).square().mean()
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        return {"loss": loss.detach()}
+        return optimiser_step(loss, self.optimizer, self.student, grad_clip=0)
 
     @torch.no_grad()
     def snapshot(self, batch: Batch) -> dict[str, Image.Image]:

@@ -30,6 +30,7 @@ from genpix.models.rrdbnet import RRDBNet, RRDBNetConfig
 from genpix.models.srvgg import SRVGGNetCompact, SRVGGNetConfig
 from genpix.training.families import Family
 from genpix.training.task import Batch
+from genpix.training.ddpm import optimiser_step
 
 
 @dataclass(frozen=True)
@@ -109,10 +110,7 @@ class UpscalerTask:
         self.net.train()
         lr_image, hr = self.pairs(batch)
         loss = F.l1_loss(self.forward(lr_image), hr)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        return {"loss": loss.detach()}
+        return optimiser_step(loss, self.optimizer, self.net, grad_clip=0)
 
     @torch.no_grad()
     def snapshot(self, batch: Batch) -> dict[str, Image.Image]:
