@@ -83,6 +83,30 @@ def test_ldm_resume_reaches_the_weights_of_an_uninterrupted_run(runs, tmp_path, 
     assert same_weights(straight, split)
 
 
+def test_posteriors_of_dataset_rows_are_encoded_once_and_equal_the_direct_encoding(runs):
+    from genpix.diffusion.ldm_config import LDMConfig
+    from genpix.training.ldm import LDMTask, load_first_stage
+    from genpix.training.task import Batch
+
+    autoencoder = load_first_stage(runs / "ae")
+    task = LDMTask(LDMConfig(image_size=16, channels=1, block_out_channels=(16, 32), head_channels=8, norm_num_groups=8,
+                             text_width=32, text_layers=1, text_max_length=24), lr=1e-4,
+                   device=torch.device("cpu"), autoencoder=autoencoder)
+    calls = []
+    autoencoder.encoder.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
+    images = torch.rand(4, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+
+    def batch(rows, indices):
+        return Batch(images[rows], None, None, generator=torch.Generator().manual_seed(7),
+                     indices=None if indices is None else torch.tensor(indices))
+
+    cached = task.latents(batch([0, 1], [10, 11]))
+    again = task.latents(batch([1, 2], [11, 12]))  # row 11 from the cache, row 12 encoded
+    direct = task.latents(batch([1, 2], None))
+    assert calls == [2, 1, 2] and cached.shape == again.shape
+    assert torch.allclose(again, direct, atol=1e-6)  # the same eps rows, the same q(z|x)
+
+
 def test_sample_by_prompt_writes_infotexts_and_matches_load_pipeline(runs, tmp_path, run_cli):
     status, _, err = run_cli("sample", runs / "ldm", "-n", "2", "--prompt", "a handwritten digit 3",
                              "--negative-prompt", "a handwritten digit 1", "--cfg-scale", "5", "--steps", "4",

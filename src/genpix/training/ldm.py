@@ -32,6 +32,9 @@ from genpix.training.flags import Flag
 from genpix.training.task import Batch
 
 
+TRAINING_CAPTION_CACHE = 1 << 16  # distinct captions whose frozen encodings a training run keeps
+
+
 def load_first_stage(path: str | Path) -> AutoencoderKL:
     """A trained autoencoder run folder -> its network, with the measured scaling factor."""
     try:
@@ -75,6 +78,11 @@ class LDMTask:
         self.preview_noise = torch.randn(preview, config.first_stage.latent_channels, config.image_size // f,
                                          config.image_size // f, generator=torch.Generator().manual_seed(seed))
         self.preview_steps = preview_steps
+        # the first stage is frozen and the batches are not augmented: q(z|x) of a dataset row is the same
+        # every epoch, so (mean, std) are computed once per row (the posterior sample stays fresh every step)
+        self._posteriors: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        for encoder in self.model.conditioner.frozen:  # the frozen text encoder: every caption once per run
+            encoder.cache_size = max(encoder.cache_size, TRAINING_CAPTION_CACHE)
 
     def modules(self) -> dict[str, torch.nn.Module]:
         return {"model": self.model, "ema": self.ema, "first_stage": self.autoencoder}
@@ -92,9 +100,23 @@ class LDMTask:
     @torch.no_grad()
     def latents(self, batch: Batch) -> torch.Tensor:
         """z0 = scaling_factor * z, z ~ q(z|x), eps of the posterior sample per image from the batch."""
-        posterior = self.autoencoder.encode(batch.images * 2 - 1)
-        eps = batch.randn(*posterior.mean.shape[1:])
-        return (posterior.mean + posterior.std * eps) * self.config.first_stage.scaling_factor
+        mean, std = self._posterior(batch)
+        eps = batch.randn(*mean.shape[1:])
+        return (mean + std * eps) * self.config.first_stage.scaling_factor
+
+    def _posterior(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, std) of q(z|x) for the batch; rows of a known dataset index come from the cache."""
+        if batch.indices is None:
+            posterior = self.autoencoder.encode(batch.images * 2 - 1)
+            return posterior.mean, posterior.std
+        rows = batch.indices.tolist()
+        missing = [i for i, row in enumerate(rows) if row not in self._posteriors]
+        if missing:
+            posterior = self.autoencoder.encode(batch.images[missing] * 2 - 1)
+            for i, mean, std in zip(missing, posterior.mean, posterior.std):
+                self._posteriors[rows[i]] = (mean.clone(), std.clone())
+        mean, std = zip(*(self._posteriors[row] for row in rows))
+        return torch.stack(mean), torch.stack(std)
 
     def conditions(self, batch: Batch, drop: torch.Tensor) -> torch.Tensor:
         """tau_theta's inputs for the batch; where ``drop`` (B,) the empty caption / null class."""

@@ -21,6 +21,7 @@ class Batch:
     generator: torch.Generator | None = None  # seeded per step from (seed, step), the same on every rank
     offset: int = 0  # row of images[0] in the global batch (rank * B)
     global_size: int | None = None  # rows of the global batch (B * world size); None: B
+    indices: torch.Tensor | None = None  # (B,) dataset rows of the images, for per-image caches; None: unknown
 
     def randn(self, *shape: int) -> torch.Tensor:
         """N(0, I) noise (B, *shape), one row per image, drawn for the whole global batch and

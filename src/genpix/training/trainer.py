@@ -100,7 +100,7 @@ def to_batch(data: ImageDataset, indices: torch.Tensor, device: torch.device, im
     x = images[indices.to(images.device)].to(device, non_blocking=True).float().div_(255)
     labels = data.labels[indices].to(device) if data.labels is not None else None
     captions = [data.captions[i] for i in indices.tolist()] if data.captions is not None else None
-    return Batch(x, labels, captions)
+    return Batch(x, labels, captions, indices=indices)
 
 
 def window_means(window: dict[str, list[torch.Tensor]]) -> dict[str, float]:
