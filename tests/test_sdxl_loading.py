@@ -106,10 +106,11 @@ def test_prediction_from_a_sidecar_yaml_or_marker_key(model, tmp_path):
         "        scaling_config:\n          target: sgm.modules.diffusionmodules.denoiser_scaling.VScaling\n")
     assert load_sd_components(yaml_file, tokenizer=folder / "tokenizer").prediction == "v"
     assert load_sd_components(path, tokenizer=folder / "tokenizer", prediction="v").prediction == "v"
-    ztsnr = tmp_path / "ztsnr.safetensors"
+    ztsnr = tmp_path / "ztsnr.safetensors"  # zero terminal SNR: v, sampled rescaled (tests/test_zero_terminal_snr.py)
     save_file({**tensors, "v_pred": torch.tensor([]), "ztsnr": torch.tensor([])}, ztsnr)
-    with pytest.raises(CheckpointError, match="zero-terminal-SNR"):
-        load_sd_components(ztsnr, tokenizer=folder / "tokenizer")
+    parts = load_sd_components(ztsnr, tokenizer=folder / "tokenizer")
+    assert (parts.prediction, parts.noise_schedule) == ("v", "ztsnr")
+    assert load_sd_components(marked, tokenizer=folder / "tokenizer").noise_schedule == "default"
 
 
 @pytest.mark.parametrize("key, family", [

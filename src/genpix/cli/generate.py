@@ -115,7 +115,7 @@ def _next_index(folder: Path) -> int:
 
 REQUEST_FLAGS = ("prompt", "negative_prompt", "class_name", "steps", "sampler", "schedule", "cfg_scale", "eta",
                  "s_churn", "s_noise", "width", "height", "clip_skip", "subseed", "subseed_strength",
-                 "deepcache_interval", "token_merging_ratio")  # argparse dests that are request fields
+                 "deepcache_interval", "token_merging_ratio", "noise_schedule")  # argparse dests, request fields
 
 
 def generation_request(args: argparse.Namespace, **fields):

@@ -43,6 +43,10 @@ def register(commands) -> None:
                         "token merging 0.5 and the tiny decoder where the model has one; LCM / Turbo / Lightning "
                         "models (by name or <lora:> tag): 4 steps of their sampler at CFG 1; a flag you give wins")
     p.add_argument("--prediction", choices=("eps", "v"), help="override the parameterisation (v for 768-v models)")
+    p.add_argument("--noise-schedule", metavar="NAME",
+                   help="sd-webui's noise schedule: 'Zero Terminal SNR' (or ztsnr) rescales the model's schedule to "
+                        "zero terminal SNR (Lin et al. 2023; for v-prediction models); Default (default): the "
+                        "model's own (already rescaled for a file with the ztsnr key)")
     hires = p.add_argument_group("hires fix", "sd-webui's two-pass txt2img: generate, upscale, img2img at the "
                                                "larger size")
     hires.add_argument("--hires-scale", type=finite_float, help="upscale factor of the second pass (e.g. 2); "

@@ -33,6 +33,12 @@ SCHEDULE_LABELS: dict[str, str] = {
 SigmaSchedule = Literal["uniform", "karras", "exponential", "sgm_uniform", "simple", "normal", "ddim", "beta",
                         "leading", "trailing"]
 SIGMA_SCHEDULES: tuple[str, ...] = tuple(k for k in SCHEDULE_LABELS if k != "automatic")
+# Noise schedules of a discrete model: its training alphas_cumprod ("default"), or that schedule
+# rescaled to zero terminal SNR (:func:`rescale_zero_terminal_snr`); sd-webui's sd_noise_schedule labels.
+NOISE_SCHEDULE_LABELS: dict[str, str] = {"default": "Default", "ztsnr": "Zero Terminal SNR"}
+# sd-webui's last alpha_bar after the rescale (modules/sd_models.py rescale_zero_terminal_snr_abar) in
+# place of 0, so the last sigma stays finite: sqrt((1 - a) / a) = 4518.8 (diffusers' Euler: 2**-24)
+ZTSNR_LAST_ALPHA_BAR = 4.8973451890853435e-08
 
 
 def _choose(kind: str, what: str, allowed: tuple[str, ...]) -> None:
@@ -40,15 +46,26 @@ def _choose(kind: str, what: str, allowed: tuple[str, ...]) -> None:
         raise GenpixError(f"unknown {what} {kind!r}; choose one of: {', '.join(allowed)}")
 
 
+def _label_key(name: str, labels: dict[str, str], what: str) -> str:
+    """The key of ``name`` given by key or label in any case; unknown names list both."""
+    wanted = str(name).strip().lower()
+    for key, label in labels.items():
+        if wanted in (key, label.lower()):
+            return key
+    raise GenpixError(f"unknown {what} {name!r}; choose one of: "
+                      f"{', '.join(labels.values())} (or the keys {', '.join(labels)})")
+
+
 def schedule_key(name: str) -> str:
     """The key of a schedule type given by key or sd-webui label, any case ("SGM Uniform",
     "sgm_uniform", "karras" -> "sgm_uniform", "sgm_uniform", "karras"); unknown names list both."""
-    wanted = str(name).strip().lower()
-    for key, label in SCHEDULE_LABELS.items():
-        if wanted in (key, label.lower()):
-            return key
-    raise GenpixError(f"unknown schedule type {name!r}; choose one of: "
-                      f"{', '.join(SCHEDULE_LABELS.values())} (or the keys {', '.join(SCHEDULE_LABELS)})")
+    return _label_key(name, SCHEDULE_LABELS, "schedule type")
+
+
+def noise_schedule_key(name: str) -> str:
+    """The key of a noise schedule given by key or sd-webui label (its ``sd_noise_schedule``
+    setting), any case: "default" / "Default", "ztsnr" / "Zero Terminal SNR"."""
+    return _label_key(name, NOISE_SCHEDULE_LABELS, "noise schedule")
 
 
 def schedule_labels() -> list[str]:
@@ -87,6 +104,23 @@ def betas(kind: str = "linear", timesteps: int = 1000, beta_start: float = 1e-4,
 def alphas_cumprod(betas_: torch.Tensor) -> torch.Tensor:
     """alpha_bar_t = prod_{s <= t} (1 - beta_s) (Ho et al. 2020, eq. 4), same dtype as betas."""
     return torch.cumprod(1.0 - betas_, dim=0)
+
+
+def rescale_zero_terminal_snr(alphas_cumprod_: torch.Tensor,
+                              last: float = ZTSNR_LAST_ALPHA_BAR) -> torch.Tensor:
+    """alpha_bar (T,) rescaled so the last timestep has zero SNR (Lin et al. 2023, "Common
+    Diffusion Noise Schedules and Sample Steps are Flawed", Algorithm 1): sqrt(alpha_bar) is
+    shifted so its last entry is 0 and scaled so its first entry is unchanged,
+
+        s = sqrt(alpha_bar);  s <- (s - s_T) s_1 / (s_1 - s_T);  alpha_bar <- s^2,
+
+    then the last entry is set to ``last`` (sd-webui's 4.897e-08) rather than 0, which keeps
+    sigma_T finite. Computed in float64, returned in the input's dtype; the input is not changed."""
+    s = alphas_cumprod_.double().sqrt()
+    s_1, s_T = s[0], s[-1]
+    rescaled = ((s - s_T) * (s_1 / (s_1 - s_T))) ** 2
+    rescaled[-1] = last
+    return rescaled.to(alphas_cumprod_.dtype)
 
 
 def sigmas_from_alphas_cumprod(alphas_cumprod_: torch.Tensor) -> torch.Tensor:

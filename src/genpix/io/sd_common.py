@@ -23,6 +23,7 @@ from genpix.models.tokenizer import (CLIP_BPE_FILE, CLIP_BPE_URL, EOS, VOCAB_FIL
 
 PREDICTIONS = {"epsilon": "eps", "v_prediction": "v", "sample": "x0"}  # diffusers' prediction_type -> ours
 # the LDM configs' training schedule: "linear" in LDM is linear in sqrt(beta), diffusers' scaled_linear
+ZTSNR_KEY, V_PRED_KEY = "ztsnr", "v_pred"  # ComfyUI's marker keys of a single file (comfy/supported_models.py)
 SD_BETAS = {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012, "num_train_timesteps": 1000}
 
 
@@ -37,9 +38,8 @@ def assign_weights(cls: type[nn.Module], config: Any, state: dict[str, torch.Ten
 
 
 def alphas_cumprod_from_scheduler(config: dict[str, Any]) -> torch.Tensor:
-    """alpha_bar (T,) of a diffusers scheduler config, computed as diffusers does (float32 betas)."""
-    if config.get("rescale_betas_zero_snr"):
-        raise ConfigError("scheduler: rescale_betas_zero_snr is not supported")
+    """alpha_bar (T,) of a diffusers scheduler config, computed as diffusers does (float32 betas);
+    before any zero-terminal-SNR rescale (:func:`noise_schedule_of`)."""
     if config.get("trained_betas") is not None:
         betas = torch.tensor(config["trained_betas"], dtype=torch.float32)
     else:
@@ -48,6 +48,14 @@ def alphas_cumprod_from_scheduler(config: dict[str, Any]) -> torch.Tensor:
         betas = schedules.betas(kind, int(config.get("num_train_timesteps", 1000)),
                                 float(config.get("beta_start", 0.0001)), float(config.get("beta_end", 0.02)))
     return schedules.alphas_cumprod(betas)
+
+
+def noise_schedule_of(config: dict[str, Any] | None = None, checkpoint: dict[str, torch.Tensor] | None = None) -> str:
+    """"ztsnr" for a model trained with zero terminal SNR (Lin et al. 2023): a diffusers scheduler
+    config with ``rescale_betas_zero_snr``, or a single file with ComfyUI's ``ztsnr`` marker key;
+    else "default" (schedules.NOISE_SCHEDULE_LABELS)."""
+    marked = bool((config or {}).get("rescale_betas_zero_snr")) or ZTSNR_KEY in (checkpoint or {})
+    return "ztsnr" if marked else "default"
 
 
 def prediction_from_scheduler(config: dict[str, Any]) -> str:

@@ -32,9 +32,10 @@ from genpix.io.checkpoint import CheckpointError, read_json_object
 from genpix.io.safety_checker import load_safety_checker
 from genpix.io.sd_checkpoint import convert_ldm_unet, convert_ldm_vae, read_state_dict
 from genpix.io.sd_clip import find_text_encoder
-from genpix.io.sd_common import (PREDICTIONS, SD_BETAS, _check_vocab, _weights_file, alphas_cumprod_from_scheduler,
-                                 assign_weights, load_text_weights, prediction_from_scheduler, read_ldm_yaml,
-                                 single_file_tokenizer, tokenizer_from_folder)
+from genpix.io.sd_common import (PREDICTIONS, SD_BETAS, ZTSNR_KEY, _check_vocab, _weights_file,
+                                 alphas_cumprod_from_scheduler, assign_weights, load_text_weights, noise_schedule_of,
+                                 prediction_from_scheduler, read_ldm_yaml, single_file_tokenizer,
+                                 tokenizer_from_folder)
 from genpix.io.sd_config import (SD2_CONTEXT_DIM, SUPPORTED, configs_from_ldm_yaml, infer_unet_config,
                                  infer_vae_config, recognise_family)
 from genpix.models.autoencoder import AutoencoderConfig, AutoencoderKL
@@ -65,6 +66,7 @@ class SDComponents:
     prediction: str  # "eps" or "v" (or "x0")
     name: str  # the folder's or file's name
     safety_checker: SafetyChecker | None = None  # a diffusers folder's safety_checker/, when it has one
+    noise_schedule: str = "default"  # "ztsnr": trained with zero terminal SNR (io/sd_common.py noise_schedule_of)
 
 
 def is_sd_model(path: str | Path) -> bool:
@@ -135,7 +137,7 @@ def load_diffusers_folder(folder: Path, *, tokenizer: str | Path | None = None,
     if safety_checker and index.get("safety_checker", [None])[0] is not None:
         checker = load_safety_checker(folder / "safety_checker", folder / "feature_extractor")
     return SDComponents(tok, text_model, unet, vae, alphas_cumprod_from_scheduler(scheduler),
-                        prediction_from_scheduler(scheduler), folder.name, checker)
+                        prediction_from_scheduler(scheduler), folder.name, checker, noise_schedule_of(scheduler))
 
 
 # -- single files in the LDM layout ---------------------------------------------------------------
@@ -161,8 +163,9 @@ def load_single_file(path: Path, *, tokenizer: str | Path | None = None, downloa
         layer = "last" if cond.get("layer") == "last" else "penultimate"
         prediction = PREDICTIONS[kind]
     else:
-        unet_config, vae_config, prediction = infer_unet_config(checkpoint), infer_vae_config(checkpoint), "eps"
-        if unet_config.cross_attention_dim == SD2_CONTEXT_DIM:
+        unet_config, vae_config = infer_unet_config(checkpoint), infer_vae_config(checkpoint)
+        prediction = "v" if ZTSNR_KEY in checkpoint else "eps"  # zero terminal SNR needs v (Lin et al. sec. 3.2)
+        if unet_config.cross_attention_dim == SD2_CONTEXT_DIM and prediction == "eps":
             warnings.warn(f"{path.name}: an SD 2.x checkpoint without {sidecar.name}: assuming eps prediction; "
                           f"768-v models need --prediction v (or the v2-inference-v.yaml beside the file)",
                           stacklevel=2)
@@ -172,8 +175,10 @@ def load_single_file(path: Path, *, tokenizer: str | Path | None = None, downloa
     tok = single_file_tokenizer(path, "!" if found.kind == "open_clip" else EOS, tokenizer, download_tokenizer)
     config = replace(found.config, eos_token_id=tok.eos_id) if found.kind == "clip" else found.config
     text_model = load_text_weights(CLIPTextModel(config), found.state, tok, path)
+    noise_schedule = noise_schedule_of(checkpoint=checkpoint)
     del checkpoint
-    return SDComponents(tok, text_model, unet, vae, alphas_cumprod_from_scheduler(betas), prediction, path.stem)
+    return SDComponents(tok, text_model, unet, vae, alphas_cumprod_from_scheduler(betas), prediction, path.stem,
+                        noise_schedule=noise_schedule)
 
 
 def load_external_vae(path: str | Path, config: AutoencoderConfig) -> AutoencoderKL:

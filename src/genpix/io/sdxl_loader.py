@@ -17,8 +17,10 @@ inpainting U-Net. Shapes give the architecture; SGM's fixed choices fill the res
 head, 256 sinusoids per time id: the tiny test models' width is solved from
 ``label_emb.0.0`` = pooled + ids x width). Whether a model predicts v is not in its tensors: a
 sidecar ``NAME.yaml`` with SGM's ``VScaling`` denoiser (as sd-webui reads it), a ``v_pred`` marker key
-(ComfyUI's convention), or ``prediction="v"``. A single file holds no vocabulary: ``tokenizer=DIR``
-serves both encoders (the second padding with "!", id 0, as open_clip's), or ``tokenizer_2=DIR``.
+(ComfyUI's convention), or ``prediction="v"``. ComfyUI's ``ztsnr`` key marks a model trained with
+zero terminal SNR: it predicts v and samples on the rescaled schedule (pipelines/parts.py
+``with_noise_schedule``). A single file holds no vocabulary: ``tokenizer=DIR`` serves both encoders
+(the second padding with "!", id 0, as open_clip's), or ``tokenizer_2=DIR``.
 The training schedule is SD's (scaled_linear 0.00085 to 0.012, 1000 steps; SGM's
 LegacyDDPMDiscretization); the VAE's scaling factor is 0.13025.
 """
@@ -32,8 +34,9 @@ from typing import Any
 import torch
 
 from genpix.io.checkpoint import CheckpointError, read_json_object
-from genpix.io.sd_common import (SD_BETAS, _check_vocab, _weights_file, alphas_cumprod_from_scheduler, assign_weights,
-                                 load_text_weights, prediction_from_scheduler, read_ldm_yaml, single_file_tokenizer,
+from genpix.io.sd_common import (SD_BETAS, V_PRED_KEY, ZTSNR_KEY, _check_vocab, _weights_file,
+                                 alphas_cumprod_from_scheduler, assign_weights, load_text_weights, noise_schedule_of,
+                                 prediction_from_scheduler, read_ldm_yaml, single_file_tokenizer,
                                  tokenizer_from_folder)
 from genpix.io.sd_checkpoint import convert_ldm_unet, convert_ldm_vae, read_state_dict
 from genpix.io.sd_clip import find_sdxl_text_encoders
@@ -63,6 +66,7 @@ class SDXLComponents:
     name: str
     refiner: bool  # micro-conditioning with the aesthetic score (5 time ids)
     safety_checker: None = None  # SDXL folders ship none (SDComponents' field, for the shared loading path)
+    noise_schedule: str = "default"  # "ztsnr": trained with zero terminal SNR (io/sd_common.py noise_schedule_of)
 
     @property
     def kind(self) -> str:
@@ -121,7 +125,7 @@ def load_sdxl_folder(folder: Path, *, tokenizer: str | Path | None = None,
     scheduler = read_json_object(folder / "scheduler" / "scheduler_config.json")
     return checked(SDXLComponents(tok, text_model, tok_2, text_model_2, unet, vae,
                                   alphas_cumprod_from_scheduler(scheduler), prediction_from_scheduler(scheduler),
-                                  folder.name, refiner))
+                                  folder.name, refiner, noise_schedule=noise_schedule_of(scheduler)))
 
 
 # -- single files in the SGM layout ---------------------------------------------------------------
@@ -129,16 +133,14 @@ def load_sdxl_folder(folder: Path, *, tokenizer: str | Path | None = None,
 
 def sgm_prediction(path: Path, checkpoint: dict[str, torch.Tensor]) -> str:
     """"v" when the sidecar YAML's denoiser scales for v (SGM ``VScaling``) or the file carries
-    ComfyUI's ``v_pred`` marker key; else "eps"."""
-    if "ztsnr" in checkpoint:
-        raise CheckpointError(f"{path.name} is a zero-terminal-SNR model (ztsnr key); genpix does not rescale "
-                              f"the noise schedule for it yet")
+    ComfyUI's ``v_pred`` or ``ztsnr`` marker key (zero terminal SNR needs v, Lin et al. 2023 sec. 3.2);
+    else "eps"."""
     sidecar = path.with_suffix(".yaml")
     if sidecar.is_file():
         params: Any = read_ldm_yaml(sidecar).get("model", {}).get("params", {})
         scaling = ((params.get("denoiser_config") or {}).get("params") or {}).get("scaling_config") or {}
         return "v" if str(scaling.get("target", "")).endswith("VScaling") else "eps"
-    return "v" if "v_pred" in checkpoint else "eps"
+    return "v" if V_PRED_KEY in checkpoint or ZTSNR_KEY in checkpoint else "eps"
 
 
 def load_sdxl_single_file(path: Path, checkpoint: dict[str, torch.Tensor], *, tokenizer: str | Path | None = None,
@@ -166,7 +168,8 @@ def load_sdxl_single_file(path: Path, checkpoint: dict[str, torch.Tensor], *, to
         config = replace(found_l.config, eos_token_id=tok.eos_id)
         text_model = load_text_weights(CLIPTextModel(config), found_l.state, tok, path)
     return checked(SDXLComponents(tok, text_model, tok_2, text_model_2, unet, vae,
-                                  alphas_cumprod_from_scheduler(SD_BETAS), prediction, path.stem, found_l is None))
+                                  alphas_cumprod_from_scheduler(SD_BETAS), prediction, path.stem, found_l is None,
+                                  noise_schedule=noise_schedule_of(checkpoint=checkpoint)))
 
 
 def load_sdxl(path: Path, *, checkpoint: dict[str, torch.Tensor] | None = None, **kwargs: Any) -> SDXLComponents:

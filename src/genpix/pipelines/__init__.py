@@ -38,7 +38,8 @@ class FamilyLoader:
 _SAFETY = frozenset({"safety_checker", "blocklist"})
 # the sd family's options: the fields of pipelines/text_to_image.py's SDLoading (kept in step by a test)
 SD_OPTIONS = frozenset({"tokenizer", "tokenizer_2", "vae", "prediction", "download_tokenizer", "safety_checker",
-                        "blocklist", "half", "lora_dir", "embeddings_dir", "loras", "preview_decoder"})
+                        "blocklist", "half", "lora_dir", "embeddings_dir", "loras", "preview_decoder",
+                        "noise_schedule"})
 FAMILIES: dict[str, FamilyLoader] = {f.name: f for f in (
     FamilyLoader("sd", "genpix.pipelines.text_to_image:load_sd_pipeline", SD_OPTIONS),
     FamilyLoader("ldm", "genpix.pipelines.ldm:load_ldm_pipeline", _SAFETY),

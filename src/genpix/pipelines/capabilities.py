@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from genpix.diffusion import samplers
+from genpix.diffusion import samplers, schedules
 from genpix.diffusion.samplers import SamplerInfo
 from genpix.errors import GenpixError
 from genpix.pipelines.prompt_text import check_prompt_text
@@ -63,6 +63,7 @@ class Capabilities:
     inpainting_model: bool = False  # a 9-channel U-Net (inpaints with its own conditioning)
     clip_layers: int = 0  # layers of a CLIP text encoder (the range of clip_skip); 0: none
     micro_conditioning: bool = False  # SDXL's size, crop and aesthetic-score conditioning
+    zero_terminal_snr: bool = False  # its discrete schedule can be rescaled to zero terminal SNR (SD 1.x/2.x/XL)
 
     @property
     def diffusion(self) -> bool:
@@ -123,6 +124,11 @@ def bind(request: GenerationRequest, caps: Capabilities, *, lenient: bool = Fals
             if getattr(request, name) is not None:
                 refuse(name, "micro-conditioning is SDXL's")
                 request = request.but(**{name: None})
+    noise_schedule = schedules.noise_schedule_key(request.noise_schedule)
+    if noise_schedule != "default" and not caps.zero_terminal_snr:
+        refuse("noise_schedule", "only Stable Diffusion's discrete training schedule is rescaled")
+        noise_schedule = "default"
+    request = request.but(noise_schedule=noise_schedule)
     if request.enable_hr and not (caps.diffusion and caps.size_multiple):
         refuse("enable_hr", "the hires fix needs a diffusion model that makes any size")
         request = request.but(enable_hr=False)

@@ -3,12 +3,14 @@ adapters that put genpix's U-Nets behind one call ``network(x, t, **cond)``."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 
-from genpix.diffusion.denoiser import Denoiser
+from genpix.diffusion import schedules
+from genpix.diffusion.denoiser import Denoiser, DiscreteDenoiser
+from genpix.errors import GenpixError
 from genpix.pipelines.conditioning import Conditioner
 from genpix.pipelines.decoders import AutoencoderSpace, PixelSpace
 from genpix.pipelines.safety import CombinedCheck
@@ -28,6 +30,25 @@ class Parts:
     networks: Any = None  # LoRA and embedding folders (pipelines/extra_networks.py ExtraNetworks), or None
     # a tiny decoder for live previews (pipelines/preview.py, TAESD); None: the space's own decoder
     preview: object | None = None
+    # the noise schedule the denoiser samples on (schedules.NOISE_SCHEDULE_LABELS): "default", the
+    # training alphas_cumprod, or "ztsnr", rescaled to zero terminal SNR (:func:`with_noise_schedule`)
+    noise_schedule: str = "default"
+
+
+def with_noise_schedule(parts: Parts, noise_schedule: str) -> Parts:
+    """The parts sampling on ``noise_schedule`` (a key of schedules.NOISE_SCHEDULE_LABELS): "ztsnr"
+    puts the network behind a discrete denoiser on its alphas_cumprod rescaled to zero terminal SNR
+    (Lin et al. 2023, Algorithm 1, with sd-webui's finite last value); "default" keeps the parts'
+    own schedule, so a model trained with zero terminal SNR stays on it. The shared parts never change."""
+    if noise_schedule == "default" or noise_schedule == parts.noise_schedule:
+        return parts
+    denoiser = parts.denoiser
+    if not isinstance(denoiser, DiscreteDenoiser):
+        raise GenpixError(f"the {schedules.NOISE_SCHEDULE_LABELS[noise_schedule]} noise schedule rescales a "
+                          f"discrete training schedule; this model's denoiser is a {type(denoiser).__name__}")
+    rescaled = schedules.rescale_zero_terminal_snr(denoiser.alphas_cumprod)
+    return replace(parts, denoiser=DiscreteDenoiser(denoiser.network, rescaled, denoiser.prediction),
+                   noise_schedule=noise_schedule)
 
 
 class LatentUNet:

@@ -11,6 +11,7 @@ seed + i, in diffusers' order, so it never depends on the batch.
 
 from __future__ import annotations
 
+import copy
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -24,7 +25,7 @@ from genpix.pipelines import masking, modes
 from genpix.pipelines.capabilities import Capabilities, Plan, bind
 from genpix.pipelines.extra_networks import activated, network_notes
 from genpix.pipelines.output import PipelineOutput
-from genpix.pipelines.parts import Parts
+from genpix.pipelines.parts import Parts, with_noise_schedule
 from genpix.pipelines.refiner import refiner_stage
 from genpix.pipelines.request import GenerationRequest
 
@@ -120,12 +121,23 @@ class DiffusionPipeline:
         """Bind ``request`` (``lenient``: options the model cannot honour are listed in
         ``info["ignored"]`` instead of refused) and generate its ``n`` images."""
         plan = bind(request, self.capabilities, lenient=lenient)
-        with activated(self.parts, plan.request):  # <lora:...> tags and embeddings (pipelines/extra_networks.py)
+        pipe = self._on_noise_schedule(plan.request.noise_schedule)
+        with activated(pipe.parts, plan.request):  # <lora:...> tags and embeddings (pipelines/extra_networks.py)
             if plan.request.enable_hr:
                 from genpix.pipelines.hires import hires_fix
 
-                return hires_fix(self, plan)
-            return self.run(plan)
+                return hires_fix(pipe, plan)
+            return pipe.run(plan)
+
+    def _on_noise_schedule(self, noise_schedule: str) -> DiffusionPipeline:
+        """This pipeline, or a shallow copy whose denoiser samples on ``noise_schedule`` (the shared
+        one never changes, so concurrent requests on other schedules are safe)."""
+        parts = with_noise_schedule(self.parts, noise_schedule)
+        if parts is self.parts:
+            return self
+        pipe = copy.copy(self)
+        pipe.parts = parts
+        return pipe
 
     def run(self, plan: Plan) -> PipelineOutput:
         """Generate a bound plan's images (txt2img, img2img or inpainting)."""
@@ -205,6 +217,8 @@ class DiffusionPipeline:
                  **(masking.inpainting_params(request.mask_blur, None if caps.inpainting_model else
                                               request.inpainting_fill) if inpainting else {}),
                  "Clip skip": request.clip_skip if request.clip_skip != 1 else None, **notes, **network_notes(),
+                 "Noise Schedule": schedules.NOISE_SCHEDULE_LABELS[self.parts.noise_schedule]  # sd-webui's key
+                 if self.parts.noise_schedule != "default" else None,
                  "Token merging ratio": request.token_merging_ratio or None,  # sd-webui's key; pipelines/fast.py
                  "DeepCache interval": request.deepcache_interval or None, "Tiny decode": request.tiny_decode or None}
         text = caps.conditioning == "text"

@@ -41,6 +41,9 @@ class GenerationRequest:
     cfg_scale: float | None = None
     eta: float | None = None
     s_churn: float | None = None
+    # sd-webui's sd_noise_schedule: "Zero Terminal SNR" ("ztsnr") samples on the model's schedule rescaled to
+    # zero terminal SNR (pipelines/parts.py with_noise_schedule); "Default": the model's own
+    noise_schedule: str = "default"
     s_noise: float | None = None
     width: int | None = None
     height: int | None = None

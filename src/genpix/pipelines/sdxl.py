@@ -21,7 +21,7 @@ from genpix.diffusion.denoiser import DiscreteDenoiser
 from genpix.io.sdxl_loader import SDXLComponents
 from genpix.pipelines.capabilities import MICRO_FIELDS, Capabilities, Defaults, Plan
 from genpix.pipelines.decoders import AutoencoderSpace
-from genpix.pipelines.parts import LatentUNet, Parts
+from genpix.pipelines.parts import LatentUNet, Parts, with_noise_schedule
 from genpix.pipelines.pipeline import DiffusionPipeline
 from genpix.pipelines.prompt_blocklist import PromptBlocklist
 from genpix.pipelines.safety import CombinedCheck, SafetyCheck
@@ -70,10 +70,11 @@ def sdxl_pipeline(components: SDXLComponents, *, device: torch.device | str = "c
     parts = Parts(conditioner, DiscreteDenoiser(LatentUNet(unet, dtype), components.alphas_cumprod,
                                                 components.prediction),
                   space, checks, set_alpha_to_one=False, modules=tuple((k, m) for k, m in modules if m is not None))
+    parts = with_noise_schedule(parts, components.noise_schedule)
     side = unet.config.sample_size * space.factor  # 1024
     caps = Capabilities("sdxl", components.name, "text", (side, side), channels=components.vae.config.out_channels,
                         defaults=SDXL_DEFAULTS, size_multiple=max(SIZE_MULTIPLE, space.factor), inpaint=True,
                         inpainting_model=unet.config.in_channels != unet.config.out_channels,
-                        clip_layers=conditioner.layers(), micro_conditioning=True)
+                        clip_layers=conditioner.layers(), micro_conditioning=True, zero_terminal_snr=True)
     return SDXLPipeline(parts, caps, batch_size=4, device=device,
                         info={"prediction": components.prediction, "sdxl": components.kind})

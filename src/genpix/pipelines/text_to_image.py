@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from genpix.diffusion import schedules
 from genpix.diffusion.denoiser import DiscreteDenoiser
 from genpix.errors import GenpixError
 from genpix.io.sd_loader import SDComponents, load_sd_components
@@ -23,7 +24,7 @@ from genpix.pipelines.capabilities import Capabilities, Defaults
 from genpix.pipelines.conditioning import CLIPConditioner
 from genpix.pipelines.decoders import AutoencoderSpace
 from genpix.pipelines.extra_networks import ExtraNetworks
-from genpix.pipelines.parts import LatentUNet, Parts
+from genpix.pipelines.parts import LatentUNet, Parts, with_noise_schedule
 from genpix.pipelines.pipeline import DiffusionPipeline
 from genpix.pipelines.preview import TinyDecoderSpace
 from genpix.pipelines.prompt_blocklist import PromptBlocklist, default_checks
@@ -52,11 +53,12 @@ def sd_pipeline(components: SDComponents, *, device: torch.device | str = "cpu",
     parts = Parts(CLIPConditioner(tokenizer, text_model, dtype),
                   DiscreteDenoiser(LatentUNet(unet, dtype), components.alphas_cumprod, prediction), space, checks,
                   set_alpha_to_one=False, modules=(("unet", unet), ("text_encoder", text_model), ("vae", space.vae)))
+    parts = with_noise_schedule(parts, components.noise_schedule)
     side = unet.config.sample_size * space.factor  # 512 for SD 1.x, 768 for 768-v
     caps = Capabilities("sd", model_name, "text", (side, side), channels=vae.config.out_channels,
                         defaults=SD_DEFAULTS, size_multiple=max(SIZE_MULTIPLE, space.factor), inpaint=True,
                         inpainting_model=unet.config.in_channels != unet.config.out_channels,
-                        clip_layers=text_model.config.num_hidden_layers)
+                        clip_layers=text_model.config.num_hidden_layers, zero_terminal_snr=True)
     return DiffusionPipeline(parts, caps, batch_size=4, device=device, info={"prediction": prediction})
 
 
@@ -77,6 +79,9 @@ class SDLoading:
     embeddings_dir: str | None = None  # textual-inversion embeddings (default embeddings)
     loras: tuple = ()  # LoRA files always applied, "PATH[:WEIGHT]" (the CLI's --lora)
     preview_decoder: str | None = None  # a TAESD decoder file for live previews and tiny_decode
+    # "ztsnr" / "Zero Terminal SNR": sample on the schedule rescaled to zero terminal SNR (sd-webui's
+    # sd_noise_schedule); "default": the model's own (already rescaled for a ztsnr-marked file)
+    noise_schedule: str = "default"
 
 
 def load_sd_pipeline(path, device: str | torch.device = "cpu", **options) -> DiffusionPipeline:
@@ -87,11 +92,14 @@ def load_sd_pipeline(path, device: str | torch.device = "cpu", **options) -> Dif
     if opts.half and torch.device(device).type != "cuda":
         raise GenpixError(f"--half needs a CUDA device (float16 is for GPUs); this runs on {torch.device(device)}")
     checks = default_checks(opts.safety_checker, opts.blocklist)  # a bad blocklist file fails before the loading
+    noise_schedule = schedules.noise_schedule_key(opts.noise_schedule)  # as does a bad noise schedule
     parts = load_sd_components(path, tokenizer=opts.tokenizer, vae=opts.vae, prediction=opts.prediction,
                                download_tokenizer=opts.download_tokenizer, safety_checker=opts.safety_checker,
                                tokenizer_2=opts.tokenizer_2)
     if parts.safety_checker is not None:
         checks += (ImageSafetyCheck(parts.safety_checker.eval().to(device)),)
+    if noise_schedule != "default":
+        parts = replace(parts, noise_schedule=noise_schedule)
     build = sdxl_pipeline if isinstance(parts, SDXLComponents) else sd_pipeline  # SDXL: pipelines/sdxl.py
     pipe = build(parts, device=device, safety_checks=checks, dtype=torch.float16 if opts.half else torch.float32)
     networks = ExtraNetworks(opts.lora_dir, opts.embeddings_dir, tuple(opts.loras))  # <lora:...>, embeddings

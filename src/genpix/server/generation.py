@@ -80,6 +80,7 @@ def generation_request(pipe, request: Txt2ImgRequest,
               "token_merging_ratio": settings.token_merging_ratio,
               "subseed_strength": request.subseed_strength,
               "seed_resize_from_h": max(0, request.seed_resize_from_h),
+              "noise_schedule": settings.noise_schedule,
               "seed_resize_from_w": max(0, request.seed_resize_from_w), **_hires(request)}
     return GenerationRequest.of(**values)
 

@@ -29,9 +29,12 @@ DEFAULTS: dict[str, Any] = {
     # the preview shows the guided x0 ("Combined"); "Prompt" / "Negative prompt" (one CFG branch's x0) are
     # accepted and named in info["ignored"]
     "live_preview_content": "Combined",
+    # "Zero Terminal SNR": SD models sample on their schedule rescaled to zero terminal SNR (pipelines/parts.py)
+    "sd_noise_schedule": "Default",
 }
 CHOICES: dict[str, tuple[str, ...]] = {"randn_source": ("GPU", "CPU", "NV"),
-                                      "live_preview_content": ("Combined", "Prompt", "Negative prompt")}
+                                      "live_preview_content": ("Combined", "Prompt", "Negative prompt"),
+                                      "sd_noise_schedule": ("Default", "Zero Terminal SNR")}
 MINIMUM: dict[str, float] = {"CLIP_stop_at_last_layers": 1, "eta_noise_seed_delta": 0, "eta_ancestral": 0,
                              "token_merging_ratio": 0,
                              "eta_ddim": 0}

@@ -5,7 +5,9 @@ Checked before the job is queued, so a bad value is a 422 and the request change
 ``CLIP_stop_at_last_layers`` (clip skip), ``eta_noise_seed_delta``, ``eta_ancestral`` (eta of the
 samplers that take one, when the request has no ``eta``), ``eta_ddim`` (DDIM's), ``sd_vae`` (a
 --vae-dir file, SD models), ``randn_source`` "CPU" (genpix draws its noise on the CPU: "GPU" and
-"NV" are named in ``info["ignored"]``), and ``sd_model_checkpoint`` (server/api.py). Every other
+"NV" are named in ``info["ignored"]``), ``sd_noise_schedule`` ("Zero Terminal SNR": SD models sample on
+the schedule rescaled to zero terminal SNR; other models name it in ``info["ignored"]``) and
+``sd_model_checkpoint`` (server/api.py). Every other
 ``override_settings`` key is named in ``info["ignored"]``.
 """
 
@@ -20,7 +22,8 @@ from genpix.server.options import Options
 from genpix.server.vaes import VaeFile, VaeFolder
 
 HONOURED_SETTINGS = ("sd_model_checkpoint", "CLIP_stop_at_last_layers", "eta_noise_seed_delta", "eta_ancestral",
-                     "eta_ddim", "sd_vae", "randn_source", "token_merging_ratio", "live_preview_content")
+                     "eta_ddim", "sd_vae", "randn_source", "token_merging_ratio", "live_preview_content",
+                     "sd_noise_schedule")
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,7 @@ class RequestSettings:
     eta_ddim: float = 0.0
     vae: VaeFile | None = None  # None: the model's own
     token_merging_ratio: float = 0.0  # sd-webui's option: ToMe for SD (pipelines/fast.py)
+    noise_schedule: str = "Default"  # sd-webui's sd_noise_schedule (pipelines/parts.py with_noise_schedule)
     ignored: tuple[str, ...] = ()  # settings given but not honoured
 
     def eta(self, pipe, sampler: str | None) -> float | None:
@@ -59,4 +63,4 @@ def request_settings(options: Options, vaes: VaeFolder, override: dict[str, Any]
             ignored.append(f"override_settings.{key}" if key in given else key)
     return RequestSettings(values["CLIP_stop_at_last_layers"], values["eta_noise_seed_delta"],
                            values["eta_ancestral"], values["eta_ddim"], vaes.find(values["sd_vae"]),
-                           values["token_merging_ratio"], tuple(ignored))
+                           values["token_merging_ratio"], values["sd_noise_schedule"], tuple(ignored))
