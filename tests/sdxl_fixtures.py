@@ -12,8 +12,8 @@ scaling factor 0.13025.
 file: ``model.diffusion_model.*`` (LDM U-Net names, ``label_emb.0.0/0.2``), ``first_stage_model.*``,
 ``conditioner.embedders.0.transformer.text_model.*`` (CLIP-L, transformers names) and
 ``conditioner.embedders.1.model.*`` (bigG in open_clip names: fused ``in_proj``, ``text_projection``
-used as x @ P); the refiner's bigG is ``conditioner.embedders.0.model.*``. It is the inverse of
-diffusers' converters; the tests check it against them.
+used as x @ P: io/sd_clip.py ``to_open_clip``); the refiner's bigG is ``conditioner.embedders.0.model.*``.
+It is the inverse of diffusers' converters; the tests check it against them.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ from diffusers import StableDiffusionXLPipeline as DiffusersXL
 from test_sd_checkpoint import ldm_unet_layout, ldm_vae_layout
 from test_tokenizer import CORPUS, train_bpe, write_folder
 
+from genpix.io.sd_clip import to_open_clip
+
 SDXL_SCHEDULER = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000,
                       steps_offset=1, timestep_spacing="leading", set_alpha_to_one=False, clip_sample=False)
 L_WIDTH, G_WIDTH, TIME_DIM = 64, 128, 8
@@ -35,8 +37,6 @@ KINDS = {  # kind -> (U-Net overrides, has CLIP-L, number of time ids)
     "refiner": ({"cross_attention_dim": G_WIDTH, "transformer_layers_per_block": 2}, False, 5),
     "inpaint": ({"in_channels": 9}, True, 6),
 }
-OPEN_CLIP_NAMES = (("ln_1", "layer_norm1"), ("ln_2", "layer_norm2"), ("mlp.c_fc", "mlp.fc1"),
-                   ("mlp.c_proj", "mlp.fc2"), ("attn.out_proj", "self_attn.out_proj"))
 
 
 def vocab() -> tuple[list[str], list[tuple[str, str]]]:
@@ -85,25 +85,6 @@ def tiny_sdxl(tmp: Path, kind: str = "base"):
     return DiffusersXL(**parts, add_watermarker=False)
 
 
-def open_clip_layout(text_state: dict, prefix: str) -> dict:
-    """transformers CLIPTextModelWithProjection weights in open_clip's names under ``prefix``."""
-    state = {k.removeprefix("text_model."): v for k, v in text_state.items()}
-    ldm = {prefix + "token_embedding.weight": state["embeddings.token_embedding.weight"],
-           prefix + "positional_embedding": state["embeddings.position_embedding.weight"],
-           prefix + "text_projection": state["text_projection.weight"].T.contiguous(),  # used as x @ P
-           prefix + "logit_scale": torch.tensor(4.6)}
-    for kind in ("weight", "bias"):
-        ldm[prefix + f"ln_final.{kind}"] = state[f"final_layer_norm.{kind}"]
-    layers = 1 + max(int(k.split(".")[2]) for k in state if k.startswith("encoder.layers."))
-    for i in range(layers):
-        ours, r = f"encoder.layers.{i}.", f"{prefix}transformer.resblocks.{i}."
-        for kind in ("weight", "bias"):
-            ldm[r + f"attn.in_proj_{kind}"] = torch.cat([state[f"{ours}self_attn.{x}_proj.{kind}"] for x in "qkv"])
-            for theirs, name in OPEN_CLIP_NAMES:
-                ldm[r + f"{theirs}.{kind}"] = state[f"{ours}{name}.{kind}"]
-    return ldm
-
-
 def sgm_layout(pipe) -> dict:
     """The pipeline's weights as an SGM single file (module docstring)."""
     _, unet = ldm_unet_layout(pipe.unet)
@@ -115,7 +96,7 @@ def sgm_layout(pipe) -> dict:
         tensors.update(text)
         tensors["conditioner.embedders.0.transformer.text_model.embeddings.position_ids"] = torch.arange(77)[None]
     big = "conditioner.embedders.1.model." if pipe.text_encoder is not None else "conditioner.embedders.0.model."
-    tensors.update(open_clip_layout(pipe.text_encoder_2.state_dict(), big))
+    tensors.update(to_open_clip(pipe.text_encoder_2.state_dict(), big))
     return {k: v.contiguous() for k, v in tensors.items()}
 
 

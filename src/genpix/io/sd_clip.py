@@ -14,7 +14,8 @@ layer (``layer: "penultimate"`` in v2-inference.yaml), keeps every layer but the
 SDXL (SGM layout) stores ViT-L under ``conditioner.embedders.0.transformer.`` (transformers names)
 and OpenCLIP ViT-bigG/14 under ``conditioner.embedders.1.model.`` (the refiner: bigG alone, under
 ``conditioner.embedders.0.model.``), all 32 layers kept and ``text_projection`` (used as x @ P)
-needed for the pooled vector: :func:`find_sdxl_text_encoders`.
+needed for the pooled vector: :func:`find_sdxl_text_encoders`. :func:`to_open_clip` writes a
+text tower back in open_clip's names (tests and benchmarks build SGM files with it).
 
 What the tensors cannot tell is fixed by the CLIP families: 64 channels per attention head (ViT-L/14
 text: 768 / 12; ViT-H/14 text: 1024 / 16), quick_gelu for openai CLIP and gelu for OpenCLIP.
@@ -122,6 +123,30 @@ def convert_open_clip(checkpoint: dict[str, torch.Tensor], prefix: str = OPEN_CL
             for theirs, name in OPEN_CLIP_LAYER.items():
                 state[f"{ours}{name}{kind}"] = get(f"{ldm}{theirs}{kind}")
     return state
+
+
+def to_open_clip(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """transformers-named text-tower weights (``text_model.`` optional; ``text_projection.weight`` when
+    there is one) in open_clip's names under ``prefix``, every layer kept: the inverse of
+    :func:`convert_open_clip` (q, k, v stacked by rows into ``attn.in_proj_*``; ``text_projection``
+    stored transposed, used as x @ P; ``logit_scale`` as open_clip saves it), for writing SGM-layout
+    SDXL files (tests, benchmarks)."""
+    state = {k.removeprefix("text_model."): v for k, v in state.items()}
+    embedding = state["embeddings.token_embedding.weight"]
+    tensors = {prefix + "token_embedding.weight": embedding,
+               prefix + "positional_embedding": state["embeddings.position_embedding.weight"],
+               prefix + "ln_final.weight": state["final_layer_norm.weight"],
+               prefix + "ln_final.bias": state["final_layer_norm.bias"],
+               prefix + "logit_scale": torch.tensor(4.6, dtype=embedding.dtype)}  # about ln(100), CLIP's clamp
+    if "text_projection.weight" in state:
+        tensors[prefix + "text_projection"] = state["text_projection.weight"].T.contiguous()
+    for i in range(_layer_count(state, r"encoder\.layers\.(\d+)\.")):
+        ours, ldm = f"encoder.layers.{i}.", f"{prefix}transformer.resblocks.{i}."
+        for kind in ("weight", "bias"):
+            tensors[f"{ldm}attn.in_proj_{kind}"] = torch.cat([state[f"{ours}self_attn.{x}_proj.{kind}"] for x in "qkv"])
+            for theirs, name in OPEN_CLIP_LAYER.items():
+                tensors[f"{ldm}{theirs}{kind}"] = state[f"{ours}{name}{kind}"]
+    return tensors
 
 
 def infer_text_config(state: dict[str, torch.Tensor], hidden_act: Literal["quick_gelu", "gelu"],
