@@ -63,6 +63,13 @@ RUNS = {
     "all three": {"deepcache_interval": 3, "token_merging_ratio": 0.5, "tiny_decode": True},
     "--fast (15 steps, deepcache 2, ToMe 0.5, tiny)": {"steps": 15, "deepcache_interval": 2,
                                                        "token_merging_ratio": 0.5, "tiny_decode": True},
+    # DeepCache's finest skip branch (deepcache_block 1: after the finest level's first resnet and transformer)
+    "deepcache 3 fine": {"deepcache_interval": 3, "deepcache_block": 1},
+    "all (fine)": {"deepcache_interval": 3, "deepcache_block": 1, "token_merging_ratio": 0.5, "tiny_decode": True},
+    "--fast fine (15 steps, deepcache 2 block 1, ToMe 0.5, tiny)": {
+        "steps": 15, "deepcache_interval": 2, "deepcache_block": 1, "token_merging_ratio": 0.5, "tiny_decode": True},
+    "--fast fine 3 (15 steps, deepcache 3 block 1, ToMe 0.5, tiny)": {
+        "steps": 15, "deepcache_interval": 3, "deepcache_block": 1, "token_merging_ratio": 0.5, "tiny_decode": True},
 }
 
 

@@ -94,6 +94,10 @@ def add_sampling(p: argparse.ArgumentParser, *, n: int, steps_help: str, sampler
     p.add_argument("--deepcache-interval", type=int, metavar="N",
                    help="DeepCache: a full U-Net pass every N steps, only its finest level between (changes the "
                         "picture a little; default 0, off)")
+    p.add_argument("--deepcache-block", type=int, metavar="K",
+                   help="with --deepcache-interval: the cached steps run only the finest level's first K down "
+                        "layers and the up layers after them (1: the DeepCache paper's shallowest branch, less "
+                        "work; default: the whole finest level)")
     p.add_argument("--token-merging-ratio", type=finite_float, metavar="R",
                    help="sd-webui's token merging (ToMe): merge this fraction of the finest self-attention's "
                         "tokens, 0..0.9 (changes the picture a little; default 0, off)")
@@ -115,7 +119,8 @@ def _next_index(folder: Path) -> int:
 
 REQUEST_FLAGS = ("prompt", "negative_prompt", "class_name", "steps", "sampler", "schedule", "cfg_scale", "eta",
                  "s_churn", "s_noise", "width", "height", "clip_skip", "subseed", "subseed_strength",
-                 "deepcache_interval", "token_merging_ratio", "noise_schedule")  # argparse dests, request fields
+                 "deepcache_interval", "deepcache_block", "token_merging_ratio",
+                 "noise_schedule")  # argparse dests, request fields
 
 
 def generation_request(args: argparse.Namespace, **fields):

@@ -2,12 +2,18 @@
 
 Adjacent denoising steps have nearly the same high-level features (sec. 3.2): the deep part of a
 U-Net changes slowly while its shallow skip branches carry the detail. DeepCache runs the whole
-U-Net on a full step and keeps the main branch's feature where it re-enters the shallow levels
-(the input of up block ``D - m``, eq. 4's cached U_{m+1}(.) output); on the next ``N - 1`` calls
-only the shallow branch runs (eq. 5): the input convolution, the first ``m`` levels down (the last
-without its downsampler) and their up blocks, with the cached deep feature in place of all
-below. This is the paper's uniform 1:N strategy (sec. 3.3) at the granularity of whole levels
-(``branch`` = m; m = 1 keeps the finest level only, the paper's shallowest skip branch).
+U-Net on a full step and keeps the main branch's feature where skip branch m re-enters it (eq. 4:
+the output of U_{m+1}, the input of U_m); on the next ``N - 1`` calls only the skip branch runs
+(eq. 5): D_1 .. D_m and U_m .. U_1 on the fresh input, U_m on [cached feature, D_m's output], all
+below taken from the cache. This is the paper's uniform 1:N strategy (sec. 3.3).
+
+Here a layer is a resnet with its transformer, or a level's down- or upsampler. The skip branch
+leaves level ``branch`` (counted from the finest, 1) after its down layer ``block`` (counted from 1;
+the official code's ``cache_layer_id`` and ``cache_block_id`` count both from 0): a cached call runs
+conv_in, the down layers up to that one, and the up layers that pop their skips (one more than the
+down layers: conv_in's), then the output layers. ``branch`` 1, ``block`` 1 is the paper's shallowest
+branch (the official example's 0, 0; 0.22 of a full call's FLOPs for SD 1.5 at 512x512);
+``block`` None leaves after the level's last resnet: the whole level but its downsampler (0.38).
 
 :class:`DeepCache` wraps one U-Net (models/sd_unet.py's cross-attention U-Net, of SD 1.x/2.x/XL and
 genpix's latent models, or models/unet.py's pixel U-Net) through its own ``embed`` / ``encode`` /
@@ -33,11 +39,22 @@ from genpix.models.unet import UNet
 @dataclass(frozen=True)
 class DeepCacheConfig:
     interval: int = 3  # N: a full U-Net pass every N calls (1: every call full, the exact path)
-    branch: int = 1  # m: the levels of the shallow branch run on cached calls (1: the finest only)
+    branch: int = 1  # m: the level the skip branch leaves (1: the finest)
+    block: int | None = None  # the down layer of that level it leaves after, from 1; None: the level's last
 
     def __post_init__(self) -> None:
         check(self.interval >= 1, f"DeepCache interval must be at least 1, got {self.interval}")
         check(self.branch >= 1, f"DeepCache branch must be at least 1, got {self.branch}")
+        check(self.block is None or self.block >= 1, f"DeepCache block must be at least 1, got {self.block}")
+
+
+def unet_layers(unet: nn.Module) -> tuple[int, int]:
+    """(levels, resnets per level on the way down) of one of genpix's U-Nets."""
+    if isinstance(unet, SDUNet):
+        return len(unet.down_blocks), unet.config.layers_per_block
+    if isinstance(unet, UNet):
+        return len(unet.config.channel_mult), unet.config.num_res_blocks
+    raise TypeError(f"DeepCache runs genpix's U-Nets (SDUNet, UNet), not {type(unet).__name__}")
 
 
 class DeepCache:
@@ -45,22 +62,18 @@ class DeepCache:
     ``full_calls`` and ``cached_calls`` count what ran."""
 
     def __init__(self, unet: nn.Module, config: DeepCacheConfig = DeepCacheConfig()) -> None:
-        if not isinstance(unet, (SDUNet, UNet)):
-            raise TypeError(f"DeepCache runs genpix's U-Nets (SDUNet, UNet), not {type(unet).__name__}")
-        levels = len(unet.down_blocks) if isinstance(unet, SDUNet) else len(unet.config.channel_mult)
+        levels, per_level = unet_layers(unet)
         check(config.branch < levels, f"DeepCache branch {config.branch} must be below the U-Net's {levels} levels")
+        block = per_level if config.block is None else config.block
+        check(block <= per_level, f"DeepCache block {block} must be at most the U-Net's {per_level} layers per level")
         self.unet, self.config = unet, config
+        # (down layers on the shallow path, the first up layer of the skip branch); each level has
+        # its resnets and a downsampler on the way down, one more layer on the way up
+        self.kept = (config.branch - 1) * (per_level + 1) + block
+        self.cut = levels * (per_level + 1) - self.kept - 1
         self.full_calls = self.cached_calls = 0
         self._deep: torch.Tensor | None = None  # the cached main-branch feature
         self._since = 0  # calls since the last full one
-
-    def _cut(self) -> tuple[int, int]:
-        """(down pieces on the shallow path, the first up piece of the shallow branch)."""
-        unet, m = self.unet, self.config.branch
-        if isinstance(unet, SDUNet):  # one down block per level
-            return m, len(unet.up_blocks) - m
-        per_level = unet.config.num_res_blocks + 1  # res stages and a downsampler (up: res stages)
-        return m * per_level - 1, len(unet.up) - m * per_level
 
     def _refresh(self, x: torch.Tensor) -> bool:
         stale = self._deep is None or self._deep.shape[0] != x.shape[0] or self._since >= self.config.interval
@@ -74,12 +87,11 @@ class DeepCache:
             extra, middle = (args[0] if args else kwargs["context"],), unet.mid_block
         else:
             extra, middle = (), unet.mid
-        kept, cut = self._cut()
         if self._refresh(x):  # eq. 4: the whole U-Net, the deep feature kept
             h, skips = unet.encode(x, emb, *extra)
-            self._deep = unet.decode(middle(h, emb, *extra), skips, emb, *extra, stop=cut)
+            self._deep = unet.decode(middle(h, emb, *extra), skips, emb, *extra, stop=self.cut)
             self.full_calls += 1
-        else:  # eq. 5: the shallow branch on the cached feature
-            _, skips = unet.encode(x, emb, *extra, kept)
+        else:  # eq. 5: the skip branch on the cached feature
+            _, skips = unet.encode(x, emb, *extra, self.kept)
             self.cached_calls += 1
-        return unet.decode(self._deep, skips, emb, *extra, start=cut)
+        return unet.decode(self._deep, skips, emb, *extra, start=self.cut)

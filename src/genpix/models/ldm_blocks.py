@@ -158,16 +158,17 @@ class DownBlock2D(nn.Module):
         self.downsamplers = (nn.ModuleList([Downsample2D(out_channels, downsample_padding)])
                              if add_downsample else None)
 
-    def forward(self, h: torch.Tensor, temb: torch.Tensor | None = None,
-                context: torch.Tensor | None = None, downsample: bool = True) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """``downsample`` False: stop before the downsampler (DeepCache's shallow path)."""
+    def forward(self, h: torch.Tensor, temb: torch.Tensor | None = None, context: torch.Tensor | None = None,
+                layers: int | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """``layers``: only the first ``layers`` of its layers (each resnet with its attention, then the
+        downsampler), one state each (DeepCache's shallow path)."""
         states = []
-        for i, resnet in enumerate(self.resnets):
+        for i, resnet in enumerate(self.resnets[:layers]):
             h = resnet(h, temb)
             if self.attentions is not None:
                 h = self.attentions[i](h, context)
             states.append(h)
-        if self.downsamplers is not None and downsample:
+        if self.downsamplers is not None and (layers is None or layers > len(self.resnets)):
             h = self.downsamplers[0](h)
             states.append(h)
         return h, states
@@ -192,15 +193,19 @@ class UpBlock2D(nn.Module):
         self.upsamplers = nn.ModuleList([Upsample2D(out_channels)]) if add_upsample else None
 
     def forward(self, h: torch.Tensor, skips: list[torch.Tensor] | None = None, temb: torch.Tensor | None = None,
-                context: torch.Tensor | None = None, upsample_size: Sequence[int] | None = None) -> torch.Tensor:
-        """``skips`` is popped from the end, one per resnet (the U-Net); None for the decoder."""
-        for i, resnet in enumerate(self.resnets):
+                context: torch.Tensor | None = None, upsample_size: Sequence[int] | None = None,
+                start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """``skips`` is popped from the end, one per resnet (the U-Net); None for the decoder.
+        ``start`` / ``stop``: only resnets[start:stop] with their attentions, the upsampler only
+        after the last resnet (DeepCache's cut inside a level)."""
+        stop = len(self.resnets) if stop is None else stop
+        for i in range(start, stop):
             if skips is not None:
                 h = torch.cat([h, skips.pop()], dim=1)
-            h = resnet(h, temb)
+            h = self.resnets[i](h, temb)
             if self.attentions is not None:
                 h = self.attentions[i](h, context)
-        if self.upsamplers is not None:
+        if self.upsamplers is not None and stop == len(self.resnets):
             h = self.upsamplers[0](h, upsample_size)
         return h
 

@@ -314,23 +314,32 @@ class SDUNet(nn.Module):
         return temb
 
     def encode(self, x: torch.Tensor, temb: torch.Tensor, context: torch.Tensor,
-               levels: int | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """conv_in and the down blocks: (h, skips). ``levels``: only the first ``levels`` down
-        blocks, the last of them without its downsampler (DeepCache's shallow path, models/deepcache.py)."""
+               layers: int | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """conv_in and the down layers (each resnet with its transformer, each level's downsampler):
+        (h, skips), conv_in's output and one skip per layer. ``layers``: only the first ``layers``
+        down layers (DeepCache's shallow path, models/deepcache.py)."""
         h = self.conv_in(x)
         skips = [h]
-        for i, block in enumerate(self.down_blocks[:levels]):
-            h, states = block(h, temb, context, downsample=levels is None or i < levels - 1)
+        for block in self.down_blocks:
+            if layers is not None and len(skips) > layers:
+                break
+            h, states = block(h, temb, context, None if layers is None else layers + 1 - len(skips))
             skips += states
         return h, skips
 
     def decode(self, h: torch.Tensor, skips: list[torch.Tensor], temb: torch.Tensor, context: torch.Tensor,
                start: int = 0, stop: int | None = None) -> torch.Tensor:
-        """up_blocks[start:stop] on h, popping ``skips``; the output layers after the last up block."""
-        for block in self.up_blocks[start:stop]:
+        """Up layers [start:stop] on h, deepest first, each popping one of ``skips`` (a resnet with its
+        transformer; a level's upsampler after its last); the output layers when run to the end.
+        Layers count across levels, so DeepCache (models/deepcache.py) can cut between any two."""
+        first = 0  # the layer number of this up block's first resnet
+        for block in self.up_blocks:
             n = len(block.resnets)
-            size = skips[-n - 1].shape[-2:] if len(skips) > n else None  # the next level's size
-            h = block(h, skips, temb, context, size)
+            lo, hi = max(start - first, 0), n if stop is None else min(stop - first, n)
+            first += n
+            if lo < hi:
+                size = skips[lo - hi - 1].shape[-2:] if len(skips) > hi - lo else None  # the next level's size
+                h = block(h, skips, temb, context, size, start=lo, stop=hi)
         return h if stop is not None else self.conv_out(F.silu(self.conv_norm_out(h)))
 
     def added_embedding_input(self, text_embeds: torch.Tensor | None, time_ids: torch.Tensor | None) -> torch.Tensor:

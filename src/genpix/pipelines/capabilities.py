@@ -26,7 +26,8 @@ SAMPLING_FIELDS = ("steps", "sampler", "schedule", "cfg_scale", "eta", "s_churn"
 SAMPLER_OPTIONS = ("eta", "s_churn", "s_noise")
 MICRO_FIELDS = ("original_size", "crop_top_left", "target_size", "aesthetic_score", "negative_aesthetic_score")
 VARIATION_FIELDS = ("subseed_strength", "seed_resize_from_h", "seed_resize_from_w", "eta_noise_seed_delta")
-LESS_WORK_FIELDS = ("deepcache_interval", "token_merging_ratio", "tiny_decode")  # pipelines/fast.py; off when falsy
+# pipelines/fast.py; off when falsy
+LESS_WORK_FIELDS = ("deepcache_interval", "deepcache_block", "token_merging_ratio", "tiny_decode")
 
 
 class UnsupportedOption(GenpixError):

@@ -2,7 +2,9 @@
 
 - ``deepcache_interval`` N > 0: DeepCache (Ma et al. 2023, models/deepcache.py) around the U-Net,
   a full pass every N network calls, the shallow branch on the others (1: every call full, the
-  same pictures); 0: off.
+  same pictures); 0: off. ``deepcache_block`` K > 0: the skip branch leaves the finest level after
+  its K-th down layer (1: the paper's shallowest branch, 0.22 of a full call's FLOPs for SD 1.5
+  at 512x512); 0: after its last (the whole level, 0.38).
 - ``token_merging_ratio`` r > 0: ToMe for SD (Bolya and Hoffman 2023, models/tome.py) in the
   cross-attention U-Net's self-attention at the finest attention level; sd-webui's option name.
 - ``tiny_decode``: the final pictures decoded by the model's tiny preview decoder (TAESD,
@@ -52,16 +54,27 @@ def _token_merging(parts: Parts, ratio: float, latent_size: tuple[int, int]):
     return merging(TokenMergingConfig(ratio, max_downsample=2 ** finest), latent_size)
 
 
+def _deepcache_config(request) -> DeepCacheConfig | None:
+    """The request's DeepCache (None: off; interval 1: every call full, the exact path through the wrapper)."""
+    if request.deepcache_interval < 0 or request.deepcache_block < 0:
+        raise GenpixError(f"deepcache_interval and deepcache_block must be 0 (off) or more, got "
+                          f"{request.deepcache_interval} and {request.deepcache_block}")
+    if request.deepcache_block and not request.deepcache_interval:
+        raise GenpixError("deepcache_block needs deepcache_interval (DeepCache is off)")
+    if not request.deepcache_interval:
+        return None
+    return DeepCacheConfig(request.deepcache_interval, block=request.deepcache_block or None)
+
+
 @contextmanager
 def less_work(parts: Parts, request, latent_size: tuple[int, int]) -> Iterator[Parts]:
     """The parts to sample one chunk of ``request`` with (latents of ``latent_size`` (h, w)): the
     denoiser's network behind a fresh DeepCache, and token merging on while inside."""
     merging_context = _token_merging(parts, request.token_merging_ratio, latent_size)
-    if request.deepcache_interval < 0:
-        raise GenpixError(f"deepcache_interval must be 0 (off) or more, got {request.deepcache_interval}")
-    if request.deepcache_interval > 0:  # 1: every call full (the exact path, through the wrapper)
+    deepcache = _deepcache_config(request)
+    if deepcache is not None:
         denoiser = copy.copy(parts.denoiser)  # the shared denoiser keeps its own network
-        denoiser.network = deepcache_network(denoiser.network, DeepCacheConfig(request.deepcache_interval))
+        denoiser.network = deepcache_network(denoiser.network, deepcache)
         parts = replace(parts, denoiser=denoiser)
     with merging_context:
         yield parts

@@ -220,7 +220,8 @@ class DiffusionPipeline:
                  "Noise Schedule": schedules.NOISE_SCHEDULE_LABELS[self.parts.noise_schedule]  # sd-webui's key
                  if self.parts.noise_schedule != "default" else None,
                  "Token merging ratio": request.token_merging_ratio or None,  # sd-webui's key; pipelines/fast.py
-                 "DeepCache interval": request.deepcache_interval or None, "Tiny decode": request.tiny_decode or None}
+                 "DeepCache interval": request.deepcache_interval or None,
+                 "DeepCache block": request.deepcache_block or None, "Tiny decode": request.tiny_decode or None}
         text = caps.conditioning == "text"
         variation = {"Seed resize from": f"{request.seed_resize_from_w}x{request.seed_resize_from_h}" if resized
                      else None, "ENSD": request.eta_noise_seed_delta or None}

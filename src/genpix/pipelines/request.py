@@ -79,6 +79,7 @@ class GenerationRequest:
     hr_negative_prompt: str = ""
     # less work per picture (pipelines/fast.py); each off by default
     deepcache_interval: int = 0  # DeepCache: a full U-Net pass every N calls, the shallow branch between (0: off)
+    deepcache_block: int = 0  # its skip branch leaves the finest level after down layer K (1: the paper's); 0: all
     token_merging_ratio: float = 0.0  # ToMe for SD: the fraction of tokens merged before self-attention (sd-webui's)
     tiny_decode: bool = False  # decode the final pictures with the model's tiny (TAESD) decoder
 
