@@ -54,7 +54,9 @@ def register(commands) -> None:
                               ("--max-pixels", "max_pixels", "pixels per request (width x height x images, "
                                                              "and the sent pictures together)"),
                               ("--max-steps", "max_steps", "sampling steps per request"),
-                              ("--queue-size", "queue_size", "jobs waiting before a 503")):
+                              ("--queue-size", "queue_size", "jobs waiting before a 503"),
+                              ("--max-merged-images", "max_merged_images",
+                               "images of queued txt2img requests run as one batch (1: no merging)")):
         default = getattr(limits, field)
         p.add_argument(flag, type=positive_int, default=default, help=f"most {what} (default {default})")
     add_device(p)
@@ -85,7 +87,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
     set_cpu_threads()
     limits = Limits(args.max_prompt_length, args.max_images, args.max_pixels, args.max_steps, args.max_pixels,
-                    args.queue_size)
+                    args.queue_size, args.max_merged_images)
     origins = tuple(o.strip().rstrip("/") for o in args.cors_allow_origins.split(",") if o.strip())
     app = create_app(models_dir=args.models_dir, outputs_dir=args.outputs_dir, api_auth=args.api_auth,
                      model=args.model, device=str(resolve_device(args.device)), blocklist=args.blocklist,

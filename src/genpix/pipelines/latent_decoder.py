@@ -10,6 +10,7 @@ import torch
 from genpix.errors import GenpixError
 from genpix.io.images import format_infotext, to_pil
 from genpix.pipelines.capabilities import Capabilities, bind, class_index
+from genpix.pipelines.modes import image_seeds
 from genpix.pipelines.output import PipelineOutput
 from genpix.pipelines.request import GenerationRequest
 
@@ -90,7 +91,7 @@ class LatentDecoderPipeline:
         (seed + i) mod K, so each image still depends on its seed only)."""
         plan = bind(request, self.capabilities, lenient=lenient)
         request = plan.request
-        seeds = [request.seed + i for i in range(request.n)]
+        seeds = image_seeds(request)[0]  # seed + i, or the request's per-image seeds
         z = seeded_normal((self.latent_dim,), seeds) if request.latents is None else request.latents
         labels = None
         if plan.label is not None:

@@ -147,8 +147,12 @@ def varied(request) -> bool:
 
 def image_seeds(request) -> tuple[list[int], list[int]]:
     """Per image (seed, subseed): seed + i without a variation strength; with one, every image keeps
-    the seed and the subseed counts up (sd-webui's process_images)."""
-    return noise_seeds(request.seed, request.subseed, request.subseed_strength, request.n)
+    the seed and the subseed counts up (sd-webui's process_images); ``seeds`` / ``subseeds`` when given."""
+    seeds, subseeds = noise_seeds(request.seed, request.subseed, request.subseed_strength, request.n)
+    for name, given in (("seeds", request.seeds), ("subseeds", request.subseeds)):
+        if given is not None and len(given) != request.n:
+            raise GenpixError(f"{name} must list one seed per image ({request.n}), got {len(given)}")
+    return list(request.seeds or seeds), list(request.subseeds or subseeds)
 
 
 def _variation(request, seeds: list[int], subseeds: list[int], factor: int) -> VariationNoise:

@@ -31,6 +31,8 @@ class GenerationRequest:
     n: int = 1
     seed: int = 0
     subseed: int = 0  # sd-webui's variation seed (diffusion/noise.py)
+    seeds: tuple[int, ...] | None = None  # n per-image seeds in place of seed + i (several requests in one batch)
+    subseeds: tuple[int, ...] | None = None  # n per-image variation seeds in place of subseed + i
     subseed_strength: float = 0.0  # 0: the seed's noise, 1: the subseed's
     seed_resize_from_h: int = 0  # > 0 with _w: the seed's noise as drawn at that size (its composition)
     seed_resize_from_w: int = 0

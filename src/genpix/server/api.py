@@ -23,6 +23,7 @@ from genpix.io.images import INFOTEXT_KEY, parse_infotext
 from genpix.io.styles import PromptStyle, apply_styles, read_styles
 from genpix.pipelines.xyz_grid import plot as xyz_plot
 from genpix.server import generation
+from genpix.server.batching import Batcher, merge_key
 from genpix.server.catalog import ModelCatalog, ModelEntry
 from genpix.server.codec import encode_png, load_image, open_image, text_chunks
 from genpix.server.errors import ApiError
@@ -53,6 +54,10 @@ class ServerContext:
     vaes: VaeFolder = field(default_factory=lambda: VaeFolder(None))
     styles_file: Path | None = None  # sd-webui's styles.csv (io/styles.py), read at each use
     cmd_flags: dict[str, Any] = field(default_factory=dict)  # /cmd-flags: how the server was started
+    batcher: Batcher = field(init=False)  # merges queued txt2img jobs (server/batching.py)
+
+    def __post_init__(self) -> None:
+        self.batcher = Batcher(self.jobs, self.limits.max_merged_images)
 
     def styles(self) -> dict[str, PromptStyle]:
         """The styles of --styles-file (none when it is missing); a broken file is a 500 naming it."""
@@ -87,6 +92,12 @@ def _save_outputs(ctx: ServerContext, kind: str, result) -> list[str]:
         logger.warning(message)
         return [message]
     return []
+
+
+def _answered(ctx: ServerContext, kind: str, result) -> tuple[Any, str, list[str]]:
+    """A finished job's (result, job timestamp, warnings), its images saved under --outputs-dir."""
+    warnings = _save_outputs(ctx, kind, result) if ctx.outputs is not None and result.images else []
+    return result, ctx.jobs.job_timestamp, warnings
 
 
 def _styled(ctx: ServerContext, request: Txt2ImgRequest) -> tuple[Txt2ImgRequest, list[str]]:
@@ -136,7 +147,6 @@ async def _generate(ctx: ServerContext, kind: str, request: Txt2ImgRequest, init
     refiner = _refiner(ctx, request)
     check_request(request, ctx.limits, entry.image_size)
     seed = generation.draw_seed(request.seed)
-    warnings: list[str] = []
 
     def job():
         pipe = _pipeline(ctx, entry, settings)
@@ -150,11 +160,17 @@ async def _generate(ctx: ServerContext, kind: str, request: Txt2ImgRequest, init
         result = generation.generate(pipe, entry, run, seed, ctx.jobs, extra, settings)
         if script is not None:
             result.images = script.finish(result.images, canvas, picture_mask, result.nsfw)
-        if ctx.outputs is not None and result.images:
-            warnings.extend(_save_outputs(ctx, kind, result))
-        return result, ctx.jobs.job_timestamp
+        return _answered(ctx, kind, result)
 
-    result, timestamp = await ctx.jobs.run(kind, job)
+    def together(runs: list[tuple[Txt2ImgRequest, int]]) -> list:
+        made = generation.generate_together(_pipeline(ctx, entry, settings), runs, ctx.jobs, settings)
+        return [None if result is None else _answered(ctx, kind, result) for result in made]
+
+    key = merge_key(request, entry, settings)  # None: img2img, a script, a refiner, ... run alone
+    if key is None:
+        result, timestamp, warnings = await ctx.jobs.run(kind, job)
+    else:
+        result, timestamp, warnings = await ctx.batcher.run(kind, key, request.batch_size, (request, seed), together)
     if not request.override_settings_restore_afterwards:  # the request succeeded: its model and settings stay
         ctx.options.model = entry
         ctx.options.update(request.override_settings or {})  # checked before the job (server/settings.py)

@@ -20,6 +20,7 @@ from typing import Any
 
 from PIL import Image
 
+from genpix.diffusion.noise import image_seeds as noise_seeds
 from genpix.pipelines.masking import mask_from_picture, pictures_to_batch
 from genpix.pipelines.request import GenerationRequest
 from genpix.server.catalog import ModelEntry
@@ -42,6 +43,7 @@ class Generation:
     interrupted: bool = False
     subseeds: list[int] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)  # request fields not honoured (sd-webui's, or not for this model)
+    merged_jobs: int = 1  # jobs whose images were made in the same pipeline call (server/batching.py)
 
 
 def draw_seed(seed: int) -> int:
@@ -127,12 +129,9 @@ def generate(pipe, entry: ModelEntry, request: Txt2ImgRequest, seed: int, jobs: 
     Runs in the job worker. An interrupt keeps the finished batches; a skip drops the current one.
     """
     subseed = draw_seed(request.subseed)
-    base = generation_request(pipe, request, settings).but(n=request.batch_size, subseed=subseed, **extra)
+    base = _stepping(pipe, generation_request(pipe, request, settings).but(n=request.batch_size, subseed=subseed,
+                                                                           **extra), jobs)
     varied = bool(base.subseed_strength)
-    if pipe.capabilities.diffusion:
-        base = base.but(callback=lambda info: jobs.step(info.get("step", info["i"] + 1), info.get("total", 0),
-                                                        pipe.preview_images, info["denoised"][:1].detach()))
-    prefix = request.prompt.strip() if pipe.capabilities.conditioning == "class" else ""  # the class, as the prompt line
     result = Generation(ignored=_unimplemented(request, settings))
     jobs.begin_batches(request.n_iter)
     size = request.batch_size
@@ -147,14 +146,65 @@ def generate(pipe, entry: ModelEntry, request: Txt2ImgRequest, seed: int, jobs: 
         except Interrupted:
             result.interrupted = True
             break
-        result.images += out.images
-        result.infotexts += [f"{prefix}\n{text}" if prefix else text for text in out.infotexts]
-        result.seeds += list(out.info["seeds"])
-        result.subseeds += list(out.info.get("subseeds", []))
-        result.nsfw += [bool(flag) for flag in out.info.get("nsfw") or [False] * len(out.images)]
-        result.info = out.info
-        result.ignored += [k for k in out.info.get("ignored", []) if k not in result.ignored]
+        _collect(result, out, slice(None), _class_line(pipe, request))
     return result
+
+
+def generate_together(pipe, runs: list[tuple[Txt2ImgRequest, int]], jobs: JobQueue,
+                      settings: RequestSettings = RequestSettings()) -> list[Generation | None]:
+    """Txt2img requests (with their drawn seeds) that agree on everything but seed, subseed and
+    batch_size (server/batching.py), all n_iter 1, as one pipeline call; each gets the images, seeds and
+    infotexts it gets alone (its own per-image seeds, so its own noise).
+
+    Runs in the job worker. An interrupt or skip (of the first request, the running job) ends the call:
+    the first gets its answer alone (interrupted, or no images), the others None (to run again).
+    """
+    seeds, subseeds = [], []
+    for request, seed in runs:  # each as generate() numbers its images
+        per_image = noise_seeds(seed, draw_seed(request.subseed), request.subseed_strength, request.batch_size)
+        seeds += per_image[0]
+        subseeds += per_image[1]
+    first = runs[0][0]
+    base = generation_request(pipe, first, settings).but(n=len(seeds), seed=seeds[0], subseed=subseeds[0],
+                                                         seeds=tuple(seeds), subseeds=tuple(subseeds))
+    results = [Generation(ignored=_unimplemented(request, settings), merged_jobs=len(runs)) for request, _ in runs]
+    jobs.begin_batches(1)
+    try:
+        jobs.next_batch(0)
+        out = pipe.generate(_stepping(pipe, base, jobs), lenient=True)
+    except (Skipped, Interrupted) as stop:
+        results[0].interrupted = isinstance(stop, Interrupted)
+        return [results[0]] + [None] * (len(runs) - 1)
+    first_row = 0
+    for (request, _), result in zip(runs, results):
+        _collect(result, out, slice(first_row, first_row + request.batch_size), _class_line(pipe, request))
+        first_row += request.batch_size
+    return results
+
+
+def _stepping(pipe, request: GenerationRequest, jobs: JobQueue) -> GenerationRequest:
+    """The request with a step callback that reports to the job queue (where /interrupt and /skip
+    take effect), for a diffusion model."""
+    if not pipe.capabilities.diffusion:
+        return request
+    return request.but(callback=lambda info: jobs.step(info.get("step", info["i"] + 1), info.get("total", 0),
+                                                       pipe.preview_images, info["denoised"][:1].detach()))
+
+
+def _class_line(pipe, request: Txt2ImgRequest) -> str:
+    """The class, as the infotext's prompt line, for a class-conditional model ("" for the others)."""
+    return request.prompt.strip() if pipe.capabilities.conditioning == "class" else ""
+
+
+def _collect(result: Generation, out, rows: slice, prefix: str) -> None:
+    """Add rows ``rows`` of a pipeline output to ``result``."""
+    result.images += out.images[rows]
+    result.infotexts += [f"{prefix}\n{text}" if prefix else text for text in out.infotexts[rows]]
+    result.seeds += list(out.info["seeds"])[rows]
+    result.subseeds += list(out.info.get("subseeds", []))[rows]
+    result.nsfw += [bool(flag) for flag in out.info.get("nsfw") or [False] * len(out.images)][rows]
+    result.info = out.info
+    result.ignored += [k for k in out.info.get("ignored", []) if k not in result.ignored]
 
 
 def processed_info(request: Txt2ImgRequest, entry: ModelEntry, gen: Generation, seed: int,
@@ -182,4 +232,5 @@ def processed_info(request: Txt2ImgRequest, entry: ModelEntry, gen: Generation, 
         "is_using_inpainting_conditioning": False, "version": f"genpix {__version__}",
         "interrupted": gen.interrupted,
         "nsfw": gen.nsfw,  # genpix's: the safety checks' flags, one per image (pipelines/safety.py)
+        "merged_jobs": gen.merged_jobs,  # genpix's: requests made in the same pipeline call (server/batching.py)
     }

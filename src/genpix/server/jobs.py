@@ -5,6 +5,10 @@ job reports its steps through :meth:`JobQueue.step`, which is also where an inte
 effect: it raises :class:`Interrupted` or :class:`Skipped` inside the pipeline's callback. A client
 that disconnects leaves its job to finish; its result is dropped.
 
+Queued txt2img jobs that agree on everything but their seeds can run as one merged batch
+(server/batching.py): :meth:`JobQueue.submit` and :meth:`JobQueue.wait` let it take waiting jobs out
+of the queue, and ``merged_jobs`` in the progress state counts the jobs of the running batch.
+
 The queue is bounded: with ``max_waiting`` jobs waiting a new one is refused with a 503 and a
 ``Retry-After``. :meth:`JobQueue.close` (on SIGINT/SIGTERM) refuses new jobs, cancels the waiting
 ones and interrupts the running one; their clients get a 503 that says the server is shutting down.
@@ -16,7 +20,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -34,6 +38,11 @@ class Skipped(Exception):
     """Raised in a step callback after /skip: drop the current batch, go on with the next."""
 
 
+def shutdown_interrupted() -> ApiError:
+    """The answer of a job that close() interrupted: what it made is partial."""
+    return ApiError("the server is shutting down; this job was interrupted", 503)
+
+
 class JobQueue:
     """Runs jobs one at a time off the event loop and keeps sd-webui's progress ``state``."""
 
@@ -49,6 +58,7 @@ class JobQueue:
 
     def _reset(self, job: str) -> None:
         self.job, self.job_count, self.job_no = job, 1 if job else 0, 0
+        self.merged_jobs = 1 if job else 0  # jobs whose images the running one makes too (server/batching.py)
         self.sampling_step, self.sampling_steps = 0, 0
         self.interrupted = self.skipped = False
         self.job_timestamp = datetime.now().strftime("%Y%m%d%H%M%S") if job else "0"
@@ -60,6 +70,11 @@ class JobQueue:
     async def run(self, job: str, fn: Callable[[], T]) -> T:
         """Queue ``fn`` behind the jobs before it and wait for its result (a 503 when the queue is
         full or the server is shutting down)."""
+        return await self.wait(self.submit(job, fn))
+
+    def submit(self, job: str, fn: Callable[[], T]) -> Future:
+        """Queue ``fn`` behind the jobs before it (a 503 when the queue is full or the server is shutting
+        down). Cancelling the future before it begins takes the job out of the queue."""
         with self._lock:
             if self.closed:
                 raise ApiError("the server is shutting down; no new jobs are taken", 503)
@@ -69,13 +84,16 @@ class JobQueue:
             self._waiting += 1
             future = self._executor.submit(self._run, job, fn)
         future.add_done_callback(self._dropped)
+        return future
+
+    async def wait(self, future: Future) -> T:
+        """A job's result; a cancelled wait (the client left) cancels the job if it has not begun."""
         try:
-            result = await asyncio.wrap_future(future)  # a cancelled wait cancels the job if it has not begun
+            return await asyncio.wrap_future(future)
         except asyncio.CancelledError:
             if self.closed:  # cancelled by close(), not by the client going away
                 raise ApiError("the server is shutting down; this job was cancelled before it began", 503) from None
             raise
-        return result
 
     def _dropped(self, future) -> None:
         if future.cancelled():  # never started, so _run did not count it out of the queue
@@ -89,7 +107,7 @@ class JobQueue:
         try:
             result = fn()
             if self.closed:  # close() interrupted it: what it made is partial
-                raise ApiError("the server is shutting down; this job was interrupted", 503)
+                raise shutdown_interrupted()
             return result
         finally:
             with self._lock:
@@ -107,6 +125,18 @@ class JobQueue:
         self.close()
 
     # --- called by the running job ----------------------------------------------------------------
+
+    def begin(self, job: str) -> None:
+        """A new job starts in the running one's turn (a merged batch's jobs run again after an
+        interrupt): its own progress, timestamp and interrupt flag."""
+        with self._lock:
+            if not self.closed:  # close()'s interrupt stays
+                self._reset(job)
+
+    def merging(self, count: int) -> None:
+        """The running job makes the images of ``count`` jobs (itself included)."""
+        with self._lock:
+            self.merged_jobs = count
 
     def begin_batches(self, count: int) -> None:
         with self._lock:
@@ -174,7 +204,7 @@ class JobQueue:
             state = {"skipped": self.skipped, "interrupted": self.interrupted, "job": self.job,
                      "job_count": self.job_count, "job_timestamp": self.job_timestamp, "job_no": self.job_no,
                      "sampling_step": self.sampling_step, "sampling_steps": self.sampling_steps,
-                     "queued": self._waiting}
+                     "queued": self._waiting, "merged_jobs": self.merged_jobs}
             preview, elapsed = self._preview, time.monotonic() - self.started
         if not state["job"]:
             return 0.0, 0.0, state, None

@@ -1,4 +1,5 @@
-"""What one request may cost: prompt length, images, output pixels, steps, and the queue's length.
+"""What one request may cost: prompt length, images, output pixels, steps, the queue's length, and
+how many images one merged batch of queued requests makes.
 
 Every limit is checked from the request's fields alone, before any picture is decoded or any job is
 queued, so a refused request costs the server almost nothing. The defaults admit whatever sd-webui's
@@ -21,6 +22,9 @@ class Limits:
     max_steps: int = 150  # sampling steps (--max-steps); sd-webui's UI slider stops at 150
     max_input_pixels: int = 64 * 1024 * 1024  # decoded init images and mask together, width x height
     queue_size: int = 16  # jobs waiting behind the running one before a 503 (--queue-size)
+    # images one merged batch of queued txt2img jobs makes (server/batching.py; --max-merged-images, 1: no
+    # merging); sd-webui's UI batch size goes to 8, and pipelines run 4 images at a time
+    max_merged_images: int = 8
 
     def __post_init__(self) -> None:
         for name, value in vars(self).items():
