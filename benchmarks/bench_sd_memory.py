@@ -11,7 +11,9 @@ with a tiny byte-level tokenizer folder (ids < 49,408):
   parameters; the same autoencoder; ViT-L under ``conditioner.embedders.0.transformer.``; OpenCLIP
   ViT-bigG/14, 32 layers, 1280 wide, in open_clip's names with ``in_proj_weight`` and
   ``text_projection`` under ``conditioner.embedders.1.model.``; about 7 GB), generated at 1024x1024;
-- ``--tiny``: small networks of the same layouts and a small picture: a smoke test in seconds.
+- ``--tiny``: small networks of the same layouts and a small picture: a smoke test in seconds;
+- ``--medium``: the family's full-size text towers (123M parameters for SD 1.5, 817M for SDXL) with
+  the tiny U-Net and autoencoder: what loading the text encoders costs, in a minute or two.
 
 It then measures fresh subprocesses, each by its own ``wait4`` rusage (peak resident set, which
 counts the file's mapped pages as well as anonymous memory; the checkpoint is written by another
@@ -97,6 +99,13 @@ TINY = {
                    TINY_VAE, TINY_TEXT, CLIP_PREFIXES[1], 64,
                    replace(BIG_G, vocab_size=600, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
                            num_attention_heads=2)),
+}
+# the full-size text towers with the tiny U-Net (attending to their widths) and autoencoder
+MEDIUM = {
+    "sd15": replace(TINY["sd15"], unet=replace(TINY["sd15"].unet, cross_attention_dim=768), text=CLIPTextConfig.sd1()),
+    "sdxl": replace(TINY["sdxl"], unet=replace(TINY["sdxl"].unet, cross_attention_dim=768 + 1280,
+                                               projection_class_embeddings_input_dim=1280 + 6 * 8),
+                    text=CLIPTextConfig.sd1(), big=BIG_G),
 }
 
 # run in the child: load only, then report /proc/self/status (MiB) before and after, and the load time
@@ -200,7 +209,8 @@ def run(name: str, family: Family, dtype: str, work: Path, args: argparse.Namesp
     # ru_maxrss (the pages it had when they were forked), so this process must stay small
     with multiprocessing.get_context("spawn").Pool(1) as pool:
         counts = pool.apply(write_checkpoint, (path, family, DTYPES[dtype]))
-    result = {"family": name, "tiny": args.tiny, "dtype": dtype, "size": family.size, "parameters": counts,
+    result = {"family": name, "tiny": args.tiny, "medium": args.medium, "dtype": dtype, "size": family.size,
+              "parameters": counts,
               "weights_fp32_mib": 4 * sum(counts.values()) / 2 ** 20, "file_bytes": path.stat().st_size,
               "write_s": time.perf_counter() - tic}
     for backend in ("mmap", "pread") if args.pread else ("mmap",):
@@ -220,7 +230,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--family", choices=list(FAMILIES), default="sd15",
                         help="sd15: SD 1.5, LDM layout, 512x512; sdxl: SDXL 1.0 base, SGM layout, 1024x1024")
-    parser.add_argument("--tiny", action="store_true", help="small networks of the same layout: a smoke test")
+    form = parser.add_mutually_exclusive_group()
+    form.add_argument("--tiny", action="store_true", help="small networks of the same layout: a smoke test")
+    form.add_argument("--medium", action="store_true", help="the full-size text towers, the tiny U-Net and VAE")
     parser.add_argument("--dtypes", nargs="+", choices=list(DTYPES), default=["fp16"],
                         help="the checkpoint's stored dtypes to measure (default fp16)")
     parser.add_argument("--steps", type=int, default=2, help="sampling steps of the generation (default 2)")
@@ -230,7 +242,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tmp", help="folder for the temporary checkpoint (default: the system's)")
     parser.add_argument("--json", help="write the results to this file")
     args = parser.parse_args(argv)
-    family = (TINY if args.tiny else FAMILIES)[args.family]
+    family = (TINY if args.tiny else MEDIUM if args.medium else FAMILIES)[args.family]
     results = {"threads": os.environ.get("GENPIX_THREADS"), "torch": torch.__version__, "runs": []}
     for dtype in args.dtypes:
         with tempfile.TemporaryDirectory(prefix="genpix-sd-memory-", dir=args.tmp) as work:

@@ -9,19 +9,23 @@ from pathlib import Path
 import torch
 
 from genpix.io.checkpoint import check_state_dict, read_json_object
+from genpix.io.mapped_pages import float32_state
 from genpix.io.sd_checkpoint import read_state_dict
+from genpix.io.sd_common import materialised
 from genpix.models.safety_checker import ImagePreprocessing, SafetyChecker, SafetyCheckerConfig, SafetyCheckerError
 
 WEIGHT_NAMES = ("model.safetensors", "pytorch_model.bin")
 
 
-def load_transformers_state_dict(model: SafetyChecker, state: dict[str, torch.Tensor], where: str) -> None:
-    """diffusers' ``StableDiffusionSafetyChecker`` weights into ``model``: transformers 5 names
-    (``vision_model.embeddings...``) or 4's (``vision_model.vision_model.embeddings...``)."""
-    state = {k.replace("vision_model.vision_model.", "vision_model.", 1): v.float() for k, v in state.items()
+def load_transformers_state_dict(model: SafetyChecker, state: dict[str, torch.Tensor], where: str,
+                                 source: Path | None = None) -> None:
+    """diffusers' ``StableDiffusionSafetyChecker`` weights assigned into ``model`` (which may be on the
+    meta device) in float32: transformers 5 names (``vision_model.embeddings...``) or 4's
+    (``vision_model.vision_model.embeddings...``); ``source``: the file they are mapped from."""
+    state = {k.replace("vision_model.vision_model.", "vision_model.", 1): v for k, v in state.items()
              if not k.endswith("position_ids")}
     check_state_dict(model.state_dict(), state, where, SafetyCheckerError)
-    model.load_state_dict(state)
+    model.load_state_dict(float32_state(state, source), assign=True)
 
 
 def load_safety_checker(checker: str | Path, feature_extractor: str | Path) -> SafetyChecker:
@@ -36,6 +40,7 @@ def load_safety_checker(checker: str | Path, feature_extractor: str | Path) -> S
     weights = next((checker / n for n in WEIGHT_NAMES if (checker / n).is_file()), None)
     if weights is None:
         raise SafetyCheckerError(f"no model.safetensors (or pytorch_model.bin) in {checker}")
-    model = SafetyChecker(config, preprocessing)
-    load_transformers_state_dict(model, read_state_dict(weights), str(checker))
-    return model.eval().requires_grad_(False)
+    with torch.device("meta"):  # no random initialisation: every parameter is assigned
+        model = SafetyChecker(config, preprocessing)
+    load_transformers_state_dict(model, read_state_dict(weights), str(checker), weights)
+    return materialised(model.eval().requires_grad_(False), str(checker))

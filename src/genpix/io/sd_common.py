@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -17,24 +17,45 @@ from genpix.config import ConfigError
 from genpix.diffusion import schedules
 from genpix.errors import GenpixError
 from genpix.io.checkpoint import CheckpointError, check_state_dict
+from genpix.io.mapped_pages import float32_state
+from genpix.io.sd_checkpoint import read_state_dict
 from genpix.models.text import CLIPTextModel
 from genpix.models.tokenizer import (CLIP_BPE_FILE, CLIP_BPE_URL, EOS, VOCAB_FILES, CLIPTokenizer, TokenizerError,
                                      clip_cache_dir, load_clip_tokenizer, missing_files_message)
 
+TextModel = TypeVar("TextModel", bound=CLIPTextModel)
 PREDICTIONS = {"epsilon": "eps", "v_prediction": "v", "sample": "x0"}  # diffusers' prediction_type -> ours
 # the LDM configs' training schedule: "linear" in LDM is linear in sqrt(beta), diffusers' scaled_linear
 ZTSNR_KEY, V_PRED_KEY = "ztsnr", "v_pred"  # ComfyUI's marker keys of a single file (comfy/supported_models.py)
 SD_BETAS = {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012, "num_train_timesteps": 1000}
 
 
-def assign_weights(cls: type[nn.Module], config: Any, state: dict[str, torch.Tensor], where: str) -> nn.Module:
-    """``cls(config)`` built on the meta device with ``state`` (converted to float32) assigned:
-    no second copy of the weights. A missing, unexpected or misshapen tensor is named."""
+def assign_weights(cls: type[nn.Module], config: Any, state: dict[str, torch.Tensor], where: str,
+                   source: str | Path | None = None) -> nn.Module:
+    """``cls(config)`` built on the meta device (nothing initialised at random) with ``state``
+    (converted to float32) assigned: no second copy of the weights. A missing, unexpected or
+    misshapen tensor is named. ``source``: the file ``state`` is mapped from, whose pages of
+    converted tensors are given back as they are converted (io/mapped_pages.py)."""
     with torch.device("meta"):
         module = cls(config)
     check_state_dict(module.state_dict(), state, where)
-    module.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, assign=True)
-    return module.eval()
+    module.load_state_dict(float32_state(state, source), assign=True)
+    return materialised(module.eval(), where)
+
+
+def assign_file(cls: type[nn.Module], config: Any, folder: Path) -> nn.Module:
+    """:func:`assign_weights` from a diffusers part folder's ``diffusion_pytorch_model`` weights file."""
+    path = _weights_file(folder, "diffusion_pytorch_model")
+    return assign_weights(cls, config, read_state_dict(path), f"{folder}", path)
+
+
+def materialised(module: nn.Module, where: str) -> nn.Module:
+    """``module``, once no parameter or buffer is left on the meta device (a buffer that no file
+    holds must be made by the module itself, on a real device: a bug here, not bad input)."""
+    left = [name for name, t in [*module.named_parameters(), *module.named_buffers()] if t.is_meta]
+    if left:
+        raise RuntimeError(f"{where}: {left[0]!r} was not loaded and is still on the meta device")
+    return module
 
 
 def alphas_cumprod_from_scheduler(config: dict[str, Any]) -> torch.Tensor:
@@ -137,13 +158,14 @@ def single_file_tokenizer(path: Path, pad: str, folder: str | Path | None, downl
                              f"folder), or put {CLIP_BPE_FILE} (from {CLIP_BPE_URL}) in {clip_cache_dir()}") from None
 
 
-def load_text_weights(model: CLIPTextModel, state: dict[str, torch.Tensor], tokenizer: CLIPTokenizer,
-                      path: Path) -> CLIPTextModel:
-    """``model`` with a checkpoint's text-encoder ``state`` (transformers names) loaded, checked
-    against the tokenizer's vocabulary."""
+def load_text_weights(cls: type[TextModel], state: dict[str, torch.Tensor], tokenizer: CLIPTokenizer,
+                      path: Path, *args: Any) -> TextModel:
+    """``cls(*args)`` built on the meta device with a checkpoint's text-encoder ``state``
+    (transformers names, mapped from ``path``) assigned in float32, checked against the tokenizer's
+    vocabulary."""
     try:
-        model.load_transformers_state_dict(state)
+        model = cls.from_state_dict(float32_state(state, path), *args)
     except GenpixError as exc:
         raise CheckpointError(f"{path} (text encoder): {exc}") from None
     _check_vocab(tokenizer, model)
-    return model.eval()
+    return materialised(model, f"{path} (text encoder)")

@@ -13,9 +13,12 @@ Two layouts, as users have them:
   (models/tokenizer.py ``load_clip_tokenizer``).
 
 ``vae=FILE`` swaps the autoencoder (sd-webui's external VAE, LDM or diffusers names) and
-``prediction="eps" | "v"`` overrides the parameterisation (768-v models without a YAML). Weights
-are converted to float32 and assigned into modules built on the meta device, so a large U-Net is
-never held twice. ``.ckpt``/``.bin`` pickles are read only with ``torch.load(weights_only=True)``.
+``prediction="eps" | "v"`` overrides the parameterisation (768-v models without a YAML). Every part
+(U-Net, autoencoder, text encoder, safety checker) is built on the meta device and gets its weights
+by assignment, converted to float32 tensor by tensor, each half-precision source's mapped pages
+given back at once (io/mapped_pages.py): nothing is initialised at random only to be overwritten,
+nothing is held twice, and the load peak is about the float32 weights alone. ``.ckpt``/``.bin``
+pickles are read only with ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
@@ -32,8 +35,8 @@ from genpix.io.checkpoint import CheckpointError, read_json_object
 from genpix.io.safety_checker import load_safety_checker
 from genpix.io.sd_checkpoint import convert_ldm_unet, convert_ldm_vae, read_state_dict
 from genpix.io.sd_clip import find_text_encoder
-from genpix.io.sd_common import (PREDICTIONS, SD_BETAS, ZTSNR_KEY, _check_vocab, _weights_file,
-                                 alphas_cumprod_from_scheduler, assign_weights, load_text_weights, noise_schedule_of,
+from genpix.io.sd_common import (PREDICTIONS, SD_BETAS, ZTSNR_KEY, _check_vocab, alphas_cumprod_from_scheduler,
+                                 assign_file, assign_weights, load_text_weights, noise_schedule_of,
                                  prediction_from_scheduler, read_ldm_yaml, single_file_tokenizer,
                                  tokenizer_from_folder)
 from genpix.io.sd_config import (SD2_CONTEXT_DIM, SUPPORTED, configs_from_ldm_yaml, infer_unet_config,
@@ -124,11 +127,9 @@ def load_diffusers_folder(folder: Path, *, tokenizer: str | Path | None = None,
         raise CheckpointError(f"{folder}: a {kind} folder; {SUPPORTED} (diffusers folders of "
                               f"{', '.join(SD_PIPELINES[:3])} and the StableDiffusionXL ones)")
     unet_config = SDUNetConfig.from_diffusers(read_json_object(folder / "unet" / "config.json"))
-    unet_weights = read_state_dict(_weights_file(folder / "unet", "diffusion_pytorch_model"))
-    unet = assign_weights(SDUNet, unet_config, unet_weights, f"{folder / 'unet'}")
-    vae_config = AutoencoderConfig.from_diffusers(read_json_object(folder / "vae" / "config.json"))
-    vae_weights = read_state_dict(_weights_file(folder / "vae", "diffusion_pytorch_model"))
-    vae = assign_weights(AutoencoderKL, vae_config, vae_weights, f"{folder / 'vae'}")
+    unet = assign_file(SDUNet, unet_config, folder / "unet")
+    vae = assign_file(AutoencoderKL, AutoencoderConfig.from_diffusers(read_json_object(folder / "vae" / "config.json")),
+                      folder / "vae")
     text_model = CLIPTextModel.from_folder(folder / "text_encoder")
     tok = tokenizer_from_folder(tokenizer if tokenizer is not None else folder / "tokenizer")
     _check_vocab(tok, text_model)
@@ -169,12 +170,13 @@ def load_single_file(path: Path, *, tokenizer: str | Path | None = None, downloa
             warnings.warn(f"{path.name}: an SD 2.x checkpoint without {sidecar.name}: assuming eps prediction; "
                           f"768-v models need --prediction v (or the v2-inference-v.yaml beside the file)",
                           stacklevel=2)
-    unet = assign_weights(SDUNet, unet_config, convert_ldm_unet(checkpoint, unet_config), f"{path} (U-Net)")
-    vae = assign_weights(AutoencoderKL, vae_config, convert_ldm_vae(checkpoint, vae_config), f"{path} (autoencoder)")
+    unet = assign_weights(SDUNet, unet_config, convert_ldm_unet(checkpoint, unet_config), f"{path} (U-Net)", path)
+    vae = assign_weights(AutoencoderKL, vae_config, convert_ldm_vae(checkpoint, vae_config), f"{path} (autoencoder)",
+                         path)
     found = find_text_encoder(checkpoint, layer=layer)
     tok = single_file_tokenizer(path, "!" if found.kind == "open_clip" else EOS, tokenizer, download_tokenizer)
     config = replace(found.config, eos_token_id=tok.eos_id) if found.kind == "clip" else found.config
-    text_model = load_text_weights(CLIPTextModel(config), found.state, tok, path)
+    text_model = load_text_weights(CLIPTextModel, found.state, tok, path, config)
     noise_schedule = noise_schedule_of(checkpoint=checkpoint)
     del checkpoint
     return SDComponents(tok, text_model, unet, vae, alphas_cumprod_from_scheduler(betas), prediction, path.stem,
@@ -190,8 +192,8 @@ def load_external_vae(path: str | Path, config: AutoencoderConfig) -> Autoencode
     diffusers_keys = {k.removeprefix("vae.") for k in checkpoint if "encoder.down_blocks." in k}
     if diffusers_keys:
         state = {k.removeprefix("vae."): v for k, v in checkpoint.items()}
-        return assign_weights(AutoencoderKL, config, state, f"{path} (VAE)")
+        return assign_weights(AutoencoderKL, config, state, f"{path} (VAE)", path)
     overrides = {"scaling_factor": config.scaling_factor, "norm_num_groups": config.norm_num_groups,
                  "sample_size": config.sample_size}
     vae_config = infer_vae_config(checkpoint, **overrides)
-    return assign_weights(AutoencoderKL, vae_config, convert_ldm_vae(checkpoint, vae_config), f"{path} (VAE)")
+    return assign_weights(AutoencoderKL, vae_config, convert_ldm_vae(checkpoint, vae_config), f"{path} (VAE)", path)

@@ -34,8 +34,8 @@ from typing import Any
 import torch
 
 from genpix.io.checkpoint import CheckpointError, read_json_object
-from genpix.io.sd_common import (SD_BETAS, V_PRED_KEY, ZTSNR_KEY, _check_vocab, _weights_file,
-                                 alphas_cumprod_from_scheduler, assign_weights, load_text_weights, noise_schedule_of,
+from genpix.io.sd_common import (SD_BETAS, V_PRED_KEY, ZTSNR_KEY, _check_vocab, alphas_cumprod_from_scheduler,
+                                 assign_file, assign_weights, load_text_weights, noise_schedule_of,
                                  prediction_from_scheduler, read_ldm_yaml, single_file_tokenizer,
                                  tokenizer_from_folder)
 from genpix.io.sd_checkpoint import convert_ldm_unet, convert_ldm_vae, read_state_dict
@@ -108,11 +108,9 @@ def load_sdxl_folder(folder: Path, *, tokenizer: str | Path | None = None,
     """unet/, vae/, text_encoder(_2)/, tokenizer(_2)/, scheduler/ of a diffusers SDXL folder."""
     index = read_json_object(folder / "model_index.json")
     unet_config = SDUNetConfig.from_diffusers(read_json_object(folder / "unet" / "config.json"))
-    unet_weights = read_state_dict(_weights_file(folder / "unet", "diffusion_pytorch_model"))
-    unet = assign_weights(SDUNet, unet_config, unet_weights, f"{folder / 'unet'}")
-    vae_config = AutoencoderConfig.from_diffusers(read_json_object(folder / "vae" / "config.json"))
-    vae = assign_weights(AutoencoderKL, vae_config,
-                         read_state_dict(_weights_file(folder / "vae", "diffusion_pytorch_model")), f"{folder / 'vae'}")
+    unet = assign_file(SDUNet, unet_config, folder / "unet")
+    vae = assign_file(AutoencoderKL, AutoencoderConfig.from_diffusers(read_json_object(folder / "vae" / "config.json")),
+                      folder / "vae")
     text_model_2 = CLIPTextModelWithProjection.from_folder(folder / "text_encoder_2")
     tok_2 = tokenizer_from_folder(tokenizer_2 or tokenizer or folder / "tokenizer_2", pad_token="!")
     _check_vocab(tok_2, text_model_2)
@@ -158,15 +156,16 @@ def load_sdxl_single_file(path: Path, checkpoint: dict[str, torch.Tensor], *, to
     unet_config = infer_unet_config(checkpoint, addition_time_embed_dim=width)
     vae_config = infer_vae_config(checkpoint, scaling_factor=SDXL_VAE_SCALE, sample_size=1024)
     prediction = sgm_prediction(path, checkpoint)
-    unet = assign_weights(SDUNet, unet_config, convert_ldm_unet(checkpoint, unet_config), f"{path} (U-Net)")
-    vae = assign_weights(AutoencoderKL, vae_config, convert_ldm_vae(checkpoint, vae_config), f"{path} (autoencoder)")
+    unet = assign_weights(SDUNet, unet_config, convert_ldm_unet(checkpoint, unet_config), f"{path} (U-Net)", path)
+    vae = assign_weights(AutoencoderKL, vae_config, convert_ldm_vae(checkpoint, vae_config), f"{path} (autoencoder)",
+                         path)
     tok_2 = single_file_tokenizer(path, "!", tokenizer_2 or tokenizer, download_tokenizer)
-    text_model_2 = load_text_weights(CLIPTextModelWithProjection(found_g.config, pooled), found_g.state, tok_2, path)
+    text_model_2 = load_text_weights(CLIPTextModelWithProjection, found_g.state, tok_2, path, found_g.config, pooled)
     tok = text_model = None
     if found_l is not None:
         tok = single_file_tokenizer(path, EOS, tokenizer, download_tokenizer)
         config = replace(found_l.config, eos_token_id=tok.eos_id)
-        text_model = load_text_weights(CLIPTextModel(config), found_l.state, tok, path)
+        text_model = load_text_weights(CLIPTextModel, found_l.state, tok, path, config)
     return checked(SDXLComponents(tok, text_model, tok_2, text_model_2, unet, vae,
                                   alphas_cumprod_from_scheduler(SD_BETAS), prediction, path.stem, found_l is None,
                                   noise_schedule=noise_schedule_of(checkpoint=checkpoint)))

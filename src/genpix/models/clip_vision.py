@@ -19,7 +19,7 @@ from torch import nn
 
 from genpix.config import check, from_dict
 from genpix.errors import GenpixError
-from genpix.models.text import CLIPEncoder, CLIPTextConfig
+from genpix.models.text import CLIPEncoder, CLIPTextConfig, Embedding
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ class CLIPVisionEmbeddings(nn.Module):
         self.class_embedding = nn.Parameter(torch.zeros(config.hidden_size))
         self.patch_embedding = nn.Conv2d(config.num_channels, config.hidden_size, kernel_size=config.patch_size,
                                          stride=config.patch_size, bias=False)
-        self.position_embedding = nn.Embedding(config.num_positions, config.hidden_size)
+        self.position_embedding = Embedding(config.num_positions, config.hidden_size)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """(B, C, S, S) -> (B, 1 + (S / patch)^2, D)."""

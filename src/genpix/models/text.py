@@ -24,7 +24,7 @@ import json
 import pickle
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -150,11 +150,21 @@ class CLIPEncoder(nn.Module):
         self.layers = nn.ModuleList(CLIPEncoderLayer(config) for _ in range(config.num_hidden_layers))
 
 
+class Embedding(nn.Embedding):
+    """``nn.Embedding``, initialised N(0, 1) as torch's, except on the meta device (a model built there
+    for its weights to be assigned): torch's meta ``normal_`` imports torch._dynamo, a second of every
+    loading process."""
+
+    def reset_parameters(self) -> None:
+        if not self.weight.is_meta:
+            super().reset_parameters()
+
+
 class CLIPTextEmbeddings(nn.Module):
     def __init__(self, config: CLIPTextConfig) -> None:
         super().__init__()
-        self.token_embedding = nn.Embedding(config.vocab_size, config.hidden_size)
-        self.position_embedding = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.token_embedding = Embedding(config.vocab_size, config.hidden_size)
+        self.position_embedding = Embedding(config.max_position_embeddings, config.hidden_size)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         """(B, T) int64 -> (B, T, D)."""
@@ -211,6 +221,9 @@ class CLIPTextTransformer(nn.Module):
         return (input_ids == self.config.eos_token_id).int().argmax(dim=-1)
 
 
+Model = TypeVar("Model", bound="CLIPTextModel")
+
+
 class CLIPTextModel(nn.Module):
     """CLIP's text tower with transformers' ``CLIPTextModel`` parameter names (``text_model.*``)."""
 
@@ -226,7 +239,9 @@ class CLIPTextModel(nn.Module):
 
     def load_transformers_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         """Load transformers' weights, with or without the ``text_model.`` prefix (transformers >= 5
-        saves without it); the ``position_ids`` buffer is ignored; dtypes are converted to ours.
+        saves without it); the ``position_ids`` buffer is ignored (positions are made in ``forward``).
+        The tensors are assigned, in float32 (a float32 one as it is, not copied), so the model may
+        have been built on the meta device.
 
         Raises TextEncoderError naming a missing, unexpected or misshapen key.
         """
@@ -242,7 +257,16 @@ class CLIPTextModel(nn.Module):
             if value.shape != ours[key].shape:
                 raise TextEncoderError(f"text encoder weight {key} has shape {tuple(value.shape)}, "
                                        f"expected {tuple(ours[key].shape)}")
-        self.load_state_dict(state)
+        self.load_state_dict({k: v.float() for k, v in state.items()}, assign=True)
+
+    @classmethod
+    def from_state_dict(cls: type[Model], state: dict[str, torch.Tensor], *args: object) -> Model:
+        """``cls(*args)`` with transformers' weights ``state`` assigned (:meth:`load_transformers_state_dict`),
+        built on the meta device: no parameter is initialised at random only to be overwritten."""
+        with torch.device("meta"):
+            model = cls(*args)
+        model.load_transformers_state_dict(state)
+        return model.eval()
 
     @classmethod
     def from_transformers_config(cls, data: dict) -> CLIPTextModel:
@@ -252,7 +276,8 @@ class CLIPTextModel(nn.Module):
     @classmethod
     def from_folder(cls, folder: str | Path) -> CLIPTextModel:
         """Load a diffusers ``text_encoder/`` folder: ``config.json`` and ``model.safetensors``
-        (or ``pytorch_model.bin``, read with ``torch.load(weights_only=True)``), in float32.
+        (or ``pytorch_model.bin``, read with ``torch.load(weights_only=True)``), in float32, into a
+        model built on the meta device.
         """
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -262,7 +287,8 @@ class CLIPTextModel(nn.Module):
         if not config_path.is_file():
             raise TextEncoderError(f"no config.json in the text encoder folder {folder}")
         try:
-            model = cls.from_transformers_config(json.loads(config_path.read_text(encoding="utf-8")))
+            with torch.device("meta"):  # no random initialisation: every parameter is assigned below
+                model = cls.from_transformers_config(json.loads(config_path.read_text(encoding="utf-8")))
         except (OSError, json.JSONDecodeError, TypeError) as exc:
             raise TextEncoderError(f"cannot read {config_path}: {exc}") from exc
         weights = folder / "model.safetensors"
