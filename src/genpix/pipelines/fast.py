@@ -93,6 +93,19 @@ def final_decoder(parts: Parts, request):
     return parts.preview
 
 
+def unsupported_switches(parts: Parts) -> tuple[str, ...]:
+    """The request fields of the switches these parts cannot honour (each an error in :func:`less_work`
+    or :func:`final_decoder`): what a caller applying one setting to every model (the HTTP server)
+    drops and names as ignored instead."""
+    unet = getattr(parts.denoiser.network, "unet", parts.denoiser.network)
+    names = [] if isinstance(unet, (SDUNet, UNet)) else ["deepcache_interval", "deepcache_block"]
+    if not isinstance(unet, SDUNet):
+        names.append("token_merging_ratio")
+    if parts.space.factor == 1 or parts.preview is None:
+        names.append("tiny_decode")
+    return tuple(names)
+
+
 # genpix generate --fast: few steps and every switch that keeps the picture close. Few-step
 # checkpoints and LoRAs, recognised by "lcm" / "turbo" / "lightning" in the model's or a <lora:>
 # tag's name, get their own sampler and CFG 1 (one pass per step, the unconditional batch skipped)

@@ -17,6 +17,7 @@ from genpix.server.auth import parse_credentials
 from genpix.server.catalog import ModelCatalog
 from genpix.server.errors import error_response, install_error_handlers
 from genpix.server.extras import UpscalerRegistry, build_extras_router
+from genpix.server.fast_preset import build_fast_router
 from genpix.server.guard import Guard, GuardConfig, trusted_hosts_for
 from genpix.server.jobs import JobQueue
 from genpix.server.limits import Limits
@@ -96,6 +97,8 @@ def create_app(models_dir: str | Path | None = None, outputs_dir: str | Path | N
     app.include_router(build_router(ctx, []))
     app.include_router(build_extras_router(UpscalerRegistry(upscalers_dir, device=device), ctx.jobs, [], limits))
     app.include_router(build_networks_router(lambda: catalog.pipeline(ctx.options.model), lora_dir, embeddings_dir))
+    app.include_router(build_fast_router(lambda title: catalog.pipeline(catalog.find(title) if title
+                                                                        else ctx.options.model)))
 
     @app.get("/", include_in_schema=False)
     def index() -> Response:

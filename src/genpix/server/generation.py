@@ -51,12 +51,12 @@ def draw_seed(seed: int) -> int:
     return random.randrange(4294967294) if seed == -1 else seed
 
 
-def _unimplemented(request: Txt2ImgRequest, settings: RequestSettings) -> list[str]:
+def _unimplemented(pipe, request: Txt2ImgRequest, settings: RequestSettings) -> list[str]:
     """sd-webui fields genpix does not implement yet that the request sets to something other than
     their "off" value: reported in ``info["ignored"]``, never dropped in silence (docs/architecture.md);
-    with the settings not honoured (server/settings.py)."""
+    with the settings not honoured (server/settings.py), for all models or for this one."""
     given = [name for name, on in (("restore_faces", request.restore_faces), ("tiling", request.tiling)) if on]
-    given += list(settings.ignored)
+    given += list(settings.ignored) + settings.less_work(pipe)[1]
     if isinstance(request, Img2ImgRequest):
         if request.mask is not None and request.inpaint_full_res:
             given.append("inpaint_full_res")
@@ -79,7 +79,7 @@ def generation_request(pipe, request: Txt2ImgRequest,
               "s_churn": request.s_churn, "s_noise": request.s_noise,
               "width": request.width, "height": request.height, "clip_skip": settings.clip_skip,
               "eta_noise_seed_delta": settings.eta_noise_seed_delta,
-              "token_merging_ratio": settings.token_merging_ratio,
+              **settings.less_work(pipe)[0],
               "subseed_strength": request.subseed_strength,
               "seed_resize_from_h": max(0, request.seed_resize_from_h),
               "noise_schedule": settings.noise_schedule,
@@ -132,7 +132,7 @@ def generate(pipe, entry: ModelEntry, request: Txt2ImgRequest, seed: int, jobs: 
     base = _stepping(pipe, generation_request(pipe, request, settings).but(n=request.batch_size, subseed=subseed,
                                                                            **extra), jobs)
     varied = bool(base.subseed_strength)
-    result = Generation(ignored=_unimplemented(request, settings))
+    result = Generation(ignored=_unimplemented(pipe, request, settings))
     jobs.begin_batches(request.n_iter)
     size = request.batch_size
     for number in range(request.n_iter):
@@ -167,7 +167,8 @@ def generate_together(pipe, runs: list[tuple[Txt2ImgRequest, int]], jobs: JobQue
     first = runs[0][0]
     base = generation_request(pipe, first, settings).but(n=len(seeds), seed=seeds[0], subseed=subseeds[0],
                                                          seeds=tuple(seeds), subseeds=tuple(subseeds))
-    results = [Generation(ignored=_unimplemented(request, settings), merged_jobs=len(runs)) for request, _ in runs]
+    results = [Generation(ignored=_unimplemented(pipe, request, settings), merged_jobs=len(runs))
+               for request, _ in runs]
     jobs.begin_batches(1)
     try:
         jobs.next_batch(0)

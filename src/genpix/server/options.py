@@ -26,6 +26,11 @@ DEFAULTS: dict[str, Any] = {
     "randn_source": "CPU",  # genpix draws every noise on the CPU; "GPU"/"NV" are named in info["ignored"]
     "sd_vae": "Automatic",  # a file of --vae-dir for SD models; "Automatic"/"None": the model's own
     "token_merging_ratio": 0.0,  # ToMe for SD in the cross-attention U-Nets (models/tome.py); 0: off
+    # genpix's (pipelines/fast.py): DeepCache, a full U-Net pass every N calls (0: off), its skip branch
+    # after the finest level's K-th down layer (0: the whole level); the tiny (TAESD) final decoder
+    "deepcache_interval": 0,
+    "deepcache_block": 0,
+    "tiny_decode": False,
     # the preview shows the guided x0 ("Combined"); "Prompt" / "Negative prompt" (one CFG branch's x0) are
     # accepted and named in info["ignored"]
     "live_preview_content": "Combined",
@@ -36,8 +41,8 @@ CHOICES: dict[str, tuple[str, ...]] = {"randn_source": ("GPU", "CPU", "NV"),
                                       "live_preview_content": ("Combined", "Prompt", "Negative prompt"),
                                       "sd_noise_schedule": ("Default", "Zero Terminal SNR")}
 MINIMUM: dict[str, float] = {"CLIP_stop_at_last_layers": 1, "eta_noise_seed_delta": 0, "eta_ancestral": 0,
-                             "token_merging_ratio": 0,
-                             "eta_ddim": 0}
+                             "token_merging_ratio": 0, "eta_ddim": 0, "deepcache_interval": 0,
+                             "deepcache_block": 0}
 
 
 def check_value(key: str, value: Any, where: str = "option") -> Any:
@@ -78,10 +83,14 @@ class Options:
         return {**self.values, "sd_model_checkpoint": model.title, "sd_checkpoint_hash": model.sha256}
 
     def checked(self, values: dict[str, Any], where: str = "option") -> dict[str, Any]:
-        """The known keys of ``values``, each checked (a 422 for the first bad one); nothing is set."""
+        """The known keys of ``values``, each checked (a 422 for the first bad one), and the settings
+        they make with the others; nothing is set."""
         out = {key: check_value(key, value, where) for key, value in values.items() if key in DEFAULTS}
         if "sd_vae" in out and self.check_vae is not None:
             self.check_vae(out["sd_vae"])
+        merged = {**self.values, **out}
+        if merged["deepcache_block"] and not merged["deepcache_interval"]:
+            raise ApiError(f"{where} 'deepcache_block' needs 'deepcache_interval' above 0 (DeepCache is off)", 422)
         return out
 
     def update(self, values: dict[str, Any]) -> None:

@@ -6,7 +6,9 @@ Checked before the job is queued, so a bad value is a 422 and the request change
 samplers that take one, when the request has no ``eta``), ``eta_ddim`` (DDIM's), ``sd_vae`` (a
 --vae-dir file, SD models), ``randn_source`` "CPU" (genpix draws its noise on the CPU: "GPU" and
 "NV" are named in ``info["ignored"]``), ``sd_noise_schedule`` ("Zero Terminal SNR": SD models sample on
-the schedule rescaled to zero terminal SNR; other models name it in ``info["ignored"]``) and
+the schedule rescaled to zero terminal SNR; other models name it in ``info["ignored"]``),
+``token_merging_ratio`` (sd-webui's ToMe), genpix's ``deepcache_interval``, ``deepcache_block`` and
+``tiny_decode`` (pipelines/fast.py; a model that cannot honour one names it in ``info["ignored"]``) and
 ``sd_model_checkpoint`` (server/api.py). Every other
 ``override_settings`` key is named in ``info["ignored"]``.
 """
@@ -18,12 +20,14 @@ from typing import Any
 
 from genpix.diffusion import samplers
 from genpix.errors import GenpixError
+from genpix.pipelines.fast import unsupported_switches
 from genpix.server.options import Options
 from genpix.server.vaes import VaeFile, VaeFolder
 
 HONOURED_SETTINGS = ("sd_model_checkpoint", "CLIP_stop_at_last_layers", "eta_noise_seed_delta", "eta_ancestral",
                      "eta_ddim", "sd_vae", "randn_source", "token_merging_ratio", "live_preview_content",
-                     "sd_noise_schedule")
+                     "sd_noise_schedule", "deepcache_interval", "deepcache_block", "tiny_decode")
+LESS_WORK_SETTINGS = ("deepcache_interval", "deepcache_block", "token_merging_ratio", "tiny_decode")  # fast.py
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,18 @@ class RequestSettings:
     token_merging_ratio: float = 0.0  # sd-webui's option: ToMe for SD (pipelines/fast.py)
     noise_schedule: str = "Default"  # sd-webui's sd_noise_schedule (pipelines/parts.py with_noise_schedule)
     ignored: tuple[str, ...] = ()  # settings given but not honoured
+    deepcache_interval: int = 0  # genpix's DeepCache (pipelines/fast.py); 0: off
+    deepcache_block: int = 0
+    tiny_decode: bool = False  # the final pictures from the model's tiny decoder
+
+    def less_work(self, pipe) -> tuple[dict[str, Any], list[str]]:
+        """The less-work request fields for ``pipe`` and the names of those on that it cannot honour
+        (dropped; a model without a sampler drops them all when the request is bound)."""
+        fields = {name: getattr(self, name) for name in LESS_WORK_SETTINGS}
+        if not pipe.capabilities.diffusion:
+            return fields, []  # the lenient binder names them (pipelines/capabilities.py)
+        unsupported = [name for name in unsupported_switches(pipe.parts) if fields[name]]
+        return {**fields, **{name: type(fields[name])() for name in unsupported}}, unsupported  # off: 0, False
 
     def eta(self, pipe, sampler: str | None) -> float | None:
         """The eta for a request without one: eta_ddim for DDIM, eta_ancestral for the other samplers
@@ -63,4 +79,5 @@ def request_settings(options: Options, vaes: VaeFolder, override: dict[str, Any]
             ignored.append(f"override_settings.{key}" if key in given else key)
     return RequestSettings(values["CLIP_stop_at_last_layers"], values["eta_noise_seed_delta"],
                            values["eta_ancestral"], values["eta_ddim"], vaes.find(values["sd_vae"]),
-                           values["token_merging_ratio"], values["sd_noise_schedule"], tuple(ignored))
+                           values["token_merging_ratio"], values["sd_noise_schedule"], tuple(ignored),
+                           values["deepcache_interval"], values["deepcache_block"], values["tiny_decode"])
