@@ -5,7 +5,11 @@ const API = "/sdapi/v1";
 const $ = (id) => document.getElementById(id);
 
 async function call(method, path, body) {
-  const response = await fetch(API + path, {
+  return fetchJSON(method, API + path, body);
+}
+
+async function fetchJSON(method, url, body) {
+  const response = await fetch(url, {
     method,
     headers: body === undefined ? {} : { "Content-Type": "application/json" },
     body: body === undefined ? undefined : JSON.stringify(body),
@@ -32,9 +36,58 @@ async function loadModels() {
 }
 
 async function loadSamplers() {
-  const samplers = await call("GET", "/samplers");
+  const [samplers, schedulers] = await Promise.all([call("GET", "/samplers"), call("GET", "/schedulers")]);
   $("sampler_name").replaceChildren(new Option("(model default)", ""),
     ...samplers.map((s) => new Option(s.name, s.name)));
+  $("scheduler").replaceChildren(...schedulers.map((s) => new Option(s.label, s.name)));
+  $("scheduler").value = "automatic";
+}
+
+// ---- Fast: the model's fast preset (GET /genpix/fast-preset: pipelines/fast.py, as `genpix generate --fast`)
+// put into the form, and its less-work settings sent with each txt2img request while the box is ticked
+
+const FAST_FIELDS = ["steps", "sampler_name", "scheduler", "cfg_scale"];
+let fastSettings = null; // the preset's override_settings while Fast is on
+let beforeFast = null; // the form's values before Fast, and the preset's values put in their place
+
+async function applyFast() {
+  if (!$("fast").checked) return leaveFast();
+  const params = new URLSearchParams({ model: $("model").value, prompt: $("prompt").value });
+  try {
+    const preset = await fetchJSON("GET", `/genpix/fast-preset?${params}`);
+    if (!$("fast").checked) return;
+    const before = beforeFast ? beforeFast.before : Object.fromEntries(FAST_FIELDS.map((id) => [id, $(id).value]));
+    for (const id of FAST_FIELDS) {
+      if (preset[id] !== undefined) $(id).value = preset[id];
+      else if (beforeFast && $(id).value === beforeFast.applied[id]) $(id).value = before[id]; // the last model's
+    }
+    beforeFast = { before, applied: Object.fromEntries(FAST_FIELDS.map((id) => [id, $(id).value])) };
+    fastSettings = preset.override_settings;
+    $("fast-status").textContent = fastSummary(preset);
+  } catch (error) {
+    $("fast").checked = false;
+    leaveFast();
+    showError(error);
+  }
+}
+
+function leaveFast() {
+  // the fields the user has not changed since get their values back
+  if (beforeFast) {
+    for (const id of FAST_FIELDS) if ($(id).value === beforeFast.applied[id]) $(id).value = beforeFast.before[id];
+  }
+  fastSettings = beforeFast = null;
+  $("fast-status").textContent = "";
+}
+
+function fastSummary(preset) {
+  const less = preset.override_settings;
+  const schedule = preset.scheduler !== "automatic" ? ` ${$("scheduler").selectedOptions[0].text}` : "";
+  return [`${preset.steps} steps, ${preset.sampler_name}${schedule}`,
+          preset.cfg_scale !== undefined ? `CFG ${preset.cfg_scale}` : "",
+          less.deepcache_interval ? `DeepCache every ${less.deepcache_interval}` : "",
+          less.token_merging_ratio ? `token merging ${less.token_merging_ratio}` : "",
+          less.tiny_decode ? "tiny decoder" : ""].filter(Boolean).join(", ");
 }
 
 async function loadStyles() {
@@ -85,9 +138,14 @@ function payload() {
     prompt: $("prompt").value,
     negative_prompt: $("negative_prompt").value,
     sampler_name: $("sampler_name").value || undefined,
+    scheduler: $("scheduler").value === "automatic" ? undefined : $("scheduler").value,
     override_settings: { sd_model_checkpoint: $("model").value },
     override_settings_restore_afterwards: false,
   };
+  if (fastSettings && tab === "txt2img") { // for this request only: the server's /options keep their values
+    Object.assign(body.override_settings, fastSettings);
+    body.override_settings_restore_afterwards = true;
+  }
   const styles = [...$("styles").selectedOptions].map((option) => option.value);
   if (styles.length) body.styles = styles;
   for (const id of ["steps", "cfg_scale", "seed", "width", "height", "batch_size", "n_iter"]) {
@@ -260,6 +318,8 @@ function sendToTxt2img() {
   if (p.Size) [$("width").value, $("height").value] = p.Size.split("x");
   const sampler = [...$("sampler_name").options].find((option) => option.value === p.Sampler);
   $("sampler_name").value = sampler ? sampler.value : "";
+  const schedule = [...$("scheduler").options].find((option) => option.text === p["Schedule type"]);
+  $("scheduler").value = schedule ? schedule.value : "automatic";
   showTab("txt2img");
 }
 
@@ -328,7 +388,11 @@ async function generate() {
 window.addEventListener("DOMContentLoaded", () => {
   $("generate").addEventListener("click", generate);
   $("interrupt").addEventListener("click", () => call("POST", "/interrupt").catch(showError));
-  $("model").addEventListener("change", switchModel);
+  $("model").addEventListener("change", async () => {
+    await switchModel(); // loaded by the server's job queue first, then asked for its preset
+    if ($("fast").checked) await applyFast();
+  });
+  $("fast").addEventListener("change", applyFast);
   for (const button of document.querySelectorAll("#tabs [data-tab]")) {
     button.addEventListener("click", () => showTab(button.dataset.tab));
   }
