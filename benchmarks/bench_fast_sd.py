@@ -70,6 +70,10 @@ RUNS = {
         "steps": 15, "deepcache_interval": 2, "deepcache_block": 1, "token_merging_ratio": 0.5, "tiny_decode": True},
     "--fast fine 3 (15 steps, deepcache 3 block 1, ToMe 0.5, tiny)": {
         "steps": 15, "deepcache_interval": 3, "deepcache_block": 1, "token_merging_ratio": 0.5, "tiny_decode": True},
+    # the cost of a few-step model's path (LCM / Turbo / Lightning shapes: 4 steps, CFG 1 = no unconditional
+    # batch, tiny decoder); on random weights its pictures say nothing, its time is what such a model takes
+    "few-step (4 steps Euler, CFG 1, tiny)": {"steps": 4, "sampler": "Euler", "schedule": "SGM Uniform",
+                                              "cfg_scale": 1.0, "tiny_decode": True},
 }
 
 
