@@ -60,7 +60,7 @@ def test_img2img_refuses_non_diffusion_models_and_missing_images(picture, tmp_pa
     status, _, err = run_cli("img2img", "fashion-vae", picture)
     assert status == 1 and "cannot do img2img" in err
     status, out, err = run_cli("img2img", picture, "a red circle", "--steps", "2", "-o", tmp_path / "default")
-    assert status == 0 and "Model: shapes-ldm" in Image.open(tmp_path / "default" / "00000.png").info["parameters"], err
+    assert status == 0 and "Model: emoji-ldm" in Image.open(tmp_path / "default" / "00000.png").info["parameters"], err
     status, _, err = run_cli("img2img", "fashion-vae", tmp_path / "nope.png")
     assert status == 1
 

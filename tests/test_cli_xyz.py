@@ -11,7 +11,8 @@ from genpix.io.images import parse_infotext
 
 
 def test_xyz_cells_are_the_generations_they_label(run_cli, tmp_path):
-    status, out, err = run_cli("xyz", "a red circle at the top left", "--x-type", "Steps", "--x-values", "2-4 (+2)",
+    status, out, err = run_cli("xyz", "a red circle at the top left", "--model", "shapes-ldm", "--x-type", "Steps",
+                               "--x-values", "2-4 (+2)",
                                "--y-type", "Prompt S/R", "--y-values", "red, blue", "--seed", 4,
                                "-o", tmp_path / "grid.png", "--cells", tmp_path / "cells")
     assert status == 0, err

@@ -17,7 +17,7 @@ from genpix.io.checkpoint import read_model_dir
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes"
 BUNDLED = ROOT / "src" / "genpix" / "bundled"
-BUNDLES = ("fashion-vae", "fashion-ddpm", "shapes-ldm", "fashion-ldm")
+BUNDLES = ("fashion-vae", "fashion-ddpm", "shapes-ldm", "fashion-ldm", "emoji-ldm")
 STAGE_FILES = {"autoencoder": ".autoencoder", "preview-decoder": ".preview-decoder"}  # else NAME.json
 QUICK = ("--steps", "2", "--limit", "16", "--batch-size", "4", "--sample-every", "2", "--checkpoint-every", "2",
          "--log-every", "1", "--quiet")
@@ -89,7 +89,7 @@ def _needs_minilm(name: str) -> bool:
 
 
 @pytest.mark.slow  # a fixed cost per run (held-out evaluation, preview sampling): about half a minute each
-@pytest.mark.parametrize("name", (*BUNDLES, "emoji-ldm"))
+@pytest.mark.parametrize("name", BUNDLES)
 def test_recipe_commands_train_export_and_load(name, tmp_path, run_cli):
     if _needs_minilm(name):
         pytest.importorskip("transformers")

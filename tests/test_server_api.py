@@ -57,7 +57,7 @@ def test_models_and_switching_with_the_client(api, model_dirs):
     assert {"fashion-vae", "digits-ddpm"} <= set(names)
     entry = next(m for m in api.get_sd_models() if m["model_name"] == "digits-ddpm")
     assert entry["hash"] == entry["sha256"][:10] and entry["filename"].endswith("model.safetensors")
-    assert api.util_get_current_model().startswith("shapes-ldm [")  # the bundled text-to-image model
+    assert api.util_get_current_model().startswith("emoji-ldm [")  # the bundled text-to-image model
     api.util_set_model("digits-ddpm")  # the client lowercases and matches the closest title
     assert api.util_get_current_model() == names["digits-ddpm"]
     assert api.get_options()["sd_checkpoint_hash"] == entry["sha256"]

@@ -139,7 +139,7 @@ def test_an_option_the_model_cannot_honour_is_named_everywhere(models, server, r
     with pytest.raises(GenpixError, match="unknown generation option: stepz \\(did you mean steps\\?\\)"):
         vae(stepz=5)
     status, _, err = run_cli("generate", "a red circle", "--clip-skip", "2", "-o", tmp_path)
-    assert status == 1 and err.strip() == ("genpix: error: shapes-ldm (ldm) takes no --clip-skip: it has no CLIP "
+    assert status == 1 and err.strip() == ("genpix: error: emoji-ldm (ldm) takes no --clip-skip: it has no CLIP "
                                            "text encoder")
     body = {"prompt": "", "steps": 5, "cfg_scale": 7, "enable_hr": True, "batch_size": 1,
             "override_settings": {"sd_model_checkpoint": "fashion-vae", "CLIP_stop_at_last_layers": 2}}
@@ -159,7 +159,8 @@ def test_sizes_default_to_the_model_and_off_grid_sizes_are_refused_alike(models,
                                                            "override_settings": {"sd_model_checkpoint": "shapes-ldm"}},
                       timeout=60)
     assert r.status_code == 400 and r.json()["detail"] == message
-    status, _, err = run_cli("generate", "a red circle", "--steps", "2", "--width", "36", "-o", tmp_path)
+    status, _, err = run_cli("generate", "a red circle", "--model", "shapes-ldm", "--steps", "2", "--width", "36",
+                             "-o", tmp_path)
     assert status == 1 and err.strip() == f"genpix: error: {message}"
     with pytest.raises(GenpixError, match=message):
         genpix.load_pipeline("shapes-ldm")(prompt="a red circle", steps=2, width=36)

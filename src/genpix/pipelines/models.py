@@ -15,7 +15,7 @@ from genpix.models.vae import VAE, VAEConfig
 from genpix.pipelines.latent_decoder import LatentDecoderPipeline
 
 
-DEFAULT_TEXT_MODEL = "shapes-ldm"  # the bundled text-to-image model every prompt command and the server start with
+DEFAULT_TEXT_MODEL = "emoji-ldm"  # the bundled text-to-image model every prompt command and the server start with
 
 
 def bundled_root() -> Path:

