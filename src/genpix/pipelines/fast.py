@@ -31,14 +31,20 @@ from genpix.models.unet import UNet
 from genpix.pipelines.parts import LatentUNet, Parts
 
 
+def _cacheable(network) -> bool:
+    """Whether DeepCache can wrap a denoiser's network: one of genpix's U-Nets, or one behind LatentUNet."""
+    unet = network.unet if isinstance(network, LatentUNet) else network
+    return isinstance(unet, (SDUNet, UNet))
+
+
 def deepcache_network(network, config: DeepCacheConfig):
     """The denoiser's network with a fresh DeepCache around its U-Net."""
-    if isinstance(network, LatentUNet) and isinstance(network.unet, (SDUNet, UNet)):
+    if not _cacheable(network):
+        raise GenpixError(f"deepcache_interval needs one of genpix's U-Nets; this model's network is "
+                          f"{type(network).__name__}")
+    if isinstance(network, LatentUNet):
         return LatentUNet(DeepCache(network.unet, config), network.dtype)
-    if isinstance(network, (SDUNet, UNet)):
-        return DeepCache(network, config)
-    raise GenpixError(f"deepcache_interval needs one of genpix's U-Nets; this model's network is "
-                      f"{type(network).__name__}")
+    return DeepCache(network, config)
 
 
 def _token_merging(parts: Parts, ratio: float, latent_size: tuple[int, int]):
@@ -97,9 +103,8 @@ def unsupported_switches(parts: Parts) -> tuple[str, ...]:
     """The request fields of the switches these parts cannot honour (each an error in :func:`less_work`
     or :func:`final_decoder`): what a caller applying one setting to every model (the HTTP server)
     drops and names as ignored instead."""
-    unet = getattr(parts.denoiser.network, "unet", parts.denoiser.network)
-    names = [] if isinstance(unet, (SDUNet, UNet)) else ["deepcache_interval", "deepcache_block"]
-    if not isinstance(unet, SDUNet):
+    names = [] if _cacheable(parts.denoiser.network) else ["deepcache_interval", "deepcache_block"]
+    if not isinstance(getattr(parts.denoiser.network, "unet", parts.denoiser.network), SDUNet):
         names.append("token_merging_ratio")
     if parts.space.factor == 1 or parts.preview is None:
         names.append("tiny_decode")

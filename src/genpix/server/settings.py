@@ -20,6 +20,7 @@ from typing import Any
 
 from genpix.diffusion import samplers
 from genpix.errors import GenpixError
+from genpix.pipelines.capabilities import LESS_WORK_FIELDS
 from genpix.pipelines.fast import unsupported_switches
 from genpix.server.options import Options
 from genpix.server.vaes import VaeFile, VaeFolder
@@ -27,7 +28,7 @@ from genpix.server.vaes import VaeFile, VaeFolder
 HONOURED_SETTINGS = ("sd_model_checkpoint", "CLIP_stop_at_last_layers", "eta_noise_seed_delta", "eta_ancestral",
                      "eta_ddim", "sd_vae", "randn_source", "token_merging_ratio", "live_preview_content",
                      "sd_noise_schedule", "deepcache_interval", "deepcache_block", "tiny_decode")
-LESS_WORK_SETTINGS = ("deepcache_interval", "deepcache_block", "token_merging_ratio", "tiny_decode")  # fast.py
+LESS_WORK_SETTINGS = LESS_WORK_FIELDS  # pipelines/fast.py's switches, each a setting of the same name
 
 
 @dataclass(frozen=True)
