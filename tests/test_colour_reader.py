@@ -63,7 +63,7 @@ def test_benchmark_prompts_are_reworded_and_enough():
 
     cases = prompts()
     assert len(cases) >= 60 and {colour for _, colour, _ in cases} <= set(BASIC_COLOURS)
-    training = set(load_dataset("emoji-captions", split="all").captions) | set(load_dataset("shapes", split="all").captions)
+    training = set(load_dataset("emoji-colours", split="all").captions) | set(load_dataset("shapes", split="all").captions)
     words = {word for caption in training for word in caption.replace(",", " ").split()}
     assert not training & {prompt for prompt, _, _ in cases}
     plain = [p for p, colour, _ in cases if colour in p.replace(",", " ").split()]  # "lime green", "sky blue"

@@ -1,11 +1,14 @@
-"""`emoji-captions`: the emoji repeated with captions from the Unicode name and the picture's colour."""
+"""`emoji-captions`: the emoji repeated with captions from the Unicode name and the picture's colour;
+`emoji-colours`: and tinted to other colours (data/recolour.py)."""
 
 import numpy as np
 import pytest
 
 from genpix.data import load_dataset
-from genpix.data.emoji_captions import (CAPTION_VARIANTS, caption_variants, emoji_captions, emoji_colour,
-                                        emoji_subject)
+from genpix.data.colour_names import dominant_colour, rgb_to_hsv
+from genpix.data.emoji_captions import (CAPTION_VARIANTS, RECOLOURED_COPIES, caption_variants, emoji_captions,
+                                        emoji_colour, emoji_subject)
+from genpix.data.recolour import hsv_to_rgb, main_region, recolour
 
 
 @pytest.fixture(scope="module")
@@ -60,3 +63,40 @@ def test_split_size_and_limit_follow_the_emoji(emoji):
     few = load_dataset("emoji-captions", split="train", limit=5)
     assert len(few) == 5 and len(set(few.captions)) == 5
     assert load_dataset("emoji", split="train").captions[:3] == load_dataset("emoji", split="train", limit=3).captions
+
+
+# ---------------------------------------------------------------- emoji-colours: tinted copies
+
+def test_hsv_round_trip_and_known_values():
+    rgb = np.random.default_rng(0).random((500, 3))
+    assert np.allclose(hsv_to_rgb(rgb_to_hsv(rgb)), rgb, atol=1e-9)
+    assert np.allclose(rgb_to_hsv(np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.5, 0.5, 0.5]])),
+                       [[0, 1, 1], [240, 1, 1], [0, 0, 0.5]])
+
+
+@pytest.mark.parametrize("name", ["grinning face", "frog face", "heavy black heart", "cloud"])
+def test_a_tint_reads_as_its_colour_keeps_shading_and_leaves_the_rest(emoji, name):
+    plain, _ = emoji
+    image = plain.images[list(plain.captions).index(name)].numpy()
+    region = main_region(image)
+    for colour in ("red", "green", "blue", "purple", "pink", "brown", "black"):
+        tinted = recolour(image, colour)
+        assert dominant_colour(tinted) == colour, (name, colour)
+        assert np.array_equal(tinted[:, ~region], image[:, ~region])  # outlines, eyes, background kept
+    value = lambda im: im[:, region].max(axis=0).astype(float)  # noqa: E731 (HSV value of the region)
+    if value(image).std() > 5:  # shaded: lighter pixels stay lighter
+        assert np.corrcoef(value(image), value(recolour(image, "blue")))[0, 1] > 0.9
+
+
+def test_emoji_colours_adds_read_tinted_copies_with_their_colour_in_the_caption(emoji):
+    plain = load_dataset("emoji", split="test")
+    rich = load_dataset("emoji-colours", split="test")
+    n = CAPTION_VARIANTS * len(plain)
+    tinted, captions = rich.images[n:].numpy(), rich.captions[n:]
+    assert rich.captions[:n] == load_dataset("emoji-captions", split="test").captions
+    assert 0.8 * RECOLOURED_COPIES * len(plain) <= len(tinted) <= RECOLOURED_COPIES * len(plain)
+    for image, caption in zip(tinted, captions):
+        colour = dominant_colour(image)
+        assert colour in caption.replace(",", " ").split(), (caption, colour)
+    assert len({dominant_colour(image) for image in tinted}) >= 10  # every basic colour but white, at least
+    assert load_dataset("emoji-colours", split="test", limit=n + 4).captions == rich.captions[:n + 4]

@@ -35,6 +35,8 @@ def register(commands) -> None:
     p.add_argument("--steps", type=positive_int, help="sampling steps when --fake is a diffusion MODEL")
     p.add_argument("--sampler", help="sampler name when --fake is a diffusion MODEL")
     p.add_argument("--cfg-scale", type=finite_float, help="classifier-free guidance scale when --fake is a MODEL")
+    p.add_argument("--class", dest="class_name", help="class when --fake is a class-conditional MODEL (null: the "
+                   "null class; default: each image's class drawn from the uniform prior)")
     p.add_argument("--kid-subsets", type=positive_int, default=100, help="KID subsets (default 100)")
     p.add_argument("--kid-subset-size", type=positive_int, default=1000, help="KID subset size (default 1000)")
     p.add_argument("--nearest-k", type=positive_int, default=3, help="k of precision/recall (default 3)")
@@ -76,7 +78,7 @@ def run_eval(args: argparse.Namespace) -> int:
                                inception_weights=args.inception_weights, download=args.download_inception,
                                inception_url=args.inception_url)
     fake = load_image_set(args.fake, args.num_images, device=device, seed=args.seed, steps=args.steps,
-                          sampler=args.sampler, cfg_scale=args.cfg_scale)
+                          sampler=args.sampler, cfg_scale=args.cfg_scale, class_name=args.class_name)
     options = EvalOptions(kid_subsets=args.kid_subsets, kid_subset_size=args.kid_subset_size, k=args.nearest_k,
                           batch_size=args.batch_size, seed=args.seed)
     report = evaluate(real, fake, extractor, options)

@@ -19,7 +19,8 @@ def register(commands) -> None:
     p.add_argument("--prompt", help="text prompt (text-conditioned models)")
     p.add_argument("--negative-prompt", help="negative prompt (text-conditioned models)")
     p.add_argument("--class", dest="class_name",
-                   help="class name (class-conditioned models); all: -n images of every class, a grid row each")
+                   help="class name (class-conditioned models); all: -n images of every class, a grid row each; "
+                        "null: the null class of guidance (default: each image's class drawn from the uniform prior)")
     p.add_argument("--trajectory", help="diffusion models: also write the denoising strip of the first "
                                         "image (x_t above the predicted x0, about 10 columns) to this file")
     add_seed(p)
@@ -223,12 +224,17 @@ def readable(picture, side: int = GRID_MIN_SIDE):
 def run_sample(args: argparse.Namespace) -> int:
     from genpix.device import resolve_device, set_cpu_threads
     from genpix.pipelines import load_pipeline
+    from genpix.pipelines.class_prior import sample_class_prior, wants_class_prior, with_null_class
 
     set_cpu_threads()
     pipe = load_pipeline(args.model, device=resolve_device(args.device))
     if args.class_name is not None and args.class_name.lower() == "all":
         return _sample_every_class(pipe, args)
-    out = run_pipeline(pipe, generation_request(args), args.trajectory)
+    request = with_null_class(generation_request(args))
+    if wants_class_prior(pipe, request):  # no --class: each picture's class drawn from the prior
+        out = sample_class_prior(pipe, request, lambda part: run_pipeline(pipe, part, args.trajectory))
+    else:
+        out = run_pipeline(pipe, request, args.trajectory)
     write_outputs(out, args)
     return 0
 

@@ -27,21 +27,21 @@ BACKGROUND_DISTANCE = 60.0  # RGB distance (0-255 scale) from the background col
 MIN_CHROMATIC_SHARE = 0.25  # the object is named by a chromatic term when at least this share of it has one
 
 
-def _hsv(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Hue in degrees [0, 360), saturation and value in [0, 1] of float RGB ``(N, 3)`` in [0, 255]."""
-    rgb = pixels / 255.0
-    value, low = rgb.max(axis=1), rgb.min(axis=1)
+def rgb_to_hsv(rgb: np.ndarray) -> np.ndarray:
+    """``(..., 3)`` RGB in [0, 1] -> HSV ``(..., 3)``: hue in degrees [0, 360), saturation and value in
+    [0, 1] (Smith 1978)."""
+    value, low = rgb.max(axis=-1), rgb.min(axis=-1)
     chroma = value - low
     saturation = np.where(value > 0, chroma / np.maximum(value, 1e-12), 0.0)
-    r, g, b = rgb.T
+    r, g, b = np.moveaxis(rgb, -1, 0)
     safe = np.maximum(chroma, 1e-12)
     hue = np.select([value == r, value == g], [((g - b) / safe) % 6, (b - r) / safe + 2], (r - g) / safe + 4)
-    return 60.0 * hue, saturation, value
+    return np.stack([60.0 * np.where(chroma > 0, hue, 0.0), saturation, value], axis=-1)
 
 
 def pixel_colour_names(pixels: np.ndarray) -> np.ndarray:
     """The basic colour name (an index into BASIC_COLOURS) of every RGB pixel ``(N, 3)`` in [0, 255]."""
-    hue, saturation, value = _hsv(np.asarray(pixels, dtype=np.float64).reshape(-1, 3))
+    hue, saturation, value = rgb_to_hsv(np.asarray(pixels, dtype=np.float64).reshape(-1, 3) / 255.0).T
     index = {name: i for i, name in enumerate(BASIC_COLOURS)}
     bounds = np.array([upper for upper, _ in _HUES])
     names = np.array([index[name] for _, name in _HUES])[np.searchsorted(bounds, hue, side="right").clip(max=7)]

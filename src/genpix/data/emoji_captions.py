@@ -9,6 +9,11 @@ else the picture's dominant basic colour (data/colour_names.py), so colour words
 and a frozen sentence encoder (models/text.py SentenceEncoder) can carry synonyms ("crimson",
 "azure") to them. The dataset repeats every emoji once per caption variant; which variant a copy
 gets is a fixed function of (emoji index, copy, seed), as data/captions.py does for Fashion-MNIST.
+
+In the emoji, colour goes with the object (frogs are green, faces yellow), so a model learns "frog"
+-> green, not "green" -> green. ``recoloured`` adds that many more copies of every emoji with its
+main colour tinted to another basic colour (data/recolour.py) and captioned with it ("a purple
+frog"): the dataset `emoji-colours`.
 """
 
 from __future__ import annotations
@@ -19,8 +24,11 @@ from .captions import _KNUTH
 from .colour_names import dominant_colour
 from .dataset import ImageDataset, Split, make_dataset
 from .emoji import EMOJI_NATIVE_SIZE, load_emoji
+from .recolour import TINTS, recolour
+from .transforms import resize_images
 
 CAPTION_VARIANTS = 8
+RECOLOURED_COPIES = 8  # tinted copies of every emoji in `emoji-colours`
 TYPOGRAPHIC = frozenset({"black", "white", "heavy"})  # Unicode's filled, outlined and bold, not colours
 NAME_COLOURS = ("red", "orange", "yellow", "green", "blue", "purple", "brown", "pink")
 FILLER = frozenset({"with", "and", "of", "the", "a", "an", "in", "on", "for", "sign", "symbol"})
@@ -69,16 +77,49 @@ def emoji_captions(variants: list[tuple[str, ...]], copy: int, seed: int = 0) ->
     return tuple(v[(((i + 7919 * seed) * _KNUTH) % 2**32 + copy) % CAPTION_VARIANTS] for i, v in enumerate(variants))
 
 
+def recoloured_copies(images: np.ndarray, names: tuple[str, ...], colours: list[str], copies: int,
+                      seed: int = 0) -> tuple[np.ndarray, list[str]]:
+    """``copies`` recoloured versions of every emoji (uint8 ``(N, 3, H, W)``, its Unicode ``names`` and
+    read ``colours``): copy r of emoji i is tinted to the (hash of (i, seed) + r)-th basic colour other
+    than its own, captioned with one of `caption_variants` of "COLOUR SUBJECT"; a tint that does not
+    read as its colour afterwards (white on the white background) is left out."""
+    kept, captions = [], []
+    for copy in range(copies):
+        for i, (image, name, own) in enumerate(zip(images, names, colours)):
+            others = [c for c in TINTS if c != own]
+            k = ((i + 7919 * seed) * _KNUTH) % 2**32 + copy
+            colour = others[k % len(others)]
+            tinted = recolour(image, colour)
+            if dominant_colour(tinted) == colour:
+                kept.append(tinted)
+                subject = emoji_subject(name)
+                captions.append(caption_variants(f"{colour} {subject}", colour)[(k // len(others)) % CAPTION_VARIANTS])
+    return np.stack(kept) if kept else images[:0], captions
+
+
 def load_emoji_captions(split: Split = "train", *, image_size: int = EMOJI_NATIVE_SIZE, limit: int | None = None,
-                        repeats: int = CAPTION_VARIANTS, seed: int = 0, **emoji_options) -> ImageDataset:
+                        repeats: int = CAPTION_VARIANTS, recoloured: int = 0, seed: int = 0,
+                        **emoji_options) -> ImageDataset:
     """The emoji of ``split`` repeated ``repeats`` times, copy c of emoji i at index c * N + i, each
-    with its own caption (see `emoji_captions`); ``limit`` keeps the first images of that order (so
-    ``limit <= N`` gives distinct emoji). The colours are read at 64 px whatever ``image_size``."""
+    with its own caption (see `emoji_captions`), then ``recoloured`` tinted copies of each
+    (`recoloured_copies`); ``limit`` keeps the first images of that order (so ``limit <= N`` gives
+    distinct emoji). The colours are read and tinted at 64 px whatever ``image_size``."""
     base = load_emoji(split, image_size=image_size, **emoji_options)
     native = base if image_size == EMOJI_NATIVE_SIZE else load_emoji(split, **emoji_options)
-    variants = [caption_variants(name, emoji_colour(name, image))
-                for name, image in zip(base.captions, native.images.numpy())]
+    colours = [emoji_colour(name, image) for name, image in zip(base.captions, native.images.numpy())]
+    variants = [caption_variants(name, colour) for name, colour in zip(base.captions, colours)]
     copies = min(repeats, -(-limit // len(base))) if limit else repeats
     captions = [c for copy in range(copies) for c in emoji_captions(variants, copy, seed)]
     images = np.concatenate([base.images.numpy()] * copies)
-    return make_dataset(images[:limit], None, None, tuple(captions[:limit]), "emoji-captions", split)
+    if recoloured and (limit is None or limit > len(images)):
+        tinted, tinted_captions = recoloured_copies(native.images.numpy(), base.captions, colours, recoloured, seed)
+        if image_size != EMOJI_NATIVE_SIZE:
+            tinted = resize_images(tinted, image_size)
+        images, captions = np.concatenate([images, tinted]), captions + tinted_captions
+    name = "emoji-colours" if recoloured else "emoji-captions"
+    return make_dataset(images[:limit], None, None, tuple(captions[:limit]), name, split)
+
+
+def load_emoji_colours(split: Split = "train", **options) -> ImageDataset:
+    """`emoji-colours`: `emoji-captions` and RECOLOURED_COPIES tinted copies of every emoji."""
+    return load_emoji_captions(split, recoloured=RECOLOURED_COPIES, **options)

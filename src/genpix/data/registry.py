@@ -12,7 +12,7 @@ import torch
 from .dataset import SPLITS, DataError, ImageDataset, Split
 from .digits import load_digits
 from .emoji import load_emoji
-from .emoji_captions import load_emoji_captions
+from .emoji_captions import load_emoji_captions, load_emoji_colours
 from .folder import FOLDER_NATIVE_SIZE, load_folder
 from .mnist import FASHION_MNIST, MNIST, IdxSource, load_idx_dataset
 from .scenes import load_shape_scenes
@@ -32,6 +32,8 @@ DATASETS: dict[str, str] = {
     "emoji": "about 1300 Noto Color Emoji rendered at 64x64, captioned with their Unicode names (offline)",
     "emoji-captions": "the emoji, each repeated with 8 captions from its name and colour (\"a red heart\", "
                       "\"heart, red\"; offline)",
+    "emoji-colours": "emoji-captions and 8 copies of every emoji tinted to other basic colours (\"a purple frog\"), "
+                     "so colour words mean colours, not objects (offline)",
 }
 
 
@@ -40,7 +42,8 @@ _IDX_SOURCES: dict[str, IdxSource] = {"fashion-mnist": FASHION_MNIST, "mnist": M
 # Offline datasets, made directly at the requested size (`image_size` keyword, else their native size).
 _MADE: dict[str, Callable[..., ImageDataset]] = {"digits": load_digits, "shapes": load_shapes,
                                                  "shape-scenes": load_shape_scenes, "emoji": load_emoji,
-                                                 "emoji-captions": load_emoji_captions}
+                                                 "emoji-captions": load_emoji_captions,
+                                                 "emoji-colours": load_emoji_colours}
 
 
 def list_datasets() -> list[tuple[str, str]]:

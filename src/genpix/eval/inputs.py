@@ -43,7 +43,7 @@ class ImageSet:
 
 def load_image_set(spec: str, limit: int | None = None, *, device: torch.device = torch.device("cpu"),
                    seed: int = 0, steps: int | None = None, sampler: str | None = None,
-                   cfg_scale: float | None = None) -> ImageSet:
+                   cfg_scale: float | None = None, class_name: str | None = None) -> ImageSet:
     """The first `limit` images named by `spec` (see the module docstring)."""
     from genpix.data import DATASETS
     from genpix.pipelines.models import bundled_models
@@ -59,7 +59,8 @@ def load_image_set(spec: str, limit: int | None = None, *, device: torch.device 
     if not path.exists() and spec not in bundled_models():
         raise GenpixError(f"{spec!r} is not a dataset ({', '.join(DATASETS)}, with :train or :test), "
                           f"a folder of images, a .npy file, a model folder or a bundled model")
-    return _generate(spec, limit or 10000, device, seed=seed, steps=steps, sampler=sampler, cfg_scale=cfg_scale)
+    return _generate(spec, limit or 10000, device, seed=seed, steps=steps, sampler=sampler, cfg_scale=cfg_scale,
+                     class_name=class_name)
 
 
 def _dataset(name: str, split: str, limit: int | None) -> ImageSet:
@@ -108,9 +109,13 @@ def _folder(path: Path, limit: int | None) -> ImageSet:
 
 def _generate(model: str, n: int, device: torch.device, *, seed: int, **options: Any) -> ImageSet:
     from genpix.pipelines import load_pipeline
+    from genpix.pipelines.class_prior import sample_class_prior, wants_class_prior, with_null_class
+    from genpix.pipelines.request import GenerationRequest
 
     pipe = load_pipeline(model, device=device)
     given = {k: v for k, v in options.items() if v is not None}
-    parts = [pipe(n=min(GENERATE_CHUNK, n - start), seed=seed + start, **given).tensors
-             for start in range(0, n, GENERATE_CHUNK)]
+    requests = [with_null_class(GenerationRequest.of(n=min(GENERATE_CHUNK, n - start), seed=seed + start, **given))
+                for start in range(0, n, GENERATE_CHUNK)]
+    parts = [(sample_class_prior(pipe, r) if wants_class_prior(pipe, r) else pipe.generate(r)).tensors
+             for r in requests]
     return ImageSet(torch.cat(parts), model, info={"source": "model", "seed": seed, **given})
