@@ -10,6 +10,7 @@ Markdown table and the concurrency-4 / concurrency-1 throughput ratio.
 
     GENPIX_THREADS=1 python benchmarks/bench_serving.py --requests 40
     GENPIX_THREADS=1 python benchmarks/bench_serving.py --models fashion-ddpm --steps 10 --merge 8 --requests 40
+    GENPIX_THREADS=2 python benchmarks/bench_serving.py --models fashion-ddpm --merge 1 8 --merge-wait-ms 0 50
 """
 
 from __future__ import annotations
@@ -54,11 +55,12 @@ def run_load(url: str, body: dict, requests: int, concurrency: int, first_seed: 
             "merged": sum(m for _, m in answered) / max(1, len(answered))}
 
 
-def serve_and_load(model: str, merge: int, args: argparse.Namespace) -> list[dict]:
+def serve_and_load(model: str, merge: int, wait: int, args: argparse.Namespace) -> list[dict]:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     command = [sys.executable, "-m", "genpix", "serve", "--port", str(port), "--model", model,
-               "--max-merged-images", str(merge), "--queue-size", str(max(16, max(args.concurrency)))]
+               "--max-merged-images", str(merge), "--merge-wait-ms", str(wait),
+               "--queue-size", str(max(16, max(args.concurrency)))]
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, env=os.environ.copy())
     try:
         wait_until_serving(base, server)
@@ -67,7 +69,7 @@ def serve_and_load(model: str, merge: int, args: argparse.Namespace) -> list[dic
         if args.steps is not None:
             body["steps"] = args.steps
         post_json(url, {**body, "seed": 0})  # warm-up: model load, first-call allocations
-        return [{"model": model, "merge": merge, **run_load(url, body, args.requests, c, 1000 * (i + 1))}
+        return [{"model": model, "merge": merge, "wait": wait, **run_load(url, body, args.requests, c, 1000 * (i + 1))}
                 for i, c in enumerate(args.concurrency)]
     finally:
         server.terminate()
@@ -82,26 +84,30 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--merge", type=int, nargs="+", default=[1, 8],
                         help="--max-merged-images values to serve with (1: no merging; default 1 8)")
+    parser.add_argument("--merge-wait-ms", type=int, nargs="+", default=[50],
+                        help="--merge-wait-ms values to serve with when merging (default 50)")
     args = parser.parse_args()
     if args.requests < 1 or any(v < 1 for v in [*args.concurrency, *args.merge, args.steps]):
         parser.error("--requests, --concurrency, --merge and --steps must be at least 1")
 
-    rows = [row for model in args.models for merge in args.merge for row in serve_and_load(model, merge, args)]
+    runs = [(model, merge, wait) for model in args.models for merge in args.merge
+            for wait in (args.merge_wait_ms if merge > 1 else [0])]
+    rows = [row for model, merge, wait in runs for row in serve_and_load(model, merge, wait, args)]
     print(f"{args.requests} txt2img requests of 1 image per concurrency level, steps {args.steps}, "
           f"GENPIX_THREADS={os.environ.get('GENPIX_THREADS', '(unset)')}\n")
-    print("| model | max merged images | concurrency | requests | lost | requests/s | p50 (ms) | p95 (ms) "
-          "| mean merged_jobs |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| model | max merged images | merge wait (ms) | concurrency | requests | lost | requests/s | p50 (ms) "
+          "| p95 (ms) | mean merged_jobs |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['model']} | {r['merge']} | {r['concurrency']} | {r['requests']} | {r['lost']} "
+        print(f"| {r['model']} | {r['merge']} | {r['wait']} | {r['concurrency']} | {r['requests']} | {r['lost']} "
               f"| {r['requests_per_s']:.1f} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['merged']:.2f} |")
     print()
-    for model in args.models:
-        for merge in args.merge:
-            rate = {r["concurrency"]: r["requests_per_s"] for r in rows if r["model"] == model and r["merge"] == merge}
-            low, high = min(rate), max(rate)
-            if low != high and rate[low] > 0:
-                print(f"{model}, max merged images {merge}: concurrency {high} / {low} = {rate[high] / rate[low]:.2f}x")
+    for model, merge, wait in runs:
+        rate = {r["concurrency"]: r["requests_per_s"] for r in rows if (r["model"], r["merge"], r["wait"]) == (model, merge, wait)}
+        low, high = min(rate), max(rate)
+        if low != high and rate[low] > 0:
+            print(f"{model}, max merged images {merge}, wait {wait} ms: concurrency {high} / {low} = "
+                  f"{rate[high] / rate[low]:.2f}x")
 
 
 if __name__ == "__main__":

@@ -184,3 +184,41 @@ def test_a_shutdown_during_a_merged_batch_answers_every_job_503(models):
     with ServerThread(app) as url:
         answers = queued_behind_a_running_job(url, bodies, close_while_merged, status=503)
     assert all(images is None for images, _ in answers)
+
+
+def test_a_batch_waits_for_as_many_jobs_as_its_last_batch_had_and_a_lone_client_never_waits(models):
+    """--merge-wait-ms: clients that each wait for their answer send their next requests apart; the
+    leader waits (here up to 3 s) for as many as the key's last batch had, and no longer once one is gone."""
+    from genpix.server.limits import Limits
+
+    with ServerThread(create_app(models_dir=models, limits=Limits(merge_wait_ms=3000))) as url:
+        lone = {**BASE, "prompt": "7"}
+        tic = time.monotonic()
+        for seed in range(3):  # a lone client: batches of one job, so no wait at all
+            assert json.loads(post(url, {**lone, "seed": seed}).json()["info"])["merged_jobs"] == 1
+        assert time.monotonic() - tic < 3.0
+        answers = queued_behind_a_running_job(url, [{**BASE, "seed": 1}, {**BASE, "seed": 2}])
+        assert [info["merged_jobs"] for _, info in answers] == [2, 2]  # the key's last batch: 2 jobs
+        later = [None, None]
+        tic = time.monotonic()
+        threads = [start(url, {**BASE, "seed": 3}, later, 0)]
+        time.sleep(0.5)  # the second client asks half a second after the first
+        threads.append(start(url, {**BASE, "seed": 4}, later, 1))
+        for thread in threads:
+            thread.join(60)
+        assert [json.loads(a.json()["info"])["merged_jobs"] for a in later] == [2, 2]
+        assert time.monotonic() - tic < 3.0  # the wait ended when the second arrived
+        tic = time.monotonic()  # one client left: the next waits out the 3 s once, then runs alone ...
+        assert json.loads(post(url, {**BASE, "seed": 5}).json()["info"])["merged_jobs"] == 1
+        assert time.monotonic() - tic >= 2.9
+        tic = time.monotonic()  # ... and its batch of one sets the key's size: no more waiting
+        assert json.loads(post(url, {**BASE, "seed": 6}).json()["info"])["merged_jobs"] == 1
+        assert time.monotonic() - tic < 2.0
+
+
+def test_merge_wait_flag_is_checked():
+    from genpix.server.limits import Limits
+
+    assert Limits(merge_wait_ms=0).merge_wait_ms == 0
+    with pytest.raises(ValueError, match="merge_wait_ms must be a whole number >= 0"):
+        Limits(merge_wait_ms=-1)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import warnings
 
-from genpix.cli.common import add_device, positive_int
+from genpix.cli.common import add_device, non_negative_int, positive_int
 
 GRACE_S = 10  # seconds open requests may take to finish after SIGINT/SIGTERM
 
@@ -59,6 +59,9 @@ def register(commands) -> None:
                                "images of queued txt2img requests run as one batch (1: no merging)")):
         default = getattr(limits, field)
         p.add_argument(flag, type=positive_int, default=default, help=f"most {what} (default {default})")
+    p.add_argument("--merge-wait-ms", type=non_negative_int, default=limits.merge_wait_ms,
+                   help="milliseconds a merged batch waits for as many requests as its last batch had; a lone "
+                        f"client never waits (0: no wait; default {limits.merge_wait_ms})")
     add_device(p)
     p.set_defaults(run=run_serve)
 
@@ -87,7 +90,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
     set_cpu_threads()
     limits = Limits(args.max_prompt_length, args.max_images, args.max_pixels, args.max_steps, args.max_pixels,
-                    args.queue_size, args.max_merged_images)
+                    args.queue_size, args.max_merged_images, args.merge_wait_ms)
     origins = tuple(o.strip().rstrip("/") for o in args.cors_allow_origins.split(",") if o.strip())
     app = create_app(models_dir=args.models_dir, outputs_dir=args.outputs_dir, api_auth=args.api_auth,
                      model=args.model, device=str(resolve_device(args.device)), blocklist=args.blocklist,

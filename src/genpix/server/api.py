@@ -57,7 +57,7 @@ class ServerContext:
     batcher: Batcher = field(init=False)  # merges queued txt2img jobs (server/batching.py)
 
     def __post_init__(self) -> None:
-        self.batcher = Batcher(self.jobs, self.limits.max_merged_images)
+        self.batcher = Batcher(self.jobs, self.limits.max_merged_images, self.limits.merge_wait_ms)
 
     def styles(self) -> dict[str, PromptStyle]:
         """The styles of --styles-file (none when it is missing); a broken file is a 500 naming it."""

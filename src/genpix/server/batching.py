@@ -4,7 +4,8 @@ sd-webui clients send one request per picture; a model that makes 4 images in ab
 answers them faster as one batch. Every mergeable job is queued as usual (server/jobs.py) and also
 pinned to a board under its :func:`merge_key`. When the worker reaches one (the leader), it takes the
 jobs with the same key still waiting, in arrival order, up to ``Limits.max_merged_images`` images, out
-of the queue and makes all their images in one call with per-image seeds
+of the queue (waiting up to ``Limits.merge_wait_ms`` for as many as the key's last batch had: see
+:meth:`Batcher._gather`) and makes all their images in one call with per-image seeds
 (``GenerationRequest.seeds``). Image i of a job draws its noise from its own generator, so it is the
 picture the job gets alone, to the float rounding of the network on a larger batch. A merged job can
 answer before jobs queued ahead of it.
@@ -26,6 +27,8 @@ from __future__ import annotations
 
 import json
 import threading
+import time
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
@@ -40,6 +43,7 @@ from genpix.server.schemas import Img2ImgRequest, Txt2ImgRequest
 from genpix.server.settings import RequestSettings
 
 PER_JOB_FIELDS = {"seed", "subseed", "batch_size", "send_images", "save_images"}  # merged jobs may differ in these
+RECENT_KEYS = 64  # keys whose last batch size the batcher remembers
 BATCH_WIDE_SAMPLERS = ("DPM adaptive",)  # one step size for the whole batch: an image depends on its neighbours
 
 Work = Callable[[list[Any]], list[Any]]  # the jobs' payloads -> their answers (None: run again), never None first
@@ -76,10 +80,12 @@ class Member:
 class Batcher:
     """The board of mergeable waiting jobs in front of a :class:`JobQueue`."""
 
-    def __init__(self, jobs: JobQueue, max_images: int) -> None:
-        self.jobs, self.max_images = jobs, max_images
+    def __init__(self, jobs: JobQueue, max_images: int, wait_ms: int = 0) -> None:
+        self.jobs, self.max_images, self.wait_s = jobs, max_images, wait_ms / 1000.0
         self._board: list[Member] = []
         self._lock = threading.RLock()  # cancelling a queued job calls back into the board
+        self._arrived = threading.Condition(self._lock)  # a job was pinned to the board
+        self._last: OrderedDict[str, int] = OrderedDict()  # images of the last batch of each recent key
 
     async def run(self, kind: str, key: str, images: int, payload: Any, work: Work) -> Any:
         """Queue a mergeable job and wait for its answer: ``work([payload, ...])`` of the batch it
@@ -88,6 +94,7 @@ class Batcher:
         with self._lock:  # on the board before a leader can look for it, with its place in the queue
             member.queued = self.jobs.submit(kind, lambda: self._lead(kind, member))
             self._board.append(member)
+            self._arrived.notify_all()
         member.queued.add_done_callback(lambda queued: self._queued_ended(member, queued))
         member.done.add_done_callback(lambda done: self._unpin(member) if done.cancelled() else None)
         return await self.jobs.wait(member.done)
@@ -113,7 +120,7 @@ class Batcher:
                 return  # its client left
             member.taken = True
             self._board.remove(member)
-            batch = [member, *self._take(member)]
+            batch = self._gather(member)
         try:
             self._make(kind, batch)
         finally:  # no job of the batch is left without an answer
@@ -132,9 +139,31 @@ class Batcher:
             if batch:  # the leader was interrupted or skipped: the others start again, as a new job
                 self.jobs.begin(kind)
 
-    def _take(self, leader: Member) -> list[Member]:
-        """The waiting jobs with the leader's key, in arrival order, while their images fit."""
-        images, taken = leader.images, []
+    def _gather(self, leader: Member) -> list[Member]:
+        """The leader and the waiting jobs with its key; while they make fewer images than the key's
+        last batch did, up to ``wait_s`` more for the rest to arrive. Clients that each wait for their
+        answer before they ask again send their next requests a few milliseconds apart: without the
+        wait the first would run alone and the others as the next batch. A lone client's batches
+        have one job, so it never waits."""
+        batch = [leader, *self._take(leader, leader.images)]
+        images = sum(job.images for job in batch)
+        expected = min(self._last.get(leader.key, 0), self.max_images)
+        deadline = time.monotonic() + self.wait_s
+        while images < expected and (left := deadline - time.monotonic()) > 0:
+            self._arrived.wait(left)
+            more = self._take(leader, images)
+            batch += more
+            images += sum(job.images for job in more)
+        self._last[leader.key] = images
+        self._last.move_to_end(leader.key)
+        if len(self._last) > RECENT_KEYS:
+            self._last.popitem(last=False)
+        return batch
+
+    def _take(self, leader: Member, images: int) -> list[Member]:
+        """The waiting jobs with the leader's key, in arrival order, while their images fit beside
+        the ``images`` already in the batch."""
+        taken = []
         for other in list(self._board):
             if other.key != leader.key or images + other.images > self.max_images:
                 continue

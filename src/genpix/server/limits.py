@@ -25,11 +25,14 @@ class Limits:
     # images one merged batch of queued txt2img jobs makes (server/batching.py; --max-merged-images, 1: no
     # merging); sd-webui's UI batch size goes to 8, and pipelines run 4 images at a time
     max_merged_images: int = 8
+    # milliseconds a merged batch waits for the jobs its key's last batch had (--merge-wait-ms, 0: none)
+    merge_wait_ms: int = 50
 
     def __post_init__(self) -> None:
         for name, value in vars(self).items():
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
+            least = 0 if name == "merge_wait_ms" else 1
+            if not isinstance(value, int) or isinstance(value, bool) or value < least:
+                raise ValueError(f"{name} must be a whole number >= {least}, got {value!r}")
 
 
 def _refuse(what: str, value: int, limit: int, flag: str) -> ApiError:
