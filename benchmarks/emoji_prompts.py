@@ -9,6 +9,7 @@ words, the share with that shape). ``--colours`` keeps the prompts of the colour
 ``--colours shapes`` for models trained on `shapes` (red, green, blue, yellow, purple, white).
 
     GENPIX_THREADS=1 python benchmarks/emoji_prompts.py shapes-ldm -n 4 --colours shapes --json out.json
+    GENPIX_THREADS=1 python benchmarks/emoji_prompts.py emoji-ldm -n 4 --plain    # "a red disc" for "a crimson disc"
 """
 
 from __future__ import annotations
@@ -65,9 +66,21 @@ def prompts() -> list[tuple[str, str, str | None]]:
     return cases
 
 
-def colour_prompt_fidelity(model: str, n: int, colours: set[str] | None = None, **options) -> dict:
+def plain_prompts() -> list[tuple[str, str, str | None]]:
+    """`prompts` with each synonym replaced by its basic colour word ("a red disc"): what the model
+    does with colour words it was trained on, in the same templates and objects."""
+    cases = []
+    for prompt, colour, shape in prompts():
+        synonym = max((s for s in SYNONYMS[colour] if s in prompt), key=len)
+        plain = prompt.replace(synonym, colour)
+        cases.append((_article(plain.split(" ", 1)[1]) if plain.startswith(("a ", "an ")) else plain, colour, shape))
+    return cases
+
+
+def colour_prompt_fidelity(model: str, n: int, colours: set[str] | None = None, plain: bool = False,
+                           **options) -> dict:
     pipe = genpix.load_pipeline(model)
-    cases = [case for case in prompts() if colours is None or case[1] in colours]
+    cases = [case for case in (plain_prompts() if plain else prompts()) if colours is None or case[1] in colours]
     hits, shape_hits, seconds, per_colour = 0, [0, 0], 0.0, defaultdict(lambda: [0, 0])
     seen: dict[str, int] = defaultdict(int)
     for k, (prompt, colour, shape) in enumerate(cases):
@@ -95,12 +108,16 @@ def main() -> None:
     parser = sampling_parser(__doc__.splitlines()[0], n=4, n_help="images per prompt", cfg_scale=5.0)
     parser.add_argument("--colours", choices=("all", "shapes"), default="all",
                         help="shapes: only the prompts asking for a colour of the shapes dataset")
+    parser.add_argument("--plain", action="store_true",
+                        help="the basic colour word in place of each synonym (\"a red disc\"): the colour words "
+                             "of training in the same prompts")
     args = parser.parse_args()
     set_cpu_threads()
     colours = set(SHAPES_COLOURS) if args.colours == "shapes" else None
-    result = colour_prompt_fidelity(args.model, args.n, colours, steps=args.steps, sampler=args.sampler,
+    result = colour_prompt_fidelity(args.model, args.n, colours, args.plain, steps=args.steps, sampler=args.sampler,
                                     cfg_scale=args.cfg_scale)
-    print(f"{args.model}: {result['images']} images of {result['prompts']} reworded prompts ({args.sampler}, "
+    wording = "plain-colour" if args.plain else "reworded"
+    print(f"{args.model}: {result['images']} images of {result['prompts']} {wording} prompts ({args.sampler}, "
           f"{args.steps} steps, CFG {args.cfg_scale}), {result['ms_per_image']:.0f} ms/image; asked colour "
           f"{result['colour']:.2f}, asked shape {result['shape']:.2f} ({result['shape_images']} images)")
     print("per colour: " + ", ".join(f"{c} {v:.2f}" for c, v in result["per_colour"].items()))
