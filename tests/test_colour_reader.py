@@ -59,13 +59,22 @@ def test_a_small_coloured_object_wins_over_its_grey_outline():
 
 
 def test_benchmark_prompts_are_reworded_and_enough():
-    from emoji_prompts import prompts
+    from emoji_prompts import plain_prompts, prompts
+
+    from genpix.data.emoji_captions import caption_variants, emoji_subject
+    from genpix.data.recolour import TINTS
 
     cases = prompts()
     assert len(cases) >= 60 and {colour for _, colour, _ in cases} <= set(BASIC_COLOURS)
-    training = set(load_dataset("emoji-colours", split="all").captions) | set(load_dataset("shapes", split="all").captions)
+    names = load_dataset("emoji", split="all").captions  # every caption a tinted copy of emoji-colours can get:
+    tinted = {c for name in names for colour in TINTS for c in caption_variants(f"{colour} {emoji_subject(name)}", colour)}
+    training = set(load_dataset("emoji-captions", split="all").captions) | tinted | set(load_dataset("shapes", split="all").captions)
     words = {word for caption in training for word in caption.replace(",", " ").split()}
     assert not training & {prompt for prompt, _, _ in cases}
     plain = [p for p, colour, _ in cases if colour in p.replace(",", " ").split()]  # "lime green", "sky blue"
     assert len(plain) < len(cases) / 3, plain
     assert {"crimson", "azure", "scarlet", "violet"} <= {w for p, _, _ in cases for w in p.split()} - words
+    plain = plain_prompts()  # --plain: the basic colour word in the synonym's place, nothing else changed
+    assert [(c, s) for _, c, s in plain] == [(c, s) for _, c, s in cases]
+    assert all(colour in p.replace(",", " ").split() and "  " not in p for p, colour, _ in plain)
+    assert ("an azure disc", "a blue disc") in {(a[0], b[0]) for a, b in zip(cases, plain)}
