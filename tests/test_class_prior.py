@@ -28,6 +28,7 @@ def test_class_of_seed_is_uniform_and_fixed():
 def test_each_picture_is_its_drawn_class_at_its_seed(pipe):
     request = GenerationRequest.of(n=6, seed=40, **OPTIONS)
     assert wants_class_prior(pipe, request) and not wants_class_prior(pipe, GenerationRequest.of(class_name=""))
+    assert not wants_class_prior(pipe, GenerationRequest.of(prompt="sneaker"))  # a class model's prompt is a class
     out = sample_class_prior(pipe, request)
     names = pipe.capabilities.class_names
     assert out.info["classes"] == [names[class_of_seed(40 + i, 10)] for i in range(6)]
