@@ -29,9 +29,11 @@ def class_of_seed(seed: int, classes: int) -> int:
 
 
 def wants_class_prior(pipe, request: GenerationRequest) -> bool:
-    """True for a class-conditional model asked for no class: neither ``class_name`` (None; "null" asks
+    """True for a class-conditional diffusion model asked for no class: neither ``class_name`` (None; "null" asks
     for the null class) nor a prompt (a class model reads its prompt as a class name)."""
-    return bool(pipe.capabilities.class_names) and request.class_name is None and not request.prompt
+    caps = pipe.capabilities  # GANs draw class (seed + i) mod K themselves (pipelines/latent_decoder.py)
+    return (caps.diffusion and caps.conditioning == "class" and bool(caps.class_names) and request.class_name is None
+            and not request.prompt)
 
 
 def with_null_class(request: GenerationRequest) -> GenerationRequest:
