@@ -61,13 +61,13 @@ def test_a_small_coloured_object_wins_over_its_grey_outline():
 def test_benchmark_prompts_are_reworded_and_enough():
     from emoji_prompts import plain_prompts, prompts
 
-    from genpix.data.emoji_captions import caption_variants, emoji_subject
+    from genpix.data.emoji_captions import tinted_caption_variants
     from genpix.data.recolour import TINTS
 
     cases = prompts()
     assert len(cases) >= 60 and {colour for _, colour, _ in cases} <= set(BASIC_COLOURS)
     names = load_dataset("emoji", split="all").captions  # every caption a tinted copy of emoji-colours can get:
-    tinted = {c for name in names for colour in TINTS for c in caption_variants(f"{colour} {emoji_subject(name)}", colour)}
+    tinted = {c for name in names for colour in TINTS for c in tinted_caption_variants(name, colour)}
     training = set(load_dataset("emoji-captions", split="all").captions) | tinted | set(load_dataset("shapes", split="all").captions)
     words = {word for caption in training for word in caption.replace(",", " ").split()}
     assert not training & {prompt for prompt, _, _ in cases}

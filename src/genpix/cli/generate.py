@@ -224,17 +224,14 @@ def readable(picture, side: int = GRID_MIN_SIDE):
 def run_sample(args: argparse.Namespace) -> int:
     from genpix.device import resolve_device, set_cpu_threads
     from genpix.pipelines import load_pipeline
-    from genpix.pipelines.class_prior import sample_class_prior, wants_class_prior, with_null_class
+    from genpix.pipelines.class_prior import generate_with_prior
 
     set_cpu_threads()
     pipe = load_pipeline(args.model, device=resolve_device(args.device))
     if args.class_name is not None and args.class_name.lower() == "all":
         return _sample_every_class(pipe, args)
-    request = with_null_class(generation_request(args))
-    if wants_class_prior(pipe, request):  # no --class: each picture's class drawn from the prior
-        out = sample_class_prior(pipe, request, lambda part: run_pipeline(pipe, part, args.trajectory))
-    else:
-        out = run_pipeline(pipe, request, args.trajectory)
+    # no --class: each picture's class drawn from the prior
+    out = generate_with_prior(pipe, generation_request(args), lambda part: run_pipeline(pipe, part, args.trajectory))
     write_outputs(out, args)
     return 0
 

@@ -78,9 +78,13 @@ def colour_shares(image: np.ndarray) -> dict[str, float]:
 
 
 def dominant_colour(image: np.ndarray) -> str:
-    """The basic colour name of the object in uint8 RGB ``(3, H, W)``: its most common chromatic name
-    when at least MIN_CHROMATIC_SHARE of it is chromatic, else its most common achromatic one."""
-    shares = colour_shares(image)
+    """The basic colour name of the object in uint8 RGB ``(3, H, W)`` (see `dominant_name`)."""
+    return dominant_name(colour_shares(image))
+
+
+def dominant_name(shares: dict[str, float]) -> str:
+    """The name ruling an object's colour ``shares`` (name -> share of its pixels): its most common
+    chromatic name when at least MIN_CHROMATIC_SHARE of it is chromatic, else its most common achromatic one."""
     chromatic = {name: share for name, share in shares.items() if name not in ACHROMATIC}
     if sum(chromatic.values()) >= MIN_CHROMATIC_SHARE:
         return max(chromatic, key=chromatic.__getitem__)

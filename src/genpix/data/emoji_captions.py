@@ -74,26 +74,35 @@ def emoji_captions(variants: list[tuple[str, ...]], copy: int, seed: int = 0) ->
     """Copy ``copy`` of every emoji (``variants[i]``: emoji i's `caption_variants`): variant (Knuth hash
     of (i, seed) + copy) mod CAPTION_VARIANTS, so the copies of one emoji all get different captions
     and every load gives the same ones."""
-    return tuple(v[(((i + 7919 * seed) * _KNUTH) % 2**32 + copy) % CAPTION_VARIANTS] for i, v in enumerate(variants))
+    return tuple(v[(_spread(i, seed) + copy) % CAPTION_VARIANTS] for i, v in enumerate(variants))
+
+
+def _spread(i: int, seed: int) -> int:
+    """Emoji i's fixed offset (a Knuth multiplicative hash of (i, seed)) into the variants and tints."""
+    return ((i + 7919 * seed) * _KNUTH) % 2**32
+
+
+def tinted_caption_variants(name: str, colour: str) -> tuple[str, ...]:
+    """The captions of emoji ``name`` tinted to ``colour``: `caption_variants` of "COLOUR SUBJECT"."""
+    return caption_variants(f"{colour} {emoji_subject(name)}", colour)
 
 
 def recoloured_copies(images: np.ndarray, names: tuple[str, ...], colours: list[str], copies: int,
                       seed: int = 0) -> tuple[np.ndarray, list[str]]:
     """``copies`` recoloured versions of every emoji (uint8 ``(N, 3, H, W)``, its Unicode ``names`` and
     read ``colours``): copy r of emoji i is tinted to the (hash of (i, seed) + r)-th basic colour other
-    than its own, captioned with one of `caption_variants` of "COLOUR SUBJECT"; a tint that does not
+    than its own, captioned with one of its `tinted_caption_variants`; a tint that does not
     read as its colour afterwards (white on the white background) is left out."""
     kept, captions = [], []
     for copy in range(copies):
         for i, (image, name, own) in enumerate(zip(images, names, colours)):
             others = [c for c in TINTS if c != own]
-            k = ((i + 7919 * seed) * _KNUTH) % 2**32 + copy
+            k = _spread(i, seed) + copy
             colour = others[k % len(others)]
             tinted = recolour(image, colour)
             if dominant_colour(tinted) == colour:
                 kept.append(tinted)
-                subject = emoji_subject(name)
-                captions.append(caption_variants(f"{colour} {subject}", colour)[(k // len(others)) % CAPTION_VARIANTS])
+                captions.append(tinted_caption_variants(name, colour)[(k // len(others)) % CAPTION_VARIANTS])
     return np.stack(kept) if kept else images[:0], captions
 
 

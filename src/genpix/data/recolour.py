@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .colour_names import BASIC_COLOURS, object_mask, pixel_colour_names, rgb_to_hsv
+from .colour_names import BASIC_COLOURS, dominant_name, object_mask, pixel_colour_names, rgb_to_hsv
 
 # A typical (hue in degrees, saturation, value) of every basic colour, inside its sector of
 # colour_names (brown a dark orange, pink a light magenta-red, the achromatic terms without saturation).
@@ -42,15 +42,12 @@ def hsv_to_rgb(hsv: np.ndarray) -> np.ndarray:
 
 
 def main_region(image: np.ndarray) -> np.ndarray:
-    """Boolean ``(H, W)``: the object's pixels named its most common basic colour (chromatic first,
-    as `dominant_colour` reads it) in uint8 RGB ``(3, H, W)``."""
+    """Boolean ``(H, W)``: the object's pixels named its dominant basic colour (`dominant_name`, the
+    rule `dominant_colour` reads by) in uint8 RGB ``(3, H, W)``."""
     mask = object_mask(image)
     names = pixel_colour_names(np.asarray(image).reshape(3, -1).T).reshape(mask.shape)
-    counts = np.bincount(names[mask], minlength=len(BASIC_COLOURS))
-    chromatic = [i for i, name in enumerate(BASIC_COLOURS) if name not in ("black", "white", "grey")]
-    best = max(chromatic, key=counts.__getitem__) if counts[chromatic].sum() >= 0.25 * mask.sum() \
-        else int(counts.argmax())
-    return mask & (names == best)
+    shares = np.bincount(names[mask], minlength=len(BASIC_COLOURS)) / mask.sum()
+    return mask & (names == BASIC_COLOURS.index(dominant_name(dict(zip(BASIC_COLOURS, shares.tolist())))))
 
 
 def recolour(image: np.ndarray, colour: str) -> np.ndarray:

@@ -109,13 +109,12 @@ def _folder(path: Path, limit: int | None) -> ImageSet:
 
 def _generate(model: str, n: int, device: torch.device, *, seed: int, **options: Any) -> ImageSet:
     from genpix.pipelines import load_pipeline
-    from genpix.pipelines.class_prior import sample_class_prior, wants_class_prior, with_null_class
+    from genpix.pipelines.class_prior import generate_with_prior
     from genpix.pipelines.request import GenerationRequest
 
     pipe = load_pipeline(model, device=device)
     given = {k: v for k, v in options.items() if v is not None}
-    requests = [with_null_class(GenerationRequest.of(n=min(GENERATE_CHUNK, n - start), seed=seed + start, **given))
-                for start in range(0, n, GENERATE_CHUNK)]
-    parts = [(sample_class_prior(pipe, r) if wants_class_prior(pipe, r) else pipe.generate(r)).tensors
-             for r in requests]
+    parts = [generate_with_prior(pipe, GenerationRequest.of(n=min(GENERATE_CHUNK, n - start), seed=seed + start,
+                                                            **given)).tensors
+             for start in range(0, n, GENERATE_CHUNK)]
     return ImageSet(torch.cat(parts), model, info={"source": "model", "seed": seed, **given})

@@ -42,6 +42,15 @@ def with_null_class(request: GenerationRequest) -> GenerationRequest:
     return replace(request, class_name="") if named else request
 
 
+def generate_with_prior(pipe, request: GenerationRequest, generate=None) -> PipelineOutput:
+    """``request`` through ``generate`` (default ``pipe.generate``): "null" read as the null class, and
+    a class-conditional diffusion model asked for no class sampled over the prior (`sample_class_prior`)."""
+    request = with_null_class(request)
+    if wants_class_prior(pipe, request):
+        return sample_class_prior(pipe, request, generate)
+    return (generate or pipe.generate)(request)
+
+
 def sample_class_prior(pipe, request: GenerationRequest, generate=None) -> PipelineOutput:
     """``request`` (no class) with picture i of class `class_of_seed` (its seed): one call of
     ``generate`` (default ``pipe.generate``) per class drawn, the pictures back in seed order."""
