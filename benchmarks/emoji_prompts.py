@@ -10,6 +10,12 @@ words, the share with that shape). ``--colours`` keeps the prompts of the colour
 
     GENPIX_THREADS=1 python benchmarks/emoji_prompts.py shapes-ldm -n 4 --colours shapes --json out.json
     GENPIX_THREADS=1 python benchmarks/emoji_prompts.py emoji-ldm -n 4 --plain    # "a red disc" for "a crimson disc"
+    GENPIX_THREADS=1 python benchmarks/emoji_prompts.py emoji-ldm -n 2 --held-out # names no caption used
+
+Since `emoji-colour-names` (data/colour_lexicon.py) most of these synonyms are XKCD survey names that
+its captions do use, in other sentences: the result splits the score by where the prompt's colour word
+stands in the lexicon (a training name, a held-out name, not a name). ``--held-out`` asks instead for
+every held-out name of the lexicon, judged by the basic colour of its own RGB.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from collections import defaultdict
 from sampling_args import sampling_parser, write_json
 
 import genpix
+from genpix.data.colour_lexicon import colour_lexicon
 from genpix.data.synthetic import COLOURS as SHAPES_COLOURS
 from genpix.device import set_cpu_threads
 from genpix.eval.colour_reader import read_picture
@@ -77,11 +84,30 @@ def plain_prompts() -> list[tuple[str, str, str | None]]:
     return cases
 
 
+def held_out_prompts() -> list[tuple[str, str, str | None]]:
+    """One prompt for every held-out name of the colour lexicon, the objects and templates in turn,
+    asking for the basic colour of the name's RGB."""
+    names = [c for c in colour_lexicon() if c.held_out]
+    return [(TEMPLATES[k % len(TEMPLATES)].format(co=_article(f"{c.name} {OBJECTS[k % len(OBJECTS)][0]}"), c=c.name,
+                                                   o=OBJECTS[k % len(OBJECTS)][0]), c.basic, OBJECTS[k % len(OBJECTS)][1])
+            for k, c in enumerate(names)]
+
+
+def lexicon_standing(prompt: str) -> str:
+    """Where the longest lexicon name in ``prompt`` stands: "trained", "held out", or "not a name"."""
+    found = [c for c in colour_lexicon() if f" {c.name} " in f" {prompt.replace(',', ' ')} "]
+    if not found:
+        return "not a name"
+    return "held out" if max(found, key=lambda c: len(c.name)).held_out else "trained"
+
+
 def colour_prompt_fidelity(model: str, n: int, colours: set[str] | None = None, plain: bool = False,
-                           **options) -> dict:
+                           held_out: bool = False, **options) -> dict:
     pipe = genpix.load_pipeline(model)
-    cases = [case for case in (plain_prompts() if plain else prompts()) if colours is None or case[1] in colours]
+    chosen = held_out_prompts() if held_out else plain_prompts() if plain else prompts()
+    cases = [case for case in chosen if colours is None or case[1] in colours]
     hits, shape_hits, seconds, per_colour = 0, [0, 0], 0.0, defaultdict(lambda: [0, 0])
+    by_standing: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     seen: dict[str, int] = defaultdict(int)
     for k, (prompt, colour, shape) in enumerate(cases):
         tic = time.perf_counter()
@@ -93,6 +119,8 @@ def colour_prompt_fidelity(model: str, n: int, colours: set[str] | None = None, 
             hits += reading.colour == colour
             per_colour[colour][0] += reading.colour == colour
             per_colour[colour][1] += 1
+            standing = by_standing[lexicon_standing(prompt)]
+            standing[0], standing[1] = standing[0] + (reading.colour == colour), standing[1] + 1
             if shape is not None:
                 shape_hits[0] += reading.shape == shape
                 shape_hits[1] += 1
@@ -101,6 +129,7 @@ def colour_prompt_fidelity(model: str, n: int, colours: set[str] | None = None, 
             "ms_per_image": 1000 * seconds / total, "colour": hits / total,
             "shape": shape_hits[0] / max(shape_hits[1], 1), "shape_images": shape_hits[1],
             "per_colour": {c: h / t for c, (h, t) in per_colour.items()},
+            "by_lexicon": {k: {"colour": h / t, "images": t} for k, (h, t) in by_standing.items()},
             "colours_seen": dict(sorted(seen.items(), key=lambda item: -item[1]))}
 
 
@@ -111,16 +140,20 @@ def main() -> None:
     parser.add_argument("--plain", action="store_true",
                         help="the basic colour word in place of each synonym (\"a red disc\"): the colour words "
                              "of training in the same prompts")
+    parser.add_argument("--held-out", action="store_true",
+                        help="one prompt for each colour name held out of the lexicon's training captions")
     args = parser.parse_args()
     set_cpu_threads()
     colours = set(SHAPES_COLOURS) if args.colours == "shapes" else None
-    result = colour_prompt_fidelity(args.model, args.n, colours, args.plain, steps=args.steps, sampler=args.sampler,
-                                    cfg_scale=args.cfg_scale)
-    wording = "plain-colour" if args.plain else "reworded"
+    result = colour_prompt_fidelity(args.model, args.n, colours, args.plain, args.held_out, steps=args.steps,
+                                    sampler=args.sampler, cfg_scale=args.cfg_scale)
+    wording = "held-out-name" if args.held_out else "plain-colour" if args.plain else "reworded"
     print(f"{args.model}: {result['images']} images of {result['prompts']} {wording} prompts ({args.sampler}, "
           f"{args.steps} steps, CFG {args.cfg_scale}), {result['ms_per_image']:.0f} ms/image; asked colour "
           f"{result['colour']:.2f}, asked shape {result['shape']:.2f} ({result['shape_images']} images)")
     print("per colour: " + ", ".join(f"{c} {v:.2f}" for c, v in result["per_colour"].items()))
+    print("by lexicon: " + ", ".join(f"{k} {v['colour']:.2f} ({v['images']} images)"
+                                     for k, v in result["by_lexicon"].items()))
     print("colours seen: " + ", ".join(f"{c} {v}" for c, v in result["colours_seen"].items()))
     write_json(result, args.json)
 

@@ -153,7 +153,7 @@ def test_bundled_preview_decoders_agree_with_their_full_decoders(name, spec, cha
     from genpix.metrics.psnr import psnr
     from genpix.pipelines.models import bundled_models
     from genpix.pipelines.preview import find_preview_decoder
-    from genpix.training.preview_decoder import load_teacher
+    from genpix.training.trained_models import load_teacher
 
     folder = bundled_models()[name]
     tiny = load_tiny_decoder(find_preview_decoder(folder))

@@ -181,7 +181,9 @@ def test_bad_input_is_one_line(runs, uncaptioned, tmp_path, run_cli, args, messa
 
 def test_resume_keeps_its_autoencoder(runs, tmp_path, run_cli):
     status, _, err = run_cli("train", "ldm", "--out", runs / "ldm", "--resume", "--autoencoder", runs / "ae")
-    assert status == 1 and "leave --autoencoder out" in err
+    assert status == 1 and "leave --autoencoder and --init-from out" in err
+    status, _, err = run_cli("train", "ldm", "--out", runs / "ldm", "--resume", "--init-from", runs / "ldm")
+    assert status == 1 and "leave --autoencoder and --init-from out" in err
 
 
 @pytest.mark.slow  # torchrun
@@ -231,3 +233,46 @@ def test_bad_autoencoder_input_is_one_line(tmp_path, run_cli, args, message):
     status, _, err = run_cli("train", "autoencoder", *AE, *args, "--steps", "1", "--out", tmp_path / "run")
     assert status == 1 and message in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "run").exists()
+
+
+def test_init_from_starts_from_the_models_ema_weights_and_its_autoencoder(runs, tmp_path, run_cli):
+    out = tmp_path / "tuned"
+    status, _, err = run_cli("train", "ldm", *LDM, "--init-from", runs / "ldm", "--steps", "1", "--lr", "1e-12",
+                             "--warmup-steps", "0", "--out", out)
+    assert status == 0, err
+    tuned, source = load_file(out / "model.safetensors"), load_file(runs / "ldm" / "model.safetensors")
+    # one step of lr 1e-12 (Adam moves each weight by about lr): the source's EMA weights as they were
+    # loaded, and its first stage
+    for key, value in tuned.items():
+        role, rest = key.split(".", 1)
+        expected = source[f"ema.{rest}"] if role in ("model", "ema") else source[key]
+        assert torch.allclose(value, expected, rtol=0, atol=1e-9), key
+    assert not all(torch.equal(source[f"ema.{k}"], source[f"model.{k}"]) for k in
+                   (key.split(".", 1)[1] for key in source if key.startswith("model.")))  # EMA and live differ
+    assert json.loads((out / "config.json").read_text())["model"]["first_stage"] == \
+        json.loads((runs / "ldm" / "config.json").read_text())["model"]["first_stage"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--init-from", "{runs}/ldm", "--autoencoder", "{runs}/ae"], "--init-from: the model's U-Net works in its own"),
+    (["--init-from", "{runs}/ae"], "--init-from {runs}/ae: holds a autoencoder model, not an ldm model"),
+    (["--init-from", "no-such-model"], "--init-from: no-such-model is not a model folder"),
+    (["--init-from", "{runs}/ldm", "--block-out-channels", "16,16"], "--init-from (its U-Net and text encoder must"),
+])
+def test_bad_init_from_is_one_line(runs, tmp_path, run_cli, args, message):
+    args = [a.format(runs=runs) for a in args]
+    status, _, err = run_cli("train", "ldm", *LDM, *args, "--steps", "1", "--out", tmp_path / "run")
+    assert status == 1 and message.format(runs=runs) in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "run").exists()
+
+
+def test_init_from_takes_the_models_settings_so_only_the_data_is_needed(runs, tmp_path, run_cli):
+    out = tmp_path / "tuned"
+    status, _, err = run_cli("train", "ldm", *DATA, "--init-from", runs / "ldm", "--steps", "1", "--out", out)
+    assert status == 0, err
+    tuned, source = (json.loads((p / "config.json").read_text())["model"] for p in (out, runs / "ldm"))
+    assert tuned == source
+    status, _, err = run_cli("train", "ldm", *DATA, "--init-from", runs / "ldm", "--min-snr-gamma", "5",
+                             "--steps", "1", "--out", tmp_path / "snr")
+    assert status == 0, err
+    assert json.loads((tmp_path / "snr" / "config.json").read_text())["model"]["min_snr_gamma"] == 5

@@ -153,9 +153,10 @@ def _datasets(args: argparse.Namespace, data_info: dict[str, Any]):
 
 
 def _model_config(family: Family, explicit: dict[str, Any], previous: dict[str, Any],
-                  file_config: dict[str, Any], data) -> Any:
-    """The run's model config: a resumed run's own (given flags must agree with it), else the
-    --config file's ``model`` section, the flags over it and the data's size, channels and classes."""
+                  file_config: dict[str, Any], data, base: dict[str, Any]) -> Any:
+    """The run's model config: a resumed run's own (given flags must agree with it), else ``base`` (the
+    model a fine-tuning run starts from), the --config file's ``model`` section and the flags over it,
+    and the data's size, channels and classes."""
     if previous:
         saved = previous["model"]
         for key, value in explicit.items():
@@ -163,7 +164,8 @@ def _model_config(family: Family, explicit: dict[str, Any], previous: dict[str, 
                  f"--resume: --{key.replace('_', '-')} {value} differs from the run's {saved.get(key)}")
         values = saved
     else:
-        values = {**file_config.get("model", {}), **explicit, "image_size": data.image_size, "channels": data.channels}
+        values = {**base, **file_config.get("model", {}), **explicit, "image_size": data.image_size,
+                  "channels": data.channels}
         if "num_classes" in {f.name for f in fields(family.config)}:
             values["num_classes"] = len(data.class_names or ())  # class-conditional families size embeddings by it
     model_config = from_dict(family.config, values, where="model")
@@ -188,7 +190,8 @@ def run_train(args: argparse.Namespace) -> int:
     file_config = _read_json(args.config) if args.config else {}
     spec, data, test = _datasets(args, previous.get("data", {}))
     options = vars(args)
-    model_config = _model_config(family, given(options, family.model_flags()), previous, file_config, data)
+    base = {} if previous else family.base_model_values(options)
+    model_config = _model_config(family, given(options, family.model_flags()), previous, file_config, data, base)
     train_values = {**family.train_values(), **previous.get("train", {}), **file_config.get("train", {}),
                     **given(options, train_flags(family))}
     train_config = from_dict(TrainConfig, train_values, where="train")

@@ -13,22 +13,28 @@ gets is a fixed function of (emoji index, copy, seed), as data/captions.py does 
 In the emoji, colour goes with the object (frogs are green, faces yellow), so a model learns "frog"
 -> green, not "green" -> green. ``recoloured`` adds that many more copies of every emoji with its
 main colour tinted to another basic colour (data/recolour.py) and captioned with it ("a purple
-frog"): the dataset `emoji-colours`.
+frog"): the dataset `emoji-colours`. ``named`` adds copies tinted to the colours of the XKCD
+survey's names and captioned with them ("a dusty rose frog", data/colour_lexicon.py): the dataset
+`emoji-colour-names`, which teaches a model colour names a text encoder does not carry to their basic term.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from .captions import _KNUTH
+from .colour_lexicon import training_names
 from .colour_names import dominant_colour
 from .dataset import ImageDataset, Split, make_dataset
 from .emoji import EMOJI_NATIVE_SIZE, load_emoji
-from .recolour import TINTS, recolour
+from .recolour import TINTS, tint
 from .transforms import resize_images
 
 CAPTION_VARIANTS = 8
 RECOLOURED_COPIES = 8  # tinted copies of every emoji in `emoji-colours`
+NAMED_COPIES = 8  # copies tinted to named colours in `emoji-colour-names`
 TYPOGRAPHIC = frozenset({"black", "white", "heavy"})  # Unicode's filled, outlined and bold, not colours
 NAME_COLOURS = ("red", "orange", "yellow", "green", "blue", "purple", "brown", "pink")
 FILLER = frozenset({"with", "and", "of", "the", "a", "an", "in", "on", "for", "sign", "symbol"})
@@ -51,9 +57,10 @@ def emoji_colour(name: str, image: np.ndarray) -> str:
     return said[0] if said else dominant_colour(image)
 
 
-def caption_variants(name: str, colour: str) -> tuple[str, ...]:
-    """The CAPTION_VARIANTS captions of the emoji called ``name`` whose colour is ``colour``."""
-    subject = emoji_subject(name)
+def caption_variants(name: str, colour: str, subject: str | None = None) -> tuple[str, ...]:
+    """The CAPTION_VARIANTS captions of the emoji called ``name`` whose colour is ``colour`` (any colour
+    name, "red" or "dusty rose"); ``subject`` defaults to `emoji_subject` of the name."""
+    subject = subject or emoji_subject(name)
     keywords = [w for w in subject.split() if w not in FILLER] or [subject]
     coloured = f"{colour} {subject}"
     variants = (
@@ -84,34 +91,59 @@ def _spread(i: int, seed: int) -> int:
 
 def tinted_caption_variants(name: str, colour: str) -> tuple[str, ...]:
     """The captions of emoji ``name`` tinted to ``colour``: `caption_variants` of "COLOUR SUBJECT"."""
-    return caption_variants(f"{colour} {emoji_subject(name)}", colour)
+    subject = emoji_subject(name)
+    return caption_variants(f"{colour} {subject}", colour, subject)
 
 
 def recoloured_copies(images: np.ndarray, names: tuple[str, ...], colours: list[str], copies: int,
                       seed: int = 0) -> tuple[np.ndarray, list[str]]:
     """``copies`` recoloured versions of every emoji (uint8 ``(N, 3, H, W)``, its Unicode ``names`` and
     read ``colours``): copy r of emoji i is tinted to the (hash of (i, seed) + r)-th basic colour other
-    than its own, captioned with one of its `tinted_caption_variants`; a tint that does not
-    read as its colour afterwards (white on the white background) is left out."""
+    than its own, captioned with one of its `tinted_caption_variants`."""
+    def pick(i: int, copy: int) -> tuple[str, tuple[float, float, float], str, int]:
+        others = [c for c in TINTS if c != colours[i]]
+        k = _spread(i, seed) + copy
+        return others[k % len(others)], TINTS[others[k % len(others)]], others[k % len(others)], k // len(others)
+    return _tinted_copies(images, names, copies, pick)
+
+
+def named_copies(images: np.ndarray, names: tuple[str, ...], copies: int, seed: int = 0) -> tuple[np.ndarray, list[str]]:
+    """``copies`` versions of every emoji tinted to colours of the lexicon (data/colour_lexicon.py, its
+    training names) and captioned with the colour's name ("a dusty rose frog"): copy r of emoji i takes
+    the name (hash of (i, seed) + r * L / copies) mod L, so one emoji's copies spread over the lexicon."""
+    lexicon = training_names()
+    stride = max(len(lexicon) // max(copies, 1), 1)
+
+    def pick(i: int, copy: int) -> tuple[str, tuple[float, float, float], str, int]:
+        k = _spread(i, seed) + copy * stride
+        entry = lexicon[k % len(lexicon)]
+        return entry.name, entry.hsv, entry.basic, k // len(lexicon)
+    return _tinted_copies(images, names, copies, pick)
+
+
+def _tinted_copies(images: np.ndarray, names: tuple[str, ...], copies: int,
+                   pick: Callable[[int, int], tuple[str, tuple[float, float, float], str, int]]
+                   ) -> tuple[np.ndarray, list[str]]:
+    """Copy r of emoji i tinted as ``pick(i, r)`` says: (colour word of the caption, HSV target, the
+    basic colour the tinted picture must read as, caption variant); a tint that does not read as its
+    colour afterwards (white on the white background) is left out."""
     kept, captions = [], []
     for copy in range(copies):
-        for i, (image, name, own) in enumerate(zip(images, names, colours)):
-            others = [c for c in TINTS if c != own]
-            k = _spread(i, seed) + copy
-            colour = others[k % len(others)]
-            tinted = recolour(image, colour)
-            if dominant_colour(tinted) == colour:
+        for i, (image, name) in enumerate(zip(images, names)):
+            word, target, basic, variant = pick(i, copy)
+            tinted = tint(image, target)
+            if dominant_colour(tinted) == basic:
                 kept.append(tinted)
-                captions.append(tinted_caption_variants(name, colour)[(k // len(others)) % CAPTION_VARIANTS])
+                captions.append(tinted_caption_variants(name, word)[variant % CAPTION_VARIANTS])
     return np.stack(kept) if kept else images[:0], captions
 
 
 def load_emoji_captions(split: Split = "train", *, image_size: int = EMOJI_NATIVE_SIZE, limit: int | None = None,
-                        repeats: int = CAPTION_VARIANTS, recoloured: int = 0, seed: int = 0,
+                        repeats: int = CAPTION_VARIANTS, recoloured: int = 0, named: int = 0, seed: int = 0,
                         **emoji_options) -> ImageDataset:
     """The emoji of ``split`` repeated ``repeats`` times, copy c of emoji i at index c * N + i, each
     with its own caption (see `emoji_captions`), then ``recoloured`` tinted copies of each
-    (`recoloured_copies`); ``limit`` keeps the first images of that order (so ``limit <= N`` gives
+    (`recoloured_copies`) and ``named`` copies tinted to named colours (`named_copies`); ``limit`` keeps the first images of that order (so ``limit <= N`` gives
     distinct emoji). The colours are read and tinted at 64 px whatever ``image_size``."""
     base = load_emoji(split, image_size=image_size, **emoji_options)
     native = base if image_size == EMOJI_NATIVE_SIZE else load_emoji(split, **emoji_options)
@@ -120,15 +152,24 @@ def load_emoji_captions(split: Split = "train", *, image_size: int = EMOJI_NATIV
     copies = min(repeats, -(-limit // len(base))) if limit else repeats
     captions = [c for copy in range(copies) for c in emoji_captions(variants, copy, seed)]
     images = np.concatenate([base.images.numpy()] * copies)
-    if recoloured and (limit is None or limit > len(images)):
-        tinted, tinted_captions = recoloured_copies(native.images.numpy(), base.captions, colours, recoloured, seed)
-        if image_size != EMOJI_NATIVE_SIZE:
-            tinted = resize_images(tinted, image_size)
-        images, captions = np.concatenate([images, tinted]), captions + tinted_captions
-    name = "emoji-colours" if recoloured else "emoji-captions"
+    makers = ((recoloured, lambda: recoloured_copies(native.images.numpy(), base.captions, colours, recoloured, seed)),
+              (named, lambda: named_copies(native.images.numpy(), base.captions, named, seed)))
+    for copies_wanted, make in makers:
+        if copies_wanted and (limit is None or limit > len(images)):
+            tinted, tinted_captions = make()
+            if image_size != EMOJI_NATIVE_SIZE:
+                tinted = resize_images(tinted, image_size)
+            images, captions = np.concatenate([images, tinted]), captions + tinted_captions
+    name = "emoji-colour-names" if named else "emoji-colours" if recoloured else "emoji-captions"
     return make_dataset(images[:limit], None, None, tuple(captions[:limit]), name, split)
 
 
 def load_emoji_colours(split: Split = "train", **options) -> ImageDataset:
     """`emoji-colours`: `emoji-captions` and RECOLOURED_COPIES tinted copies of every emoji."""
     return load_emoji_captions(split, recoloured=RECOLOURED_COPIES, **options)
+
+
+def load_emoji_colour_names(split: Split = "train", **options) -> ImageDataset:
+    """`emoji-colour-names`: `emoji-colours` and NAMED_COPIES copies of every emoji tinted to colours
+    of the lexicon and captioned with their names."""
+    return load_emoji_captions(split, recoloured=RECOLOURED_COPIES, named=NAMED_COPIES, **options)

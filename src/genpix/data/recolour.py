@@ -52,7 +52,13 @@ def main_region(image: np.ndarray) -> np.ndarray:
 
 def recolour(image: np.ndarray, colour: str) -> np.ndarray:
     """uint8 RGB ``(3, H, W)`` with its `main_region` tinted to the basic colour ``colour`` (TINTS)."""
-    hue, saturation, value = TINTS[colour]
+    return tint(image, TINTS[colour])
+
+
+def tint(image: np.ndarray, target: tuple[float, float, float]) -> np.ndarray:
+    """uint8 RGB ``(3, H, W)`` with its `main_region` tinted to ``target`` (hue in degrees, saturation,
+    value), keeping its shading."""
+    hue, saturation, value = target
     region = main_region(image)
     hsv = rgb_to_hsv(np.moveaxis(np.asarray(image, dtype=np.float64), 0, -1) / 255.0)
     part = hsv[region]

@@ -12,7 +12,7 @@ import torch
 from .dataset import SPLITS, DataError, ImageDataset, Split
 from .digits import load_digits
 from .emoji import load_emoji
-from .emoji_captions import load_emoji_captions, load_emoji_colours
+from .emoji_captions import load_emoji_captions, load_emoji_colour_names, load_emoji_colours
 from .folder import FOLDER_NATIVE_SIZE, load_folder
 from .mnist import FASHION_MNIST, MNIST, IdxSource, load_idx_dataset
 from .scenes import load_shape_scenes
@@ -34,6 +34,8 @@ DATASETS: dict[str, str] = {
                       "\"heart, red\"; offline)",
     "emoji-colours": "emoji-captions and 8 copies of every emoji tinted to other basic colours (\"a purple frog\"), "
                      "so colour words mean colours, not objects (offline)",
+    "emoji-colour-names": "emoji-colours and 8 copies of every emoji tinted to colours of the XKCD survey's 949 "
+                          "names and captioned with them (\"a dusty rose frog\"; one name in ten held out; offline)",
 }
 
 
@@ -43,7 +45,8 @@ _IDX_SOURCES: dict[str, IdxSource] = {"fashion-mnist": FASHION_MNIST, "mnist": M
 _MADE: dict[str, Callable[..., ImageDataset]] = {"digits": load_digits, "shapes": load_shapes,
                                                  "shape-scenes": load_shape_scenes, "emoji": load_emoji,
                                                  "emoji-captions": load_emoji_captions,
-                                                 "emoji-colours": load_emoji_colours}
+                                                 "emoji-colours": load_emoji_colours,
+                                                 "emoji-colour-names": load_emoji_colour_names}
 
 
 def list_datasets() -> list[tuple[str, str]]:

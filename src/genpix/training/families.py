@@ -69,6 +69,8 @@ class Family:
     task_options: Callable[[Mapping[str, Any], Any], dict[str, Any]] | None = None  # (flag values, TrainConfig)
     train_defaults: Mapping[str, Any] = field(default_factory=dict)  # TrainConfig values this family prefers
     check_data: Callable[[Any, Any], None] | None = None  # (model_config, dataset): refuse unusable data early
+    # (flag values) -> the model section a new run starts from, under --config and the flags (a fine-tuned model's)
+    base_model: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None
 
     @property
     def default_out(self) -> str:
@@ -82,6 +84,10 @@ class Family:
         """The flags of the config's fields (all but SET_FROM_DATA and ``hidden``)."""
         fields = {f.name for f in dataclasses.fields(self.config)}
         return config_flags(self.config, self.help, skip=(SET_FROM_DATA | self.hidden) & fields)
+
+    def base_model_values(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        """The model values a new run starts from before --config and the flags (none by default)."""
+        return dict(self.base_model(options)) if self.base_model else {}
 
     def make_task(self, model_config: Any, train_config: Any, device: torch.device,
                   options: Mapping[str, Any] | None = None) -> Task:

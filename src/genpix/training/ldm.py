@@ -30,6 +30,7 @@ from genpix.training.ddpm import forward_process, optimiser_step, update_ema
 from genpix.training.families import Family
 from genpix.training.flags import Flag
 from genpix.training.task import Batch
+from genpix.training.trained_models import initial_weights, load_teacher, read_trained_model
 
 
 TRAINING_CAPTION_CACHE = 1 << 16  # distinct captions whose frozen encodings a training run keeps
@@ -59,9 +60,11 @@ class LDMTask:
     family = "ldm"
 
     def __init__(self, config: LDMConfig, *, lr: float, device: torch.device, seed: int = 0,
-                 autoencoder: AutoencoderKL | None = None, preview: int = 8, preview_steps: int = 20) -> None:
+                 autoencoder: AutoencoderKL | None = None, initial: Mapping[str, torch.Tensor] | None = None,
+                 preview: int = 8, preview_steps: int = 20) -> None:
         """``autoencoder``: the trained first stage (a new run); on resume it is rebuilt from
-        ``config.first_stage`` and its weights come back with the checkpoint."""
+        ``config.first_stage`` and its weights come back with the checkpoint. ``initial``: weights of a
+        trained model of the same config to start from (fine-tuning, --init-from)."""
         if autoencoder is not None:
             config = replace(config, first_stage=autoencoder.config)
         if config.first_stage is None:
@@ -69,6 +72,9 @@ class LDMTask:
         self.config, self.device = config, device
         self.autoencoder = (autoencoder or AutoencoderKL(config.first_stage)).to(device).eval().requires_grad_(False)
         self.model = config.network().to(device)
+        if initial is not None:
+            load_module_weights(self.model, dict(initial), "--init-from (its U-Net and text encoder must match "
+                                                           "this run's model section)")
         frozen = {id(m): m for m in self.model.conditioner.frozen}  # shared, not copied, by the EMA
         self.ema = copy.deepcopy(self.model, frozen).requires_grad_(False)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=config.weight_decay)
@@ -179,15 +185,33 @@ class LDMTask:
 
 
 def _ldm_task_options(options: Mapping[str, Any], train_config: Any) -> dict[str, Any]:
-    """The first stage: --autoencoder for a new run; on --resume the run's own (from its checkpoint)."""
+    """The first stage: --autoencoder for a new run, or --init-from's own (a fine-tuning run, which
+    also starts from that model's weights); on --resume the run's own (from its checkpoint)."""
+    autoencoder, init_from = options.get("autoencoder"), options.get("init_from")
     if options.get("resume"):
-        if options.get("autoencoder") is not None:
-            raise GenpixError("--resume: the run keeps the autoencoder it was started with; leave --autoencoder out")
+        if autoencoder is not None or init_from is not None:
+            raise GenpixError("--resume: the run keeps the autoencoder and weights it was started with; "
+                              "leave --autoencoder and --init-from out")
         return {}
-    if options.get("autoencoder") is None:
+    if init_from is not None:
+        if autoencoder is not None:
+            raise GenpixError("--init-from: the model's U-Net works in its own autoencoder's latents; "
+                              "leave --autoencoder out")
+        return {"initial": initial_weights(init_from, "ldm"), "autoencoder": load_teacher(init_from, "--init-from")}
+    if autoencoder is None:
         raise GenpixError("--autoencoder is required: the run folder of a trained autoencoder "
-                          "(genpix train autoencoder --data ... --out runs/ae)")
-    return {"autoencoder": load_first_stage(options["autoencoder"])}
+                          "(genpix train autoencoder --data ... --out runs/ae), or --init-from a latent "
+                          "diffusion model to fine-tune")
+    return {"autoencoder": load_first_stage(autoencoder)}
+
+
+def _ldm_base_model(options: Mapping[str, Any]) -> dict[str, Any]:
+    """A fine-tuning run (--init-from) starts from that model's model section (its U-Net, text encoder,
+    schedule and loss); --config and the flags change it, the data sets the size."""
+    if options.get("init_from") is None or options.get("resume"):
+        return {}
+    section = read_trained_model(options["init_from"], "--init-from", "ldm").config.get("model", {})
+    return {k: v for k, v in section.items() if k not in ("first_stage", "image_size", "channels", "num_classes")}
 
 
 def _ldm_check_data(model_config: LDMConfig, data: ImageDataset) -> None:
@@ -210,8 +234,11 @@ FAMILY = Family(
     default_lr=2e-4, train_defaults={"warmup_steps": 100, "lr_schedule": "cosine"},
     hidden=frozenset({"first_stage"}),  # from --autoencoder
     options=(Flag("autoencoder", str, "the trained autoencoder run folder to diffuse in (genpix train "
-                                      "autoencoder); required for a new run", metavar="RUN"),),
-    task_options=_ldm_task_options, check_data=_ldm_check_data,
+                                      "autoencoder); required for a new run", metavar="RUN"),
+             Flag("init_from", str, "fine-tune: start from the weights of a trained latent diffusion model (run "
+                                    "folder, model folder or bundled name) and diffuse in its autoencoder",
+                  metavar="MODEL")),
+    task_options=_ldm_task_options, check_data=_ldm_check_data, base_model=_ldm_base_model,
     help={"cond": "text: the dataset's captions; class: its labels; none: unconditional",
           "text_encoder": "learned: a small byte-level transformer trained jointly; minilm: the frozen "
                           "all-MiniLM-L6-v2",

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -20,18 +19,14 @@ from genpix.config import check, from_dict, to_dict
 from genpix.data import ImageDataset
 from genpix.errors import GenpixError
 from genpix.metrics.psnr import psnr
-from genpix.io.checkpoint import CheckpointError, load_module_weights, read_model_dir
 from genpix.io.images import make_grid, to_pil
 from genpix.models.autoencoder import AutoencoderConfig, AutoencoderKL
 from genpix.models.taesd import TinyDecoder, TinyDecoderConfig
 from genpix.training.families import Family
+from genpix.training.trained_models import load_teacher
 from genpix.training.flags import Flag
 from genpix.training.task import Batch
 from genpix.training.ddpm import optimiser_step
-
-# where each kind of model folder keeps its autoencoder: role -> family
-TEACHER_ROLES = {"autoencoder": "autoencoder", "ldm": "first_stage"}
-
 
 @dataclass(frozen=True)
 class PreviewDecoderTrainingConfig:
@@ -60,34 +55,6 @@ class PreviewDecoderTrainingConfig:
                                      f"{self.first_stage.downsampling_factor}, got {len(blocks)}")
         return TinyDecoderConfig(latent_channels=self.first_stage.latent_channels,
                                  out_channels=self.first_stage.out_channels, channels=self.width, blocks=tuple(blocks))
-
-
-def load_teacher(path: str | Path) -> AutoencoderKL:
-    """An autoencoder run folder, or a latent diffusion model folder or bundled model name (its
-    ``first_stage``) -> the autoencoder with its scaling factor, frozen."""
-    bundled = Path(str(resources.files("genpix") / "bundled")) / str(path)
-    path = path if Path(path).exists() or not (bundled / "config.json").is_file() else bundled
-    try:
-        model = read_model_dir(path)
-    except CheckpointError as error:
-        raise GenpixError(f"--autoencoder: {error}") from None
-    role = TEACHER_ROLES.get(model.family)
-    if role is None or role not in model.weights:
-        raise GenpixError(f"--autoencoder {path}: holds a {model.family} model without an autoencoder; give an "
-                          f"autoencoder run or a latent diffusion model folder")
-    section = model.config["model"] if role == "autoencoder" else model.config["model"].get("first_stage")
-    if role == "autoencoder":
-        from genpix.training.autoencoder import AutoencoderTrainingConfig
-
-        section = to_dict(from_dict(AutoencoderTrainingConfig, section, where=f"{model.path}/config.json").network())
-        if model.config["model"].get("scaling_factor") is None:
-            raise GenpixError(f"--autoencoder {path}: no measured latent scaling factor")
-        section["scaling_factor"] = model.config["model"]["scaling_factor"]
-    config = from_dict(AutoencoderConfig, section, where=f"{model.path}/config.json first_stage")
-    autoencoder = AutoencoderKL(config)
-    load_module_weights(autoencoder, {k: v.float() for k, v in model.weights[role].items()},
-                        f"{model.path}/model.safetensors ({role})")
-    return autoencoder.eval().requires_grad_(False)
 
 
 class PreviewDecoderTask:
