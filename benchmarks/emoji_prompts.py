@@ -87,10 +87,12 @@ def plain_prompts() -> list[tuple[str, str, str | None]]:
 def held_out_prompts() -> list[tuple[str, str, str | None]]:
     """One prompt for every held-out name of the colour lexicon, the objects and templates in turn,
     asking for the basic colour of the name's RGB."""
-    names = [c for c in colour_lexicon() if c.held_out]
-    return [(TEMPLATES[k % len(TEMPLATES)].format(co=_article(f"{c.name} {OBJECTS[k % len(OBJECTS)][0]}"), c=c.name,
-                                                   o=OBJECTS[k % len(OBJECTS)][0]), c.basic, OBJECTS[k % len(OBJECTS)][1])
-            for k, c in enumerate(names)]
+    cases = []
+    for k, c in enumerate(c for c in colour_lexicon() if c.held_out):
+        word, shape = OBJECTS[k % len(OBJECTS)]
+        template = TEMPLATES[k % len(TEMPLATES)]
+        cases.append((template.format(co=_article(f"{c.name} {word}"), c=c.name, o=word), c.basic, shape))
+    return cases
 
 
 def lexicon_standing(prompt: str) -> str:
@@ -113,13 +115,13 @@ def colour_prompt_fidelity(model: str, n: int, colours: set[str] | None = None, 
         tic = time.perf_counter()
         out = pipe(prompt=prompt, n=n, seed=1000 + k, **options)
         seconds += time.perf_counter() - tic
+        standing = by_standing[lexicon_standing(prompt)]
         for image in out.images:
             reading = read_picture(image, shapes=shape is not None)
             seen[reading.colour] += 1
             hits += reading.colour == colour
             per_colour[colour][0] += reading.colour == colour
             per_colour[colour][1] += 1
-            standing = by_standing[lexicon_standing(prompt)]
             standing[0], standing[1] = standing[0] + (reading.colour == colour), standing[1] + 1
             if shape is not None:
                 shape_hits[0] += reading.shape == shape

@@ -103,7 +103,8 @@ def recoloured_copies(images: np.ndarray, names: tuple[str, ...], colours: list[
     def pick(i: int, copy: int) -> tuple[str, tuple[float, float, float], str, int]:
         others = [c for c in TINTS if c != colours[i]]
         k = _spread(i, seed) + copy
-        return others[k % len(others)], TINTS[others[k % len(others)]], others[k % len(others)], k // len(others)
+        colour = others[k % len(others)]
+        return colour, TINTS[colour], colour, k // len(others)
     return _tinted_copies(images, names, copies, pick)
 
 
@@ -152,8 +153,9 @@ def load_emoji_captions(split: Split = "train", *, image_size: int = EMOJI_NATIV
     copies = min(repeats, -(-limit // len(base))) if limit else repeats
     captions = [c for copy in range(copies) for c in emoji_captions(variants, copy, seed)]
     images = np.concatenate([base.images.numpy()] * copies)
-    makers = ((recoloured, lambda: recoloured_copies(native.images.numpy(), base.captions, colours, recoloured, seed)),
-              (named, lambda: named_copies(native.images.numpy(), base.captions, named, seed)))
+    pictures = native.images.numpy()
+    makers = ((recoloured, lambda: recoloured_copies(pictures, base.captions, colours, recoloured, seed)),
+              (named, lambda: named_copies(pictures, base.captions, named, seed)))
     for copies_wanted, make in makers:
         if copies_wanted and (limit is None or limit > len(images)):
             tinted, tinted_captions = make()

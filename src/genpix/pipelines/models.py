@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from importlib import resources
-from pathlib import Path
-
 import torch
 
 from genpix.config import from_dict
 from genpix.errors import GenpixError
+from genpix.io.bundled import bundled_models, resolve_model  # noqa: F401 (imported from here by the CLI, server and eval)
 from genpix.io.checkpoint import CheckpointError, ModelDir, load_module_weights, read_model_dir
 from genpix.models.gan import GANConfig, Generator
 from genpix.models.vae import VAE, VAEConfig
@@ -16,31 +14,6 @@ from genpix.pipelines.latent_decoder import LatentDecoderPipeline
 
 
 DEFAULT_TEXT_MODEL = "emoji-ldm"  # the bundled text-to-image model every prompt command and the server start with
-
-
-def bundled_root() -> Path:
-    return Path(str(resources.files("genpix") / "bundled"))
-
-
-def bundled_models() -> dict[str, Path]:
-    """Bundled model name -> folder (models shipped inside the package)."""
-    root = bundled_root()
-    if not root.is_dir():
-        return {}
-    return {p.name: p for p in sorted(root.iterdir()) if (p / "config.json").is_file()}
-
-
-def resolve_model(name_or_path: str | Path) -> Path:
-    """A folder path as given, else a bundled model's folder; else a one-line error."""
-    path = Path(name_or_path)
-    if path.exists():
-        return path
-    bundled = bundled_models()
-    if str(name_or_path) in bundled:
-        return bundled[str(name_or_path)]
-    names = ", ".join(bundled) or "none installed"
-    raise GenpixError(f"no model folder or bundled model named {str(name_or_path)!r} "
-                      f"(bundled models: {names})")
 
 
 def build_network(model_dir: ModelDir, role: str, config_cls, network_cls) -> torch.nn.Module:

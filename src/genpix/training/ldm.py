@@ -30,7 +30,7 @@ from genpix.training.ddpm import forward_process, optimiser_step, update_ema
 from genpix.training.families import Family
 from genpix.training.flags import Flag
 from genpix.training.task import Batch
-from genpix.training.trained_models import initial_weights, load_teacher, read_trained_model
+from genpix.training.trained_models import initial_weights, load_teacher, read_trained_config, read_trained_model
 
 
 TRAINING_CAPTION_CACHE = 1 << 16  # distinct captions whose frozen encodings a training run keeps
@@ -197,7 +197,8 @@ def _ldm_task_options(options: Mapping[str, Any], train_config: Any) -> dict[str
         if autoencoder is not None:
             raise GenpixError("--init-from: the model's U-Net works in its own autoencoder's latents; "
                               "leave --autoencoder out")
-        return {"initial": initial_weights(init_from, "ldm"), "autoencoder": load_teacher(init_from, "--init-from")}
+        model = read_trained_model(init_from, "--init-from", "ldm")
+        return {"initial": initial_weights(model), "autoencoder": load_teacher(model, "--init-from")}
     if autoencoder is None:
         raise GenpixError("--autoencoder is required: the run folder of a trained autoencoder "
                           "(genpix train autoencoder --data ... --out runs/ae), or --init-from a latent "
@@ -208,9 +209,9 @@ def _ldm_task_options(options: Mapping[str, Any], train_config: Any) -> dict[str
 def _ldm_base_model(options: Mapping[str, Any]) -> dict[str, Any]:
     """A fine-tuning run (--init-from) starts from that model's model section (its U-Net, text encoder,
     schedule and loss); --config and the flags change it, the data sets the size."""
-    if options.get("init_from") is None or options.get("resume"):
+    if options.get("init_from") is None:
         return {}
-    section = read_trained_model(options["init_from"], "--init-from", "ldm").config.get("model", {})
+    section = read_trained_config(options["init_from"], "--init-from", "ldm").get("model", {})
     return {k: v for k, v in section.items() if k not in ("first_stage", "image_size", "channels", "num_classes")}
 
 
