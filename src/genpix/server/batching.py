@@ -132,10 +132,13 @@ class Batcher:
         while batch:
             self.jobs.merging(len(batch))
             answers = self._attempt(kind, batch)
+            rerun = [job for job, answer in zip(batch, answers) if answer is None]
+            if not rerun:  # idle before any client holds its answer (and may ask /progress next)
+                self.jobs.end()
             for job, answer in zip(batch, answers):
                 if answer is not None:
                     self._answer(job, answer)
-            batch = [job for job, answer in zip(batch, answers) if answer is None]
+            batch = rerun
             if batch:  # the leader was interrupted or skipped: the others start again, as a new job
                 self.jobs.begin(kind)
 

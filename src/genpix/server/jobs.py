@@ -133,6 +133,12 @@ class JobQueue:
             if not self.closed:  # close()'s interrupt stays
                 self._reset(job)
 
+    def end(self) -> None:
+        """The running job has made everything it will answer: the state says idle from now (the
+        worker's own end comes after the answers are handed out)."""
+        with self._lock:
+            self._reset("")
+
     def merging(self, count: int) -> None:
         """The running job makes the images of ``count`` jobs (itself included)."""
         with self._lock:
