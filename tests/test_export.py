@@ -7,6 +7,8 @@ import torch
 from safetensors.torch import load_file
 
 import genpix
+from genpix.errors import GenpixError
+from genpix.pipelines.diffusion import DDPM_DEFAULTS
 
 
 @pytest.fixture
@@ -38,3 +40,37 @@ def test_export_refuses_an_unknown_role_and_bad_notes(run_dir, tmp_path, run_cli
     assert not (tmp_path / "x" / "model.safetensors").exists()
     status, _, err = run_cli("export", run_dir, tmp_path / "y", "--notes", "[1, 2]")
     assert status == 1 and "JSON object" in err
+
+
+def test_export_records_the_models_own_sampling_defaults_and_requests_fall_back_to_them(run_dir, tmp_path, run_cli):
+    out = tmp_path / "bundle"
+    status, _, err = run_cli("export", run_dir, out, "--roles", "ema", "--steps", "3", "--sampler", "DPM++ 2M",
+                             "--cfg-scale", "2")
+    assert status == 0, err
+    assert json.loads((out / "config.json").read_text())["sampling"] == {"steps": 3, "sampler": "DPM++ 2M",
+                                                                         "cfg_scale": 2.0}
+    bundled, original = genpix.load_pipeline(str(out)), genpix.load_pipeline(str(run_dir))
+    assert (bundled.capabilities.defaults.steps, original.capabilities.defaults.steps) == (3, 50)
+    got = bundled(n=1, seed=5, class_name=2)
+    assert (got.info["steps"], got.info["sampler"], got.info["cfg_scale"]) == (3, "DPM++ 2M", 2.0)
+    asked = original(n=1, seed=5, class_name=2, steps=3, sampler="DPM++ 2M", cfg_scale=2.0)
+    assert torch.equal(got.tensors, asked.tensors)
+    assert bundled(n=1, seed=5, class_name=2, steps=4).info["steps"] == 4  # a request's own value wins
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (("--sampler", "Nope"), "unknown sampler"), (("--cfg-scale", "-1"), "cfg_scale must be a number from 0"),
+    (("--steps", "0"), "steps must be between 1")])
+def test_export_refuses_bad_sampling_defaults_and_writes_nothing(run_dir, tmp_path, run_cli, flags, message):
+    status, _, err = run_cli("export", run_dir, tmp_path / "x", *flags)
+    assert status == 1 and message in err.lower() and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize(("section", "message"), [
+    ({"steps": "many"}, "steps must be a whole number"), ({"seed": 1}, "takes steps, sampler and cfg_scale"),
+    ({"sampler": 3}, "sampler must be a sampler's name"), ({"cfg_scale": True}, "cfg_scale must be a number")])
+def test_a_bad_sampling_section_is_a_one_line_error_naming_the_file(section, message):
+    with pytest.raises(GenpixError, match=f"^m/config.json: .*sampling.*{message}"):
+        DDPM_DEFAULTS.overridden(section, "m/config.json")
+    assert DDPM_DEFAULTS.overridden({}, "m/config.json") == DDPM_DEFAULTS

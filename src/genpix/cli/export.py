@@ -16,6 +16,10 @@ def register(commands) -> None:
     p.add_argument("--roles", help="comma-separated weight roles to keep, e.g. ema (default: all)")
     p.add_argument("--fp16", action="store_true", help="store floating-point weights as float16")
     p.add_argument("--notes", metavar="JSON", help="a JSON object (or @FILE) merged into config.json's notes")
+    p.add_argument("--steps", type=int, help="the model's default sampling steps (config.json sampling section; "
+                                             "the family's default otherwise)")
+    p.add_argument("--sampler", help="the model's default sampler, e.g. \"DPM++ 2M\"")
+    p.add_argument("--cfg-scale", type=float, help="the model's default classifier-free guidance scale")
     p.set_defaults(run=run_export)
 
 
@@ -38,7 +42,17 @@ def run_export(args: argparse.Namespace) -> int:
             raise GenpixError("--notes must be a JSON object")
     roles = tuple(r for r in args.roles.split(",") if r) if args.roles else None
     out = export_model_dir(args.model, args.out, roles=roles, dtype=torch.float16 if args.fp16 else None,
-                           notes=notes)
+                           notes=notes, sampling=_sampling(args))
     size = (out / WEIGHTS_NAME).stat().st_size / 2**20
     print(f"wrote {out} ({size:.2f} MiB of weights)")
     return 0
+
+
+def _sampling(args: argparse.Namespace) -> dict | None:
+    """--steps/--sampler/--cfg-scale as config.json's sampling section, checked as a pipeline will."""
+    from genpix.pipelines.capabilities import Defaults
+
+    section = {k: v for k, v in (("steps", args.steps), ("sampler", args.sampler), ("cfg_scale", args.cfg_scale))
+               if v is not None}
+    Defaults(1, "Euler", 1.0).overridden(section, "export")
+    return section or None

@@ -38,7 +38,8 @@ OPTIMIZER_NAME = "optimizer.safetensors"
 STATE_NAME = "state.json"
 FAMILIES = ("vae", "gan", "ddpm", "autoencoder", "ldm", "preview-decoder", "upscaler", "lora")
 EMBEDDED_CONFIG = "genpix_config"  # model.safetensors metadata: the config.json written with these weights
-CONFIG_KEYS = ("genpix", "family", "model", "data", "train", "step", "distributed", "metrics", "notes")
+CONFIG_KEYS = ("genpix", "family", "model", "data", "train", "step", "distributed", "metrics", "notes",
+               "sampling")
 
 
 class CheckpointError(GenpixError):
@@ -166,10 +167,12 @@ def write_model_dir(path: str | Path, config: dict[str, Any], modules: dict) -> 
 
 
 def export_model_dir(src: str | Path, dest: str | Path, *, roles: tuple[str, ...] | None = None,
-                     dtype: torch.dtype | None = None, notes: dict[str, Any] | None = None) -> Path:
+                     dtype: torch.dtype | None = None, notes: dict[str, Any] | None = None,
+                     sampling: dict[str, Any] | None = None) -> Path:
     """Copy model folder ``src`` to ``dest`` keeping only ``roles`` (all when None), floating
     weights cast to ``dtype`` (e.g. float16 to halve a bundled model), ``notes`` merged into
-    config.json's "notes" (recipe, hardware, measured quality). Each file is written atomically."""
+    config.json's "notes" (recipe, hardware, measured quality) and ``sampling`` into its "sampling"
+    (the model's default steps, sampler and cfg_scale). Each file is written atomically."""
     if Path(src).exists() and Path(dest).exists() and os.path.samefile(src, dest):
         raise CheckpointError(f"export would overwrite its source {src}; choose another OUT folder")
     check_output_folder(dest, "export OUT")
@@ -182,8 +185,9 @@ def export_model_dir(src: str | Path, dest: str | Path, *, roles: tuple[str, ...
     cast = {role: {k: v.to(dtype) if dtype is not None and v.is_floating_point() else v
                    for k, v in model.weights[role].items()} for role in keep}
     config = {k: v for k, v in model.config.items() if k != "genpix"}
-    if notes:
-        config["notes"] = {**config.get("notes", {}), **notes}
+    for section, values in (("notes", notes), ("sampling", sampling)):
+        if values:
+            config[section] = {**config.get(section, {}), **values}
     return write_model_dir(dest, config, cast)
 
 

@@ -10,8 +10,9 @@ ignored) the same way everywhere.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from genpix.diffusion import samplers, schedules
 from genpix.diffusion.samplers import SamplerInfo
@@ -22,6 +23,7 @@ from genpix.pipelines.request import GenerationRequest
 SEED_RANGE = (-(2**63), 2**64 - 1)  # what torch.Generator.manual_seed takes
 MAX_HIRES_SCALE = 8.0
 MAX_HIRES_PIXELS = 4096 * 4096  # per image, after the hires fix's upscale
+MAX_CFG_SCALE = 100.0  # as the HTTP schema's bound
 SAMPLING_FIELDS = ("steps", "sampler", "schedule", "cfg_scale", "eta", "s_churn", "s_noise")
 SAMPLER_OPTIONS = ("eta", "s_churn", "s_noise")
 MICRO_FIELDS = ("original_size", "crop_top_left", "target_size", "aesthetic_score", "negative_aesthetic_score")
@@ -48,6 +50,30 @@ class Defaults:
     steps: int
     sampler: str
     cfg_scale: float
+
+    def overridden(self, section: Mapping[str, Any] | None, where: str) -> Defaults:
+        """These defaults under a model's own ``sampling`` section of config.json (written by
+        ``genpix export --steps/--sampler/--cfg-scale``: the settings its trainer measured best); an
+        unknown key or a bad value is a one-line error naming ``where``."""
+        if not section:
+            return self
+        if not isinstance(section, Mapping) or set(section) - {"steps", "sampler", "cfg_scale"}:
+            raise GenpixError(f"{where}: the sampling section takes steps, sampler and cfg_scale, got {section!r}")
+        steps, sampler = section.get("steps", self.steps), section.get("sampler", self.sampler)
+        cfg_scale = section.get("cfg_scale", self.cfg_scale)
+        try:
+            if isinstance(steps, bool) or not isinstance(steps, int):
+                raise GenpixError(f"steps must be a whole number, got {steps!r}")
+            samplers.check_steps(steps)
+            if not isinstance(sampler, str):
+                raise GenpixError(f"sampler must be a sampler's name, got {sampler!r}")
+            samplers.resolve(sampler)  # "DPM++ 2M Karras" keeps its schedule: bound per request
+            if isinstance(cfg_scale, bool) or not isinstance(cfg_scale, (int, float)) \
+                    or not 0 <= cfg_scale <= MAX_CFG_SCALE:
+                raise GenpixError(f"cfg_scale must be a number from 0 to {MAX_CFG_SCALE:g}, got {cfg_scale!r}")
+        except GenpixError as error:
+            raise GenpixError(f"{where}: sampling: {error}") from None
+        return Defaults(steps, sampler, float(cfg_scale))
 
 
 @dataclass(frozen=True)

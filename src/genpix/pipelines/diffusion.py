@@ -23,7 +23,8 @@ DDPM_DEFAULTS = Defaults(steps=50, sampler="DDIM", cfg_scale=3.0)
 
 
 def ddpm_pipeline(unet: UNet, config: DDPMConfig, *, class_names: tuple[str, ...] = (), model_name: str = "ddpm",
-                  device: torch.device | str = "cpu", batch_size: int = 64) -> DiffusionPipeline:
+                  device: torch.device | str = "cpu", batch_size: int = 64,
+                  defaults: Defaults = DDPM_DEFAULTS) -> DiffusionPipeline:
     """A pixel diffusion pipeline from a U-Net and the config it was trained with."""
     device = torch.device(device)
     unet = unet.eval().requires_grad_(False).to(device)
@@ -35,7 +36,7 @@ def ddpm_pipeline(unet: UNet, config: DDPMConfig, *, class_names: tuple[str, ...
                   modules=(("unet", unet),))
     size = config.image_size
     caps = Capabilities("ddpm", model_name, "class" if config.class_conditional else "none", (size, size),
-                        channels=config.channels, class_names=tuple(class_names), defaults=DDPM_DEFAULTS,
+                        channels=config.channels, class_names=tuple(class_names), defaults=defaults,
                         inpaint=True)
     return DiffusionPipeline(parts, caps, batch_size=batch_size, device=device)
 
@@ -53,6 +54,8 @@ def load_diffusion_pipeline(model_dir: ModelDir, device: str | torch.device = "c
     if config.class_conditional and len(class_names) != config.num_classes:
         raise CheckpointError(f"{model_dir.path}/config.json: a class-conditional model needs "
                               f"{config.num_classes} names in data.class_names")
-    pipe = ddpm_pipeline(unet, config, class_names=class_names, model_name=model_dir.path.name, device=device)
+    defaults = DDPM_DEFAULTS.overridden(model_dir.config.get("sampling"), f"{model_dir.path}/config.json")
+    pipe = ddpm_pipeline(unet, config, class_names=class_names, model_name=model_dir.path.name, device=device,
+                         defaults=defaults)
     prepack_on_cpu(pipe.device, dict(pipe.parts.modules)["unet"])  # oneDNN weight layouts (models/cpu_prepack.py)
     return pipe

@@ -71,8 +71,10 @@ def load_ldm_pipeline(model_dir: ModelDir, device: str | torch.device = "cpu", *
                   preview=_preview(model_dir, device))
     side = model.unet.config.sample_size * space.factor
     conditioning = {"class": "class", "none": "none"}.get(config.cond, "text")
+    defaults = LDM_DEFAULTS.overridden(model_dir.config.get("sampling"), f"{model_dir.path}/config.json")
     caps = Capabilities("ldm", model_dir.path.name, conditioning, (side, side), channels=vae.config.out_channels,
-                        class_names=class_names, defaults=LDM_DEFAULTS, size_multiple=max(8, space.factor), inpaint=True)
+                        class_names=class_names, size_multiple=max(8, space.factor), inpaint=True,
+                        defaults=defaults)
     pipe = DiffusionPipeline(parts, caps, batch_size=4, device=device, info={"prediction": config.prediction})
     prepack_on_cpu(device, model, space.vae)  # oneDNN weight layouts, once (models/cpu_prepack.py)
     return pipe
