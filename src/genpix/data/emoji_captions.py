@@ -34,7 +34,7 @@ from .transforms import resize_images
 
 CAPTION_VARIANTS = 8
 RECOLOURED_COPIES = 8  # tinted copies of every emoji in `emoji-colours`
-NAMED_COPIES = 8  # copies tinted to named colours in `emoji-colour-names`
+NAMED_COPIES = 32  # copies tinted to named colours in `emoji-colour-names`
 TYPOGRAPHIC = frozenset({"black", "white", "heavy"})  # Unicode's filled, outlined and bold, not colours
 NAME_COLOURS = ("red", "orange", "yellow", "green", "blue", "purple", "brown", "pink")
 FILLER = frozenset({"with", "and", "of", "the", "a", "an", "in", "on", "for", "sign", "symbol"})

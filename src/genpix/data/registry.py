@@ -34,7 +34,7 @@ DATASETS: dict[str, str] = {
                       "\"heart, red\"; offline)",
     "emoji-colours": "emoji-captions and 8 copies of every emoji tinted to other basic colours (\"a purple frog\"), "
                      "so colour words mean colours, not objects (offline)",
-    "emoji-colour-names": "emoji-colours and 8 copies of every emoji tinted to colours of the XKCD survey's 949 "
+    "emoji-colour-names": "emoji-colours and 32 copies of every emoji tinted to colours of the XKCD survey's 949 "
                           "names and captioned with them (\"a dusty rose frog\"; one name in ten held out; offline)",
 }
 
