@@ -50,9 +50,8 @@ def run_export(args: argparse.Namespace) -> int:
 
 def _sampling(args: argparse.Namespace) -> dict | None:
     """--steps/--sampler/--cfg-scale as config.json's sampling section, checked as a pipeline will."""
-    from genpix.pipelines.capabilities import Defaults
+    from genpix.pipelines.capabilities import checked_sampling
 
     section = {k: v for k, v in (("steps", args.steps), ("sampler", args.sampler), ("cfg_scale", args.cfg_scale))
                if v is not None}
-    Defaults(1, "Euler", 1.0).overridden(section, "export")
-    return section or None
+    return checked_sampling(section, "export") if section else None

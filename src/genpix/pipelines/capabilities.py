@@ -11,7 +11,7 @@ ignored) the same way everywhere.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from genpix.diffusion import samplers, schedules
@@ -23,7 +23,7 @@ from genpix.pipelines.request import GenerationRequest
 SEED_RANGE = (-(2**63), 2**64 - 1)  # what torch.Generator.manual_seed takes
 MAX_HIRES_SCALE = 8.0
 MAX_HIRES_PIXELS = 4096 * 4096  # per image, after the hires fix's upscale
-MAX_CFG_SCALE = 100.0  # as the HTTP schema's bound
+MAX_CFG_SCALE = 100.0  # also the HTTP schema's bound (server/schemas.py)
 SAMPLING_FIELDS = ("steps", "sampler", "schedule", "cfg_scale", "eta", "s_churn", "s_noise")
 SAMPLER_OPTIONS = ("eta", "s_churn", "s_noise")
 MICRO_FIELDS = ("original_size", "crop_top_left", "target_size", "aesthetic_score", "negative_aesthetic_score")
@@ -53,27 +53,31 @@ class Defaults:
 
     def overridden(self, section: Mapping[str, Any] | None, where: str) -> Defaults:
         """These defaults under a model's own ``sampling`` section of config.json (written by
-        ``genpix export --steps/--sampler/--cfg-scale``: the settings its trainer measured best); an
-        unknown key or a bad value is a one-line error naming ``where``."""
-        if not section:
-            return self
-        if not isinstance(section, Mapping) or set(section) - {"steps", "sampler", "cfg_scale"}:
-            raise GenpixError(f"{where}: the sampling section takes steps, sampler and cfg_scale, got {section!r}")
-        steps, sampler = section.get("steps", self.steps), section.get("sampler", self.sampler)
-        cfg_scale = section.get("cfg_scale", self.cfg_scale)
-        try:
+        ``genpix export --steps/--sampler/--cfg-scale``: the settings its trainer measured best)."""
+        return replace(self, **checked_sampling(section, where)) if section else self
+
+
+def checked_sampling(section: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """A ``sampling`` section (steps, sampler, cfg_scale; any of them) checked as binding will use it;
+    an unknown key or a bad value is a one-line error naming ``where``."""
+    if not isinstance(section, Mapping) or set(section) - {"steps", "sampler", "cfg_scale"}:
+        raise GenpixError(f"{where}: the sampling section takes steps, sampler and cfg_scale, got {section!r}")
+    steps, sampler, cfg_scale = (section.get(k) for k in ("steps", "sampler", "cfg_scale"))
+    try:
+        if steps is not None:
             if isinstance(steps, bool) or not isinstance(steps, int):
                 raise GenpixError(f"steps must be a whole number, got {steps!r}")
             samplers.check_steps(steps)
+        if sampler is not None:
             if not isinstance(sampler, str):
                 raise GenpixError(f"sampler must be a sampler's name, got {sampler!r}")
             samplers.resolve(sampler)  # "DPM++ 2M Karras" keeps its schedule: bound per request
-            if isinstance(cfg_scale, bool) or not isinstance(cfg_scale, (int, float)) \
-                    or not 0 <= cfg_scale <= MAX_CFG_SCALE:
-                raise GenpixError(f"cfg_scale must be a number from 0 to {MAX_CFG_SCALE:g}, got {cfg_scale!r}")
-        except GenpixError as error:
-            raise GenpixError(f"{where}: sampling: {error}") from None
-        return Defaults(steps, sampler, float(cfg_scale))
+        if cfg_scale is not None and (isinstance(cfg_scale, bool) or not isinstance(cfg_scale, (int, float))
+                                      or not 0 <= cfg_scale <= MAX_CFG_SCALE):
+            raise GenpixError(f"cfg_scale must be a number from 0 to {MAX_CFG_SCALE:g}, got {cfg_scale!r}")
+    except GenpixError as error:
+        raise GenpixError(f"{where}: sampling: {error}") from None
+    return {**section, **({"cfg_scale": float(cfg_scale)} if cfg_scale is not None else {})}
 
 
 @dataclass(frozen=True)

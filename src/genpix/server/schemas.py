@@ -11,6 +11,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from genpix.pipelines.capabilities import MAX_CFG_SCALE
+
 MAX_SIDE = 4096  # width, height and init images, in pixels
 MAX_STEPS = 1000
 MAX_BATCH_SIZE = 64
@@ -50,7 +52,7 @@ class Txt2ImgRequest(_Request):
     batch_size: int = Field(1, ge=1, le=MAX_BATCH_SIZE)
     n_iter: int = Field(1, ge=1, le=MAX_ITERATIONS)
     steps: int | None = Field(None, ge=1, le=MAX_STEPS)
-    cfg_scale: float | None = Field(None, ge=0, le=100, allow_inf_nan=False)
+    cfg_scale: float | None = Field(None, ge=0, le=MAX_CFG_SCALE, allow_inf_nan=False)
     eta: float | None = Field(None, ge=0, allow_inf_nan=False)  # for the samplers that take them
     s_churn: float | None = Field(None, ge=0, allow_inf_nan=False)
     s_noise: float | None = Field(None, ge=0, allow_inf_nan=False)
