@@ -23,10 +23,12 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 
+import torch
 from sampling_args import sampling_parser, write_json
 
 import genpix
 from genpix.data.colour_lexicon import colour_lexicon
+from genpix.data.colour_names import BASIC_COLOURS
 from genpix.data.synthetic import COLOURS as SHAPES_COLOURS
 from genpix.device import set_cpu_threads
 from genpix.eval.colour_reader import read_picture
@@ -103,6 +105,16 @@ def lexicon_standing(prompt: str) -> str:
     return "held out" if max(found, key=lambda c: len(c.name)).held_out else "trained"
 
 
+def head_reading(pipe, prompt: str) -> str | None:
+    """The basic colour the model's colour head (models/colour_head.py) reads in ``prompt``; None
+    for a model without one."""
+    tau = getattr(pipe.parts.conditioner, "tau", None)
+    if getattr(tau, "colour", None) is None:
+        return None
+    with torch.no_grad():
+        return BASIC_COLOURS[int(tau.colour_logits(tau.inputs([prompt])).argmax())]
+
+
 def colour_prompt_fidelity(model: str, n: int, colours: set[str] | None = None, plain: bool = False,
                            held_out: bool = False, **options) -> dict:
     pipe = genpix.load_pipeline(model)
@@ -111,11 +123,13 @@ def colour_prompt_fidelity(model: str, n: int, colours: set[str] | None = None, 
     hits, shape_hits, seconds, per_colour = 0, [0, 0], 0.0, defaultdict(lambda: [0, 0])
     by_standing: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     seen: dict[str, int] = defaultdict(int)
+    by_head: dict[bool, list[int]] = defaultdict(lambda: [0, 0])  # head read the asked colour -> [hits, images]
     for k, (prompt, colour, shape) in enumerate(cases):
         tic = time.perf_counter()
         out = pipe(prompt=prompt, n=n, seed=1000 + k, **options)
         seconds += time.perf_counter() - tic
         standing = by_standing[lexicon_standing(prompt)]
+        read = head_reading(pipe, prompt)
         for image in out.images:
             reading = read_picture(image, shapes=shape is not None)
             seen[reading.colour] += 1
@@ -123,6 +137,9 @@ def colour_prompt_fidelity(model: str, n: int, colours: set[str] | None = None, 
             per_colour[colour][0] += reading.colour == colour
             per_colour[colour][1] += 1
             standing[0], standing[1] = standing[0] + (reading.colour == colour), standing[1] + 1
+            if read is not None:
+                by_head[read == colour][0] += reading.colour == colour
+                by_head[read == colour][1] += 1
             if shape is not None:
                 shape_hits[0] += reading.shape == shape
                 shape_hits[1] += 1
@@ -132,6 +149,8 @@ def colour_prompt_fidelity(model: str, n: int, colours: set[str] | None = None, 
             "shape": shape_hits[0] / max(shape_hits[1], 1), "shape_images": shape_hits[1],
             "per_colour": {c: h / t for c, (h, t) in per_colour.items()},
             "by_lexicon": {k: {"colour": h / t, "images": t} for k, (h, t) in by_standing.items()},
+            "by_colour_head": {("head read it" if k else "head misread it"): {"colour": h / t, "images": t}
+                               for k, (h, t) in by_head.items()},
             "colours_seen": dict(sorted(seen.items(), key=lambda item: -item[1]))}
 
 
@@ -156,6 +175,9 @@ def main() -> None:
     print("per colour: " + ", ".join(f"{c} {v:.2f}" for c, v in result["per_colour"].items()))
     print("by lexicon: " + ", ".join(f"{k} {v['colour']:.2f} ({v['images']} images)"
                                      for k, v in result["by_lexicon"].items()))
+    if result["by_colour_head"]:
+        print("colour head: " + ", ".join(f"{k}: {v['colour']:.2f} ({v['images']} images)"
+                                          for k, v in result["by_colour_head"].items()))
     print("colours seen: " + ", ".join(f"{c} {v}" for c, v in result["colours_seen"].items()))
     write_json(result, args.json)
 

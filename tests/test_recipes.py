@@ -18,7 +18,9 @@ ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes"
 BUNDLED = ROOT / "src" / "genpix" / "bundled"
 BUNDLES = ("fashion-vae", "fashion-ddpm", "shapes-ldm", "fashion-ldm", "emoji-ldm")
-STAGE_FILES = {"autoencoder": ".autoencoder", "preview-decoder": ".preview-decoder", "finetune": ".finetune"}  # else NAME.json
+STAGE_FILES = {"autoencoder": ".autoencoder", "preview-decoder": ".preview-decoder", "finetune": ".finetune",
+               "colour-token": ".colour-token"}  # else NAME.json
+TUNING_STAGES = ("colour-token", "finetune")  # stages that start from the one before, the last first
 QUICK = ("--steps", "2", "--limit", "16", "--batch-size", "4", "--sample-every", "2", "--checkpoint-every", "2",
          "--log-every", "1", "--quiet")
 FROM_ELSEWHERE = {"image_size", "channels", "num_classes", "first_stage"}  # the data's and --autoencoder's
@@ -59,11 +61,11 @@ def test_readme_has_every_bundle_and_the_new_default():
 @pytest.mark.parametrize("name", BUNDLES)
 def test_bundle_names_its_recipe_and_matches_it(name):
     """config.json's notes name the recipe and each stage's steps; the stage the bundle holds (its family's,
-    or the fine-tuning after it) was trained with exactly the recipe's model and train sections."""
+    or the last fine-tuning after it) was trained with exactly the recipe's model and train sections."""
     config = json.loads((BUNDLED / name / "config.json").read_text(encoding="utf-8"))
     assert config["notes"]["recipe"] == f"recipes/{name}.json"
     stages = config["notes"]["total_steps"]
-    held = "finetune" if "finetune" in stages else config["family"]
+    held = next((s for s in TUNING_STAGES if s in stages), config["family"])
     assert config["family"] in stages and stages[held] == config["step"]
     for stage, steps in stages.items():
         assert recipe(name, stage)["train"]["steps"] == steps, (name, stage)

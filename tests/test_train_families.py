@@ -42,12 +42,15 @@ def test_flags_are_the_config_fields_with_their_types_choices_and_defaults(name)
             assert field.name not in actions or field.name in ("image_size", "channels")
             continue
         action = actions[field.name]
-        assert action.option_strings == ["--" + field.name.replace("_", "-")] and action.default is None
+        option = "--" + field.name.replace("_", "-")
+        flags = [option, option.replace("--", "--no-")] if hints[field.name] is bool else [option]
+        assert action.option_strings == flags and action.default is None
         kind = hints[field.name]
         if typing.get_origin(kind) is typing.Literal:
             assert tuple(action.choices) == typing.get_args(kind)
         if field.default not in (None, dataclasses.MISSING) and not isinstance(field.default, tuple):
             shown = f"{field.default:g}" if isinstance(field.default, float) else str(field.default)
+            shown = ("on" if field.default else "off") if isinstance(field.default, bool) else shown
             assert f"(default {shown})" in action.help, (field.name, action.help)
     assert f"(default {family.default_lr:g})" in actions["lr"].help
     for option in family.options:

@@ -187,11 +187,14 @@ def test_resume_keeps_its_autoencoder(runs, tmp_path, run_cli):
 
 
 @pytest.mark.slow  # torchrun
-@pytest.mark.parametrize("family", ["autoencoder", "ldm"])
+@pytest.mark.parametrize("family", ["autoencoder", "ldm", "ldm --colour-token --colour-dropout 0"])
 def test_two_processes_take_the_single_process_steps(runs, tmp_path, run_cli, family):
-    # the distribute() hook: the global batch split over 2 gloo processes, the same noise per image
+    # the distribute() hook: the global batch split over 2 gloo processes, the same noise per image; the
+    # colour head learns outside the DDP forward, and its gradients are averaged all the same (without
+    # dropout, whose masks come from the global RNG, seeded per rank)
+    family, *flags = family.split()
     args = ([*AE, "--disc-start", "1"] if family == "autoencoder"
-            else [*LDM, "--autoencoder", runs / "ae", "--lr-schedule", "constant", "--warmup-steps", "0"])
+            else [*LDM, "--autoencoder", runs / "ae", "--lr-schedule", "constant", "--warmup-steps", "0", *flags])
     for name, nproc in (("one", []), ("two", ["--nproc", "2"])):
         status, _, err = run_cli("train", family, *args, "--steps", "3", "--out", tmp_path / name, *nproc)
         assert status == 0, err

@@ -15,6 +15,7 @@ from genpix.diffusion import schedules
 from genpix.diffusion.config import alphas_cumprod_table, discrete_noise_levels
 from genpix.diffusion.denoiser import DiscreteDenoiser, Network
 from genpix.models.autoencoder import AutoencoderConfig
+from genpix.models.colour_head import ColourHeadConfig
 from genpix.models.ldm import Conditioner, LatentDiffusionModel
 from genpix.models.sd_unet import SDUNetConfig, heads_for
 from genpix.models.text import TEXT_ENCODERS, SentenceEncoder, SmallTextEncoderConfig
@@ -36,6 +37,9 @@ class LDMConfig:
     text_max_length: int = 64
     num_classes: int = 0  # classes of the dataset (set from the data)
     cond_drop_prob: float = 0.1  # captions -> "" (labels -> the null class) for guidance (Ho and Salimans 2022)
+    colour_token: bool = False  # text: the colour head's token joins the context (models/colour_head.py)
+    colour_loss_weight: float = 0.1  # weight of the colour head's cross-entropy in the training loss
+    colour_dropout: float = 0.1  # dropout in the colour head's classifier
     # the U-Net eps_theta(z_t, t, tau_theta(y)) over latents
     block_out_channels: tuple[int, ...] = (64, 128)
     layers_per_block: int = 1
@@ -66,6 +70,9 @@ class LDMConfig:
         check(0 < self.beta_start < self.beta_end < 1,
               f"need 0 < beta_start < beta_end < 1, got {self.beta_start}, {self.beta_end}")
         check(0 <= self.cond_drop_prob < 1, f"cond_drop_prob must be in [0, 1), got {self.cond_drop_prob}")
+        check(not self.colour_token or self.cond == "text", "colour_token needs --cond text (it reads the caption)")
+        check(self.colour_loss_weight >= 0, f"colour_loss_weight must be >= 0, got {self.colour_loss_weight}")
+        check(0 <= self.colour_dropout < 1, f"colour_dropout must be in [0, 1), got {self.colour_dropout}")
         check(0 <= self.ema_decay < 1, f"ema_decay must be in [0, 1), got {self.ema_decay}")
         check(self.grad_clip >= 0 and self.weight_decay >= 0, "grad_clip and weight_decay must be >= 0")
         check(self.min_snr_gamma is None or self.min_snr_gamma > 0,
@@ -114,11 +121,15 @@ class LDMConfig:
                             cross_attention_dim=self.cross_attention_dim, use_linear_projection=True,
                             norm_num_groups=self.norm_num_groups)
 
+    def colour_head_config(self) -> ColourHeadConfig:
+        return ColourHeadConfig(self.cross_attention_dim, dropout=self.colour_dropout)
+
     def network(self) -> LatentDiffusionModel:
         """eps_theta with tau_theta, freshly initialised (the MiniLM encoder loaded, frozen)."""
         conditioner = Conditioner(self.cond, self.cross_attention_dim, text_encoder=self.text_encoder,
                                   text=self.text_config() if self.cond == "text" else None,
-                                  num_classes=self.num_classes)
+                                  num_classes=self.num_classes,
+                                  colour=self.colour_head_config() if self.colour_token else None)
         return LatentDiffusionModel(self.unet_config(), conditioner)
 
     def alphas_cumprod(self) -> torch.Tensor:

@@ -11,6 +11,9 @@ tau_theta by ``cond``:
 - ``class``: an embedding table (K + 1, D) (the last row the null class for guidance), one
   context token per image, as LDM's class-conditional ImageNet model (``ClassEmbedder``).
 - ``none``: a single zero context token (B, 1, D); the U-Net's cross-attention sees nothing.
+
+With ``colour`` (text only), tau_theta ends in the colour head (models/colour_head.py): the basic
+colour it reads from the token states joins the context as one more token (B, L + 1, D).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from genpix.models.colour_head import ColourHead, ColourHeadConfig
 from genpix.models.sd_unet import SDUNet, SDUNetConfig
 from genpix.models.text import SentenceEncoder, SmallTextEncoder, SmallTextEncoderConfig
 
@@ -26,7 +30,8 @@ class Conditioner(nn.Module):
     """tau_theta: condition inputs y -> context (B, L, D) for the U-Net's cross-attention."""
 
     def __init__(self, cond: str, dim: int, *, text_encoder: str = "learned",
-                 text: SmallTextEncoderConfig | None = None, num_classes: int = 0) -> None:
+                 text: SmallTextEncoderConfig | None = None, num_classes: int = 0,
+                 colour: ColourHeadConfig | None = None) -> None:
         super().__init__()
         self.cond, self.text_encoder, self.dim, self.num_classes = cond, text_encoder, dim, num_classes
         self.frozen: tuple[SentenceEncoder, ...] = ()  # minilm: outside the module tree (not saved)
@@ -36,6 +41,7 @@ class Conditioner(nn.Module):
             self.frozen = (SentenceEncoder(),)
         elif cond == "class":
             self.embedding = nn.Embedding(num_classes + 1, dim)
+        self.colour = ColourHead(colour) if colour is not None and cond == "text" else None
 
     def inputs(self, prompts: list[str] | None = None, labels: torch.Tensor | None = None,
                device: torch.device | str = "cpu", *, warn: bool = True) -> torch.Tensor:
@@ -57,9 +63,18 @@ class Conditioner(nn.Module):
             return torch.full((n,), self.num_classes, dtype=torch.long, device=device)
         return self.inputs([""] * n, device=device)
 
+    def text_tokens(self, y: torch.Tensor) -> torch.Tensor:
+        """The caption's token states (B, L, D): the frozen encoder's (y itself) or the learned one's."""
+        return y if self.frozen else self.text.transformer(y).tokens
+
+    def colour_logits(self, y: torch.Tensor) -> torch.Tensor:
+        """The colour head's basic-colour logits (B, K) for text inputs y (a model with the head)."""
+        return self.colour.logits(self.text_tokens(y))
+
     def forward(self, y: torch.Tensor) -> torch.Tensor:
         if self.cond == "text":
-            return y if self.frozen else self.text.transformer(y).tokens  # (B, L, D)
+            tokens = self.text_tokens(y)  # (B, L, D)
+            return tokens if self.colour is None else self.colour(tokens)  # (B, L + 1, D) with the colour token
         if self.cond == "class":
             return self.embedding(y)[:, None]  # (B, 1, D)
         return y.new_zeros(y.shape[0], 1, self.dim)  # (B, 1, D)

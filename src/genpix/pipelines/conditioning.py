@@ -107,7 +107,8 @@ class CLIPConditioner:
 
 
 class LearnedTextConditioner(_Pairing):
-    """genpix latent diffusion's tau_theta (models/ldm.py Conditioner) on one prompt: (1, L, D)."""
+    """genpix latent diffusion's tau_theta (models/ldm.py Conditioner) on one prompt: (1, L, D) (L + 1 with
+    the colour token)."""
 
     def __init__(self, tau, device: torch.device | str = "cpu") -> None:
         self.tau, self.device = tau, torch.device(device)

@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from genpix.config import from_dict, to_dict
 from genpix.data import ImageDataset
+from genpix.data.colour_names import BASIC_COLOURS, dominant_colour
 from genpix.diffusion import samplers
 from genpix.diffusion.denoiser import CFGDenoiser
 from genpix.diffusion.ldm_config import LDMConfig
@@ -73,8 +75,8 @@ class LDMTask:
         self.autoencoder = (autoencoder or AutoencoderKL(config.first_stage)).to(device).eval().requires_grad_(False)
         self.model = config.network().to(device)
         if initial is not None:
-            load_module_weights(self.model, dict(initial), "--init-from (its U-Net and text encoder must match "
-                                                           "this run's model section)")
+            load_module_weights(self.model, _with_new_colour_head(self.model, initial),
+                                "--init-from (its U-Net and text encoder must match this run's model section)")
         frozen = {id(m): m for m in self.model.conditioner.frozen}  # shared, not copied, by the EMA
         self.ema = copy.deepcopy(self.model, frozen).requires_grad_(False)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=config.weight_decay)
@@ -87,6 +89,7 @@ class LDMTask:
         # the first stage is frozen and the batches are not augmented: q(z|x) of a dataset row is the same
         # every epoch, so (mean, std) are computed once per row (the posterior sample stays fresh every step)
         self._posteriors: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._colours: dict[int, int] = {}  # dataset row -> the basic colour the reader finds in it
         for encoder in self.model.conditioner.frozen:  # the frozen text encoder: every caption once per run
             encoder.cache_size = max(encoder.cache_size, TRAINING_CAPTION_CACHE)
 
@@ -136,16 +139,46 @@ class LDMTask:
             return torch.where(drop, torch.full_like(batch.labels, cfg.num_classes), batch.labels)
         return conditioner.inputs(labels=drop, device=self.device)
 
-    def loss(self, network, batch: Batch) -> torch.Tensor:
-        """LDM eq. 2 with tau_theta: || target - eps_theta(z_t, t, tau_theta(y)) ||^2 on z0 = latents."""
+    def loss_terms(self, network, batch: Batch, model: torch.nn.Module | None = None) -> dict[str, torch.Tensor]:
+        """LDM eq. 2 with tau_theta, || target - eps_theta(z_t, t, tau_theta(y)) ||^2 on z0 = latents
+        ("diffusion"); with the colour token, the cross-entropy of the colour head (of ``model``, the live
+        model unless given) against the colour the reader finds in each picture ("colour")."""
         z0 = self.latents(batch)
         noised = forward_process(self.config, z0, batch)  # t, then eps: per image from the batch
         drop = batch.rand() < self.config.cond_drop_prob
-        return noised.loss(network(noised.x_t, noised.t, self.conditions(batch, drop)), self.config.loss)
+        y = self.conditions(batch, drop)
+        terms = {"diffusion": noised.loss(network(noised.x_t, noised.t, y), self.config.loss)}
+        if self.config.colour_token:
+            logits = (model or self.model).conditioner.colour_logits(y)
+            terms["colour"] = F.cross_entropy(logits, self._picture_colours(batch))
+        return terms
+
+    def loss(self, network, batch: Batch, model: torch.nn.Module | None = None) -> torch.Tensor:
+        return self.total_loss(self.loss_terms(network, batch, model))
+
+    def total_loss(self, terms: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The training loss: the diffusion term plus colour_loss_weight times the colour term."""
+        return terms["diffusion"] + self.config.colour_loss_weight * terms.get("colour", 0.0)
+
+    def _picture_colours(self, batch: Batch) -> torch.Tensor:
+        """(B,) int64: the basic colour (data/colour_names.py) of each batch picture (grey ones as RGB),
+        read once per row."""
+        rows = batch.indices.tolist() if batch.indices is not None else [None] * len(batch.images)
+        missing = [i for i, row in enumerate(rows) if row is None or row not in self._colours]
+        pixels = batch.images[missing].mul(255).round().to(torch.uint8).expand(-1, 3, -1, -1).cpu().numpy()
+        read = dict(zip(missing, (BASIC_COLOURS.index(dominant_colour(p)) for p in pixels)))
+        for i, colour in read.items():
+            if rows[i] is not None:
+                self._colours[rows[i]] = colour
+        colours = [read[i] if i in read else self._colours[row] for i, row in enumerate(rows)]
+        return torch.tensor(colours, device=batch.images.device)
 
     def train_step(self, batch: Batch) -> dict[str, torch.Tensor]:
         self.model.train()
-        metrics = optimiser_step(self.loss(self.network, batch), self.optimizer, self.model, self.config.grad_clip)
+        terms = self.loss_terms(self.network, batch)
+        metrics = optimiser_step(self.total_loss(terms), self.optimizer, self.model, self.config.grad_clip)
+        if "colour" in terms:
+            metrics["colour_loss"] = terms["colour"].detach()
         update_ema(self.ema, self.model, self.config.ema_decay, self.optimizer, self.first_param)
         return metrics
 
@@ -173,15 +206,28 @@ class LDMTask:
         """Mean loss of the EMA network on up to ``limit`` held-out images, at fixed draws."""
         self.ema.eval()
         generator = torch.Generator(self.device).manual_seed(1234)
-        losses = []
+        losses, hits = [], []
         for start in range(0, min(limit, len(data)), 64):
             stop = min(start + 64, limit, len(data))
             images = data.images[start:stop].to(self.device).float().div(255)
             labels = None if data.labels is None else data.labels[start:stop].to(self.device)
             captions = None if data.captions is None else list(data.captions[start:stop])
-            losses.append(self.loss(self.ema, Batch(images, labels, captions, generator=generator)))
-        return {"test_loss": torch.stack(losses).mean().item(), "images": min(limit, len(data))}
+            batch = Batch(images, labels, captions, generator=generator)
+            losses.append(self.loss(self.ema, batch, self.ema))
+            if self.config.colour_token:
+                y = self.model.conditioner.inputs(captions, device=self.device, warn=False)
+                hits.append(self.ema.conditioner.colour_logits(y).argmax(1) == self._picture_colours(batch))
+        figures = {"test_loss": torch.stack(losses).mean().item(), "images": min(limit, len(data))}
+        if hits:  # how often the colour head reads a held-out caption as its picture's colour
+            figures["colour_head_accuracy"] = torch.cat(hits).float().mean().item()
+        return figures
 
+
+def _with_new_colour_head(model: torch.nn.Module, initial: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """--init-from weights for ``model``; a model without a colour head gets this run's fresh one."""
+    state = dict(initial)
+    head = {k: v for k, v in model.state_dict().items() if k.startswith("conditioner.colour.")}
+    return state if any(k in state for k in head) else {**head, **state}
 
 
 def _ldm_task_options(options: Mapping[str, Any], train_config: Any) -> dict[str, Any]:
@@ -246,6 +292,10 @@ FAMILY = Family(
           "text_width": "learned encoder: width = context size", "text_layers": "learned encoder: layers",
           "text_heads": "learned encoder: attention heads", "text_max_length": "learned encoder: bytes per caption",
           "cond_drop_prob": "caption (label) dropout for classifier-free guidance",
+          "colour_token": "text: a learned head reads the asked basic colour from the caption's token states "
+                          "and adds it to the context as one more token (trained on the pictures' colours)",
+          "colour_loss_weight": "weight of the colour head's cross-entropy in the loss",
+          "colour_dropout": "dropout in the colour head's classifier",
           "block_out_channels": "U-Net channels per level", "layers_per_block": "U-Net resnets per level",
           "head_channels": "channels per attention head", "norm_num_groups": "U-Net GroupNorm groups",
           "context_dim": "class embedding width", "schedule": "noise schedule (scaled_linear: LDM's)",

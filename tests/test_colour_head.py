@@ -1,0 +1,120 @@
+"""The colour token (models/colour_head.py): the head reads a colour from the token states, its token
+joins the U-Net's context, it learns only from its cross-entropy, and `genpix train ldm --colour-token`
+trains it, adds it to a model fine-tuned from one without it, and samples with it."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from test_train_ldm import AE, DATA, LDM, SAMPLE
+
+import genpix
+from genpix.data.colour_names import BASIC_COLOURS
+from genpix.models.colour_head import ColourHead, ColourHeadConfig
+
+SHAPES = ["--data", "shapes", "--image-size", "16", "--limit", "64", "--batch-size", "8", "--quiet", "--device", "cpu"]
+
+
+def test_the_token_is_appended_and_detached_from_the_head():
+    torch.manual_seed(0)
+    head = ColourHead(ColourHeadConfig(dim=16, hidden=8, score_hidden=4)).eval()  # no dropout
+    tokens = torch.randn(3, 5, 16)
+    context = head(tokens)
+    assert context.shape == (3, 6, 16) and torch.equal(context[:, :5], tokens)
+    logits = head.logits(tokens)
+    assert logits.shape == (3, len(BASIC_COLOURS))
+    p = logits.softmax(-1)
+    assert torch.allclose(context[:, 5], p @ head.embedding.weight.T + head.embedding.bias, atol=1e-6)
+    context.square().sum().backward()  # what the diffusion loss does: reaches E, not the classifier
+    assert head.embedding.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in (*head.classifier.parameters(), *head.score.parameters()))
+
+
+def test_the_head_learns_which_token_names_the_colour():
+    """Token states where one random position carries a colour's vector among noise: pooling must
+    find it (a mean over 12 noisy tokens drowns it)."""
+    torch.manual_seed(0)
+    colours = torch.randn(len(BASIC_COLOURS), 32) * 3
+
+    def batch(n):
+        y = torch.randint(len(BASIC_COLOURS), (n,))
+        tokens = torch.randn(n, 12, 32)
+        tokens[torch.arange(n), torch.randint(12, (n,))] = colours[y] + 0.3 * torch.randn(n, 32)
+        return tokens, y
+
+    head = ColourHead(ColourHeadConfig(dim=32, dropout=0.0))
+    optimizer = torch.optim.AdamW(head.parameters(), 3e-3)
+    for _ in range(300):
+        tokens, y = batch(64)
+        loss = torch.nn.functional.cross_entropy(head.logits(tokens), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    tokens, y = batch(512)
+    with torch.no_grad():
+        assert (head.logits(tokens).argmax(1) == y).float().mean() > 0.9
+
+
+@pytest.fixture(scope="module")
+def shapes_runs(tmp_path_factory):
+    from genpix.cli import main
+
+    root = tmp_path_factory.mktemp("colour")
+    shapes_ae = [*SHAPES, *AE[len(DATA):]]
+    assert main(["train", "autoencoder", *shapes_ae, "--steps", "4", "--sample-every", "4",
+                 "--out", str(root / "ae")]) == 0
+    assert main(["train", "ldm", *SHAPES, *LDM[len(DATA):], "--autoencoder", str(root / "ae"), "--steps", "2",
+                 "--out", str(root / "plain")]) == 0
+    return root
+
+
+def test_colour_token_trains_reports_its_accuracy_and_samples(shapes_runs, tmp_path, run_cli):
+    out = tmp_path / "coloured"
+    status, stdout, err = run_cli("train", "ldm", *SHAPES, *LDM[len(DATA):], "--autoencoder", shapes_runs / "ae",
+                                  "--colour-token", "--steps", "3", "--sample-every", "3", "--log-every", "1",
+                                  "--out", out)
+    assert status == 0, err
+    logged = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    steps = [r for r in logged if "loss" in r]
+    assert steps and all(0 < r["colour_loss"] < 10 for r in steps)  # the head's cross-entropy, logged
+    assert json.loads((out / "config.json").read_text())["model"]["colour_token"] is True
+    assert 0 <= json.loads((out / "config.json").read_text())["metrics"]["colour_head_accuracy"] <= 1
+    weights = load_file(out / "model.safetensors")
+    assert weights["ema.conditioner.colour.embedding.weight"].shape == (32, len(BASIC_COLOURS))
+    pipe = genpix.load_pipeline(str(out))
+    a, b = (pipe(prompt=p, cfg_scale=5, **SAMPLE).tensors for p in ("a red circle", "a blue circle"))
+    assert (a - b).abs().max() > 1e-3
+
+
+def test_the_head_is_trained_by_its_loss_alone(shapes_runs, tmp_path, run_cli):
+    """The same run with colour_loss_weight 0 and 1: the cross-entropy moves the classifier."""
+    moved = {}
+    for weight in ("0", "1"):
+        out = tmp_path / weight
+        status, _, err = run_cli("train", "ldm", *SHAPES, *LDM[len(DATA):], "--autoencoder", shapes_runs / "ae",
+                                 "--colour-token", "--colour-loss-weight", weight, "--steps", "2",
+                                 "--warmup-steps", "0", "--ema-decay", "0", "--out", out)
+        assert status == 0, err
+        moved[weight] = load_file(out / "model.safetensors")["model.conditioner.colour.classifier.4.weight"]
+    assert not torch.equal(moved["0"], moved["1"])  # the same seed, so the same fresh head before the steps
+
+
+def test_fine_tuning_a_model_without_the_head_adds_a_fresh_one(shapes_runs, tmp_path, run_cli):
+    out = tmp_path / "tuned"
+    status, _, err = run_cli("train", "ldm", *SHAPES, "--init-from", shapes_runs / "plain", "--colour-token",
+                             "--steps", "1", "--lr", "1e-12", "--warmup-steps", "0", "--out", out)
+    assert status == 0, err
+    tuned, source = load_file(out / "model.safetensors"), load_file(shapes_runs / "plain" / "model.safetensors")
+    for key, value in tuned.items():
+        role, rest = key.split(".", 1)
+        if role == "model" and not rest.startswith("conditioner.colour."):
+            assert torch.allclose(value, source[f"ema.{rest}"], rtol=0, atol=1e-9), key
+    assert "model.conditioner.colour.embedding.bias" in tuned
+
+
+def test_colour_token_needs_captions_is_one_line(shapes_runs, tmp_path, run_cli):
+    status, _, err = run_cli("train", "ldm", *SHAPES, *LDM[len(DATA):], "--autoencoder", shapes_runs / "ae",
+                             "--cond", "class", "--colour-token", "--steps", "1", "--out", tmp_path / "run")
+    assert status == 1 and "colour_token needs --cond text" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "run").exists()
