@@ -11,7 +11,7 @@ from test_train_ldm import AE, DATA, LDM, SAMPLE
 
 import genpix
 from genpix.data.colour_names import BASIC_COLOURS
-from genpix.models.colour_head import ColourHead, ColourHeadConfig
+from genpix.models.colour_head import HIDE_ATTENTION, ColourHead, ColourHeadConfig
 
 SHAPES = ["--data", "shapes", "--image-size", "16", "--limit", "64", "--batch-size", "8", "--quiet", "--device", "cpu"]
 
@@ -29,6 +29,23 @@ def test_the_token_is_appended_and_detached_from_the_head():
     context.square().sum().backward()  # what the diffusion loss does: reaches E, not the classifier
     assert head.embedding.weight.grad.abs().sum() > 0
     assert all(p.grad is None for p in (*head.classifier.parameters(), *head.score.parameters()))
+
+
+def test_colour_word_dropout_hides_the_attended_tokens_of_the_chosen_rows():
+    torch.manual_seed(0)
+    head = ColourHead(ColourHeadConfig(dim=16, hidden=8, score_hidden=4)).eval()
+    with torch.no_grad():
+        head.score[2].weight.mul_(40)  # sharp attention: a few tokens carry it
+    tokens = torch.randn(4, 6, 16)
+    hide = torch.tensor([True, False, True, False])
+    context = head(tokens, hide)
+    attended = head.attention(tokens)[1].squeeze(-1) >= HIDE_ATTENTION
+    assert attended.any(1).all() and not attended.all(1).any()
+    for row in range(4):
+        kept = ~attended[row] if hide[row] else torch.ones(6, dtype=torch.bool)
+        assert torch.equal(context[row, :6][kept], tokens[row][kept])
+        assert (context[row, :6][~kept] == 0).all()
+    assert torch.equal(context[:, 6], head(tokens)[:, 6])  # the colour token reads every word
 
 
 def test_the_head_learns_which_token_names_the_colour():
@@ -113,8 +130,24 @@ def test_fine_tuning_a_model_without_the_head_adds_a_fresh_one(shapes_runs, tmp_
     assert "model.conditioner.colour.embedding.bias" in tuned
 
 
-def test_colour_token_needs_captions_is_one_line(shapes_runs, tmp_path, run_cli):
+@pytest.mark.parametrize("args, message", [
+    (["--cond", "class", "--colour-token"], "colour_token needs --cond text"),
+    (["--colour-word-dropout", "0.3"], "colour_word_dropout needs --colour-token"),
+    (["--colour-token", "--colour-word-dropout", "1"], "colour_word_dropout must be in [0, 1), got 1"),
+])
+def test_bad_colour_options_are_one_line(shapes_runs, tmp_path, run_cli, args, message):
     status, _, err = run_cli("train", "ldm", *SHAPES, *LDM[len(DATA):], "--autoencoder", shapes_runs / "ae",
-                             "--cond", "class", "--colour-token", "--steps", "1", "--out", tmp_path / "run")
-    assert status == 1 and "colour_token needs --cond text" in err and len(err.strip().splitlines()) == 1, err
+                             *args, "--steps", "1", "--out", tmp_path / "run")
+    assert status == 1 and message in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "run").exists()
+
+
+def test_colour_word_dropout_trains_and_changes_the_steps(shapes_runs, tmp_path, run_cli):
+    weights = {}
+    for share in ("0", "0.5"):
+        out = tmp_path / share
+        status, _, err = run_cli("train", "ldm", *SHAPES, *LDM[len(DATA):], "--autoencoder", shapes_runs / "ae",
+                                 "--colour-token", "--colour-word-dropout", share, "--steps", "2", "--out", out)
+        assert status == 0, err
+        weights[share] = load_file(out / "model.safetensors")["model.unet.conv_in.weight"]
+    assert not torch.equal(weights["0"], weights["0.5"])

@@ -40,6 +40,7 @@ class LDMConfig:
     colour_token: bool = False  # text: the colour head's token joins the context (models/colour_head.py)
     colour_loss_weight: float = 0.1  # weight of the colour head's cross-entropy in the training loss
     colour_dropout: float = 0.1  # dropout in the colour head's classifier
+    colour_word_dropout: float = 0.0  # share of captions whose colour words the U-Net does not see
     # the U-Net eps_theta(z_t, t, tau_theta(y)) over latents
     block_out_channels: tuple[int, ...] = (64, 128)
     layers_per_block: int = 1
@@ -73,6 +74,9 @@ class LDMConfig:
         check(not self.colour_token or self.cond == "text", "colour_token needs --cond text (it reads the caption)")
         check(self.colour_loss_weight >= 0, f"colour_loss_weight must be >= 0, got {self.colour_loss_weight}")
         check(0 <= self.colour_dropout < 1, f"colour_dropout must be in [0, 1), got {self.colour_dropout}")
+        check(0 <= self.colour_word_dropout < 1,
+              f"colour_word_dropout must be in [0, 1), got {self.colour_word_dropout}")
+        check(self.colour_token or not self.colour_word_dropout, "colour_word_dropout needs --colour-token")
         check(0 <= self.ema_decay < 1, f"ema_decay must be in [0, 1), got {self.ema_decay}")
         check(self.grad_clip >= 0 and self.weight_decay >= 0, "grad_clip and weight_decay must be >= 0")
         check(self.min_snr_gamma is None or self.min_snr_gamma > 0,

@@ -22,6 +22,7 @@ from torch import nn
 from genpix.config import check
 
 COLOUR_CLASSES = 11  # data/colour_names.py BASIC_COLOURS
+HIDE_ATTENTION = 0.05  # colour-word dropout hides the tokens with at least this much of the head's attention
 
 
 @dataclass(frozen=True)
@@ -51,16 +52,25 @@ class ColourHead(nn.Module):
                                         nn.Dropout(config.dropout), nn.Linear(config.hidden, config.classes))
         self.embedding = nn.Linear(config.classes, config.dim)  # E p + b
 
-    def logits(self, tokens: torch.Tensor) -> torch.Tensor:
-        """h = LayerNorm(tokens); a = softmax_i(w2 tanh(W1 h_i)); logits = MLP(sum_i a_i h_i)."""
+    def attention(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(h, a): h = LayerNorm(tokens) (B, L, D) and a = softmax_i(w2 tanh(W1 h_i)) (B, L, 1)."""
         h = self.norm(tokens)
-        a = self.score(h).softmax(dim=1)  # (B, L, 1)
+        return h, self.score(h).softmax(dim=1)
+
+    def logits(self, tokens: torch.Tensor) -> torch.Tensor:
+        """logits = MLP(sum_i a_i h_i) (B, K)."""
+        h, a = self.attention(tokens)
         return self.classifier((a * h).sum(dim=1))
 
     def token(self, logits: torch.Tensor) -> torch.Tensor:
         """The context token E p + b (B, 1, D) of p = softmax(logits), detached from the head."""
         return self.embedding(logits.detach().softmax(dim=-1))[:, None]
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """The context with the colour token appended: (B, L + 1, D)."""
-        return torch.cat([tokens, self.token(self.logits(tokens)).to(tokens.dtype)], dim=1)
+    def forward(self, tokens: torch.Tensor, hide: torch.Tensor | None = None) -> torch.Tensor:
+        """The context with the colour token appended: (B, L + 1, D); for the rows where ``hide`` (B,)
+        bool, the tokens the head attends to (a >= HIDE_ATTENTION) are zeroed (colour-word dropout)."""
+        h, a = self.attention(tokens)
+        logits = self.classifier((a * h).sum(dim=1))
+        if hide is not None:
+            tokens = tokens.masked_fill(hide[:, None, None] & (a.detach() >= HIDE_ATTENTION), 0.0)
+        return torch.cat([tokens, self.token(logits).to(tokens.dtype)], dim=1)

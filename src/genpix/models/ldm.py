@@ -71,10 +71,12 @@ class Conditioner(nn.Module):
         """The colour head's basic-colour logits (B, K) for text inputs y (a model with the head)."""
         return self.colour.logits(self.text_tokens(y))
 
-    def forward(self, y: torch.Tensor) -> torch.Tensor:
+    def forward(self, y: torch.Tensor, hide_colour: torch.Tensor | None = None) -> torch.Tensor:
+        """Context (B, L, D); with the colour head (B, L + 1, D), the colour words hidden from the
+        U-Net in the rows where ``hide_colour`` (B,) bool (colour-word dropout, training)."""
         if self.cond == "text":
             tokens = self.text_tokens(y)  # (B, L, D)
-            return tokens if self.colour is None else self.colour(tokens)  # (B, L + 1, D) with the colour token
+            return tokens if self.colour is None else self.colour(tokens, hide_colour)
         if self.cond == "class":
             return self.embedding(y)[:, None]  # (B, 1, D)
         return y.new_zeros(y.shape[0], 1, self.dim)  # (B, 1, D)
@@ -88,5 +90,6 @@ class LatentDiffusionModel(nn.Module):
         self.unet = SDUNet(unet_config)
         self.conditioner = conditioner
 
-    def forward(self, z_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.unet(z_t, t, self.conditioner(y))
+    def forward(self, z_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor,
+                hide_colour: torch.Tensor | None = None) -> torch.Tensor:
+        return self.unet(z_t, t, self.conditioner(y, hide_colour))

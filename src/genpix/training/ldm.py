@@ -147,7 +147,10 @@ class LDMTask:
         noised = forward_process(self.config, z0, batch)  # t, then eps: per image from the batch
         drop = batch.rand() < self.config.cond_drop_prob
         y = self.conditions(batch, drop)
-        terms = {"diffusion": noised.loss(network(noised.x_t, noised.t, y), self.config.loss)}
+        hide = None  # colour-word dropout: the U-Net must take these rows' colour from the colour token
+        if self.config.colour_word_dropout > 0:
+            hide = batch.rand() < self.config.colour_word_dropout
+        terms = {"diffusion": noised.loss(network(noised.x_t, noised.t, y, hide), self.config.loss)}
         if self.config.colour_token:
             logits = (model or self.model).conditioner.colour_logits(y)
             terms["colour"] = F.cross_entropy(logits, self._picture_colours(batch))
@@ -296,6 +299,8 @@ FAMILY = Family(
                           "and adds it to the context as one more token (trained on the pictures' colours)",
           "colour_loss_weight": "weight of the colour head's cross-entropy in the loss",
           "colour_dropout": "dropout in the colour head's classifier",
+          "colour_word_dropout": "share of captions whose colour words (the tokens the colour head attends to) "
+                                 "the U-Net does not see, so it learns the colour from the colour token",
           "block_out_channels": "U-Net channels per level", "layers_per_block": "U-Net resnets per level",
           "head_channels": "channels per attention head", "norm_num_groups": "U-Net GroupNorm groups",
           "context_dim": "class embedding width", "schedule": "noise schedule (scaled_linear: LDM's)",
