@@ -59,7 +59,9 @@ class ColourHead(nn.Module):
 
     def logits(self, tokens: torch.Tensor) -> torch.Tensor:
         """logits = MLP(sum_i a_i h_i) (B, K)."""
-        h, a = self.attention(tokens)
+        return self._classify(*self.attention(tokens))
+
+    def _classify(self, h: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         return self.classifier((a * h).sum(dim=1))
 
     def token(self, logits: torch.Tensor) -> torch.Tensor:
@@ -70,7 +72,7 @@ class ColourHead(nn.Module):
         """The context with the colour token appended: (B, L + 1, D); for the rows where ``hide`` (B,)
         bool, the tokens the head attends to (a >= HIDE_ATTENTION) are zeroed (colour-word dropout)."""
         h, a = self.attention(tokens)
-        logits = self.classifier((a * h).sum(dim=1))
+        logits = self._classify(h, a)
         if hide is not None:
             tokens = tokens.masked_fill(hide[:, None, None] & (a.detach() >= HIDE_ATTENTION), 0.0)
         return torch.cat([tokens, self.token(logits).to(tokens.dtype)], dim=1)
