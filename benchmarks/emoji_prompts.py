@@ -16,6 +16,9 @@ Since `emoji-colour-names` (data/colour_lexicon.py) most of these synonyms are X
 its captions do use, in other sentences: the result splits the score by where the prompt's colour word
 stands in the lexicon (a training name, a held-out name, not a name). ``--held-out`` asks instead for
 every held-out name of the lexicon, judged by the basic colour of its own RGB.
+
+A model with a colour head samples with the colour hint (pipelines/colour_hint.py) as `genpix generate`
+does; ``--no-colour-hint`` measures it without. The result counts the prompts the hint touched.
 """
 
 from __future__ import annotations
@@ -116,18 +119,22 @@ def head_reading(pipe, prompt: str) -> str | None:
 
 
 def colour_prompt_fidelity(model: str, n: int, colours: set[str] | None = None, plain: bool = False,
-                           held_out: bool = False, **options) -> dict:
+                           held_out: bool = False, colour_hint: bool = True, **options) -> dict:
     pipe = genpix.load_pipeline(model)
+    if hasattr(pipe.parts.conditioner, "colour_hint"):  # pipelines/colour_hint.py
+        pipe.parts.conditioner.colour_hint = colour_hint
     chosen = held_out_prompts() if held_out else plain_prompts() if plain else prompts()
     cases = [case for case in chosen if colours is None or case[1] in colours]
     hits, shape_hits, seconds, per_colour = 0, [0, 0], 0.0, defaultdict(lambda: [0, 0])
     by_standing: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     seen: dict[str, int] = defaultdict(int)
     by_head: dict[bool, list[int]] = defaultdict(lambda: [0, 0])  # head read the asked colour -> [hits, images]
+    hinted = 0
     for k, (prompt, colour, shape) in enumerate(cases):
         tic = time.perf_counter()
         out = pipe(prompt=prompt, n=n, seed=1000 + k, **options)
         seconds += time.perf_counter() - tic
+        hinted += "Colour hint: " in out.infotexts[0]
         standing = by_standing[lexicon_standing(prompt)]
         read = head_reading(pipe, prompt)
         for image in out.images:
@@ -145,7 +152,7 @@ def colour_prompt_fidelity(model: str, n: int, colours: set[str] | None = None, 
                 shape_hits[1] += 1
     total = n * len(cases)
     return {"model": model, "prompts": len(cases), "images": total, "options": options,
-            "ms_per_image": 1000 * seconds / total, "colour": hits / total,
+            "ms_per_image": 1000 * seconds / total, "colour": hits / total, "hinted_prompts": hinted,
             "shape": shape_hits[0] / max(shape_hits[1], 1), "shape_images": shape_hits[1],
             "per_colour": {c: h / t for c, (h, t) in per_colour.items()},
             "by_lexicon": {k: {"colour": h / t, "images": t} for k, (h, t) in by_standing.items()},
@@ -163,15 +170,18 @@ def main() -> None:
                              "of training in the same prompts")
     parser.add_argument("--held-out", action="store_true",
                         help="one prompt for each colour name held out of the lexicon's training captions")
+    parser.add_argument("--no-colour-hint", dest="colour_hint", action="store_false",
+                        help="a model with a colour head: sample without the colour hint (pipelines/colour_hint.py)")
     args = parser.parse_args()
     set_cpu_threads()
     colours = set(SHAPES_COLOURS) if args.colours == "shapes" else None
-    result = colour_prompt_fidelity(args.model, args.n, colours, args.plain, args.held_out, steps=args.steps,
-                                    sampler=args.sampler, cfg_scale=args.cfg_scale)
+    result = colour_prompt_fidelity(args.model, args.n, colours, args.plain, args.held_out, args.colour_hint,
+                                    steps=args.steps, sampler=args.sampler, cfg_scale=args.cfg_scale)
     wording = "held-out-name" if args.held_out else "plain-colour" if args.plain else "reworded"
     print(f"{args.model}: {result['images']} images of {result['prompts']} {wording} prompts ({args.sampler}, "
           f"{args.steps} steps, CFG {args.cfg_scale}), {result['ms_per_image']:.0f} ms/image; asked colour "
-          f"{result['colour']:.2f}, asked shape {result['shape']:.2f} ({result['shape_images']} images)")
+          f"{result['colour']:.2f}, asked shape {result['shape']:.2f} ({result['shape_images']} images); colour "
+          f"hint on {result['hinted_prompts']} prompts")
     print("per colour: " + ", ".join(f"{c} {v:.2f}" for c, v in result["per_colour"].items()))
     print("by lexicon: " + ", ".join(f"{k} {v['colour']:.2f} ({v['images']} images)"
                                      for k, v in result["by_lexicon"].items()))

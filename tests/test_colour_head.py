@@ -151,3 +151,42 @@ def test_colour_word_dropout_trains_and_changes_the_steps(shapes_runs, tmp_path,
         assert status == 0, err
         weights[share] = load_file(out / "model.safetensors")["model.unet.conv_in.weight"]
     assert not torch.equal(weights["0"], weights["0.5"])
+
+
+def test_the_colour_gate_knows_the_colour_names():
+    from genpix.data.colour_lexicon import colour_lexicon
+    from genpix.pipelines.colour_hint import names_a_colour
+
+    long = next(c.name for c in colour_lexicon() if len(c.name.split()) >= 2 and
+                not any(w in BASIC_COLOURS for w in c.name.split()) and not names_a_colour(c.name.split()[0]))
+    held = next(c.name for c in colour_lexicon() if c.held_out and " " not in c.name)
+    assert names_a_colour(f"a {long} frog") and names_a_colour(f"a {held} frog")
+    assert names_a_colour("a snow-white Disc") and names_a_colour("RED")
+    assert not names_a_colour(f"a {long.split()[0]} frog")  # part of a name is not the name
+    assert not names_a_colour("a frog") and not names_a_colour("") and not names_a_colour("blurry, ugly")
+    assert not names_a_colour("a redhead")
+
+
+def test_the_colour_hint_appends_what_the_head_reads(shapes_runs, tmp_path, run_cli):
+    """A prompt naming a colour is encoded with the head's reading appended; others, and the negative
+    prompt, as they are; the reading is in the infotext."""
+    out = tmp_path / "hinted"
+    status, _, err = run_cli("train", "ldm", *SHAPES, *LDM[len(DATA):], "--autoencoder", shapes_runs / "ae",
+                             "--colour-token", "--steps", "1", "--out", out)
+    assert status == 0, err
+    pipe = genpix.load_pipeline(str(out))
+    conditioner, tau = pipe.parts.conditioner, pipe.parts.conditioner.tau
+    with torch.no_grad():
+        read = BASIC_COLOURS[int(tau.colour_logits(tau.inputs(["a crimson circle"])).argmax())]
+        cond, uncond, notes = conditioner.encode_pair("a crimson circle", "a red square")
+        assert notes == {"Colour hint": read}
+        assert torch.equal(cond["context"], tau(tau.inputs([f"a crimson circle, {read}"])))
+        assert torch.equal(uncond["context"], tau(tau.inputs(["a red square"])))
+        assert conditioner.encode_pair("a circle", "")[2] == {"Colour hint": None}
+        conditioner.colour_hint = False
+        plain, _, notes = conditioner.encode_pair("a crimson circle", "")
+        assert notes == {"Colour hint": None} and torch.equal(plain["context"], tau(tau.inputs(["a crimson circle"])))
+        conditioner.colour_hint = True
+    infotext = pipe(prompt="a crimson circle", cfg_scale=5, **SAMPLE).infotexts[0]
+    assert f"Colour hint: {read}" in infotext
+    assert "Colour hint" not in pipe(prompt="a circle", cfg_scale=5, **SAMPLE).infotexts[0]

@@ -25,6 +25,7 @@ import torch
 from genpix.errors import GenpixError
 from genpix.models.text import CLIPTextModel
 from genpix.models.tokenizer import CLIPTokenizer
+from genpix.pipelines.colour_hint import hinted_prompt
 from genpix.pipelines.prompt_chunks import chunk_prompt, encode_chunks
 
 Cond = dict[str, torch.Tensor]
@@ -106,12 +107,20 @@ class CLIPConditioner:
         return {"context": padded(cond)}, {"context": padded(uncond)}, {"Pad conds": True}
 
 
-class LearnedTextConditioner(_Pairing):
+class LearnedTextConditioner:
     """genpix latent diffusion's tau_theta (models/ldm.py Conditioner) on one prompt: (1, L, D) (L + 1 with
-    the colour token)."""
+    the colour token). With ``colour_hint`` and a colour head, the prompt (not the negative prompt) gets
+    the colour hint (pipelines/colour_hint.py), noted in the infotext as "Colour hint"."""
 
-    def __init__(self, tau, device: torch.device | str = "cpu") -> None:
-        self.tau, self.device = tau, torch.device(device)
+    def __init__(self, tau, device: torch.device | str = "cpu", colour_hint: bool = True) -> None:
+        self.tau, self.device, self.colour_hint = tau, torch.device(device), colour_hint
 
     def encode(self, text: str, clip_skip: int = 1) -> Cond:
         return {"context": self.tau(self.tau.inputs([text], device=self.device))}
+
+    def encode_pair(self, prompt: str, negative: str, clip_skip: int = 1) -> tuple[Cond, Cond, dict[str, Any]]:
+        y = self.tau.inputs([prompt], device=self.device)
+        hinted, colour = hinted_prompt(self.tau, prompt, y) if self.colour_hint else (prompt, None)
+        if colour is not None:
+            y = self.tau.inputs([hinted], device=self.device)
+        return {"context": self.tau(y)}, self.encode(negative, clip_skip), {"Colour hint": colour}
