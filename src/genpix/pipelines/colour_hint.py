@@ -21,17 +21,20 @@ import torch
 from genpix.data.colour_lexicon import colour_lexicon
 from genpix.data.colour_names import BASIC_COLOURS
 
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z]+", text.casefold())  # "snow-white" -> snow, white; "robin's egg" -> robin, s, egg
+
+
 @functools.cache
 def colour_words() -> frozenset[str]:
-    """The colour names that make a prompt hinted: the basic terms and the survey's names."""
-    return frozenset(BASIC_COLOURS) | {"gray"} | {c.name for c in colour_lexicon()}
+    """The colour names that make a prompt hinted, as runs of words: the basic terms and the survey's names."""
+    return frozenset(" ".join(_words(name)) for name in (*BASIC_COLOURS, "gray", *(c.name for c in colour_lexicon())))
 
 
 def names_a_colour(prompt: str) -> bool:
-    """Whether ``prompt`` holds one of :func:`colour_words` as a whole word sequence (hyphens split:
-    "snow-white" holds "white")."""
-    words = re.findall(r"[a-z]+", prompt.casefold())
-    names = colour_words()
+    """Whether ``prompt`` holds one of :func:`colour_words` as a whole run of words."""
+    words, names = _words(prompt), colour_words()
     longest = max(len(name.split()) for name in names)
     return any(" ".join(words[i:j]) in names
                for i in range(len(words)) for j in range(i + 1, min(i + longest, len(words)) + 1))
