@@ -1,6 +1,6 @@
 """The colour hint: for a latent diffusion model with a colour head (models/colour_head.py), a prompt
 that names a colour is encoded once more with the basic colour the head reads in it appended, as the
-training captions write it ("a crimson disc" -> "a crimson disc, red").
+training captions write it ("a violet disc" -> "a violet disc, purple").
 
 The head reads the asked basic colour from free wording far more often than the U-Net follows the
 words or the colour token alone (docs/benchmarks.md); a basic colour word is what the U-Net follows
