@@ -32,10 +32,14 @@ def colour_words() -> frozenset[str]:
     return frozenset(" ".join(_words(name)) for name in (*BASIC_COLOURS, "gray", *(c.name for c in colour_lexicon())))
 
 
+@functools.cache
+def _longest_name() -> int:
+    return max(len(name.split()) for name in colour_words())
+
+
 def names_a_colour(prompt: str) -> bool:
     """Whether ``prompt`` holds one of :func:`colour_words` as a whole run of words."""
-    words, names = _words(prompt), colour_words()
-    longest = max(len(name.split()) for name in names)
+    words, names, longest = _words(prompt), colour_words(), _longest_name()
     return any(" ".join(words[i:j]) in names
                for i in range(len(words)) for j in range(i + 1, min(i + longest, len(words)) + 1))
 
