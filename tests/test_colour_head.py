@@ -134,6 +134,7 @@ def test_fine_tuning_a_model_without_the_head_adds_a_fresh_one(shapes_runs, tmp_
     (["--cond", "class", "--colour-token"], "colour_token needs --cond text"),
     (["--colour-word-dropout", "0.3"], "colour_word_dropout needs --colour-token"),
     (["--colour-token", "--colour-word-dropout", "1"], "colour_word_dropout must be in [0, 1), got 1"),
+    (["--colour-head-only"], "colour_head_only needs --colour-token"),
 ])
 def test_bad_colour_options_are_one_line(shapes_runs, tmp_path, run_cli, args, message):
     status, _, err = run_cli("train", "ldm", *SHAPES, *LDM[len(DATA):], "--autoencoder", shapes_runs / "ae",
@@ -151,6 +152,35 @@ def test_colour_word_dropout_trains_and_changes_the_steps(shapes_runs, tmp_path,
         assert status == 0, err
         weights[share] = load_file(out / "model.safetensors")["model.unet.conv_in.weight"]
     assert not torch.equal(weights["0"], weights["0.5"])
+
+
+def test_colour_head_only_trains_the_reading_and_nothing_else(shapes_runs, tmp_path, run_cli):
+    """--colour-head-only from a model with the head: the loss is the head's cross-entropy; the U-Net,
+    the text encoder and the token embedding E come out as they went in, the reading moves."""
+    source, out = tmp_path / "coloured", tmp_path / "head"
+    status, _, err = run_cli("train", "ldm", *SHAPES, *LDM[len(DATA):], "--autoencoder", shapes_runs / "ae",
+                             "--colour-token", "--steps", "2", "--out", source)
+    assert status == 0, err
+    status, _, err = run_cli("train", "ldm", *SHAPES, "--init-from", source, "--colour-head-only", "--steps", "3",
+                             "--lr", "1e-2", "--warmup-steps", "0", "--log-every", "1", "--out", out)
+    assert status == 0, err
+    steps = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if '"loss"' in line]
+    assert len(steps) == 3 and all(r["loss"] == pytest.approx(r["colour_loss"]) for r in steps)
+    tuned, before = load_file(out / "model.safetensors"), load_file(source / "model.safetensors")
+    reading = ("conditioner.colour.norm.", "conditioner.colour.score.", "conditioner.colour.classifier.")
+    moved = set()
+    for key, value in tuned.items():
+        role, rest = key.split(".", 1)
+        if role not in ("model", "ema"):
+            continue
+        if not rest.startswith(reading):
+            assert torch.equal(value, before[f"ema.{rest}"]), key
+        elif not torch.equal(value, before[f"ema.{rest}"]):
+            moved.add(rest)
+    assert "conditioner.colour.classifier.4.weight" in moved
+    status, _, err = run_cli("train", "ldm", *SHAPES, "--init-from", out, "--steps", "1", "--out", tmp_path / "all")
+    assert status == 0, err  # fine-tuning from it trains the whole model again
+    assert json.loads((tmp_path / "all" / "config.json").read_text())["model"]["colour_head_only"] is False
 
 
 def test_the_colour_gate_knows_the_colour_names():
@@ -181,6 +211,7 @@ def test_the_colour_hint_appends_what_the_head_reads(shapes_runs, tmp_path, run_
         cond, uncond, notes = conditioner.encode_pair("a crimson circle", "a red square")
         assert notes == {"Colour hint": read}
         assert torch.equal(cond["context"], tau(tau.inputs([f"a crimson circle, {read}"])))
+        assert torch.equal(pipe.encode_prompt("a crimson circle"), cond["context"])  # prompt interpolation's
         assert torch.equal(uncond["context"], tau(tau.inputs(["a red square"])))
         assert conditioner.encode_pair("a circle", "")[2] == {"Colour hint": None}
         conditioner.colour_hint = False

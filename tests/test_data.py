@@ -73,7 +73,7 @@ def loopback_server(tmp_path):
 
 def test_registry_lists_every_name_and_rejects_bad_options():
     names = ["fashion-mnist", "mnist", "digits", "shapes", "shape-scenes", "emoji", "emoji-captions", "emoji-colours",
-             "emoji-colour-names"]
+             "emoji-colour-names", "emoji-colour-phrases"]
     assert [name for name, _ in list_datasets()] == names
     assert all(description and "\n" not in description for description in DATASETS.values())
     with pytest.raises(DataError, match=", ".join(names)):

@@ -19,8 +19,8 @@ RECIPES = ROOT / "recipes"
 BUNDLED = ROOT / "src" / "genpix" / "bundled"
 BUNDLES = ("fashion-vae", "fashion-ddpm", "shapes-ldm", "fashion-ldm", "emoji-ldm")
 STAGE_FILES = {"autoencoder": ".autoencoder", "preview-decoder": ".preview-decoder", "finetune": ".finetune",
-               "colour-token": ".colour-token"}  # else NAME.json
-TUNING_STAGES = ("colour-token", "finetune")  # stages that start from the one before, the last first
+               "colour-token": ".colour-token", "colour-head": ".colour-head"}  # else NAME.json
+TUNING_STAGES = ("colour-head", "colour-token", "finetune")  # stages that start from the one before, the last first
 QUICK = ("--steps", "2", "--limit", "16", "--batch-size", "4", "--sample-every", "2", "--checkpoint-every", "2",
          "--log-every", "1", "--quiet")
 FROM_ELSEWHERE = {"image_size", "channels", "num_classes", "first_stage"}  # the data's and --autoencoder's

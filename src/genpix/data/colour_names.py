@@ -6,6 +6,12 @@ coordinates (Smith 1978, "Color gamut transform pairs"): low saturation or low v
 achromatic term by value; otherwise the hue sector gives the chromatic term, with brown a dark
 orange or red and pink a light, weakly saturated red or magenta.
 
+The dark ends of two sectors are set by the XKCD survey (data/colour_lexicon.py): of its names whose
+last word is a basic term ("dark red", "grape purple"), the reader names 0.751 by that term. In the
+magenta sector every "pink" name has value >= 0.78 and every "purple", "plum" or "grape" name <= 0.65,
+so a magenta darker than DARK_MAGENTA is purple; saturated reds ("dark red", "wine red", "crimson")
+stay red down to value DEEP_RED, below it ("maroon", "mahogany") they are brown.
+
 `dominant_colour` separates the object from the background (the median of the border pixels) and
 names the most common colour among the object's pixels, chromatic terms first: a yellow face with
 brown eyes is yellow, a grey cloud grey.
@@ -24,6 +30,9 @@ _HUES = ((15, "red"), (36, "orange"), (70, "yellow"), (165, "green"), (255, "blu
 MIN_SATURATION = 0.33  # below: achromatic (Noto's blue-greys, #546E7A, have 0.31)
 MIN_VALUE = 0.2  # below: black whatever the hue
 BACKGROUND_DISTANCE = 60.0  # RGB distance (0-255 scale) from the background colour that counts as object
+DARK_MAGENTA = 0.7  # value below which the pink sector is purple ("plum", "aubergine")
+DEEP_RED = 0.45  # value down to which a saturated (> DEEP_RED_SATURATION) red is red, not brown
+DEEP_RED_SATURATION = 0.9
 MIN_CHROMATIC_SHARE = 0.25  # the object is named by a chromatic term when at least this share of it has one
 
 
@@ -47,7 +56,9 @@ def pixel_colour_names(pixels: np.ndarray) -> np.ndarray:
     names = np.array([index[name] for _, name in _HUES])[np.searchsorted(bounds, hue, side="right").clip(max=7)]
     warm = (names == index["red"]) | (names == index["orange"])
     dark = (value < 0.55) | ((value < 0.78) & (saturation < 0.75))  # dark, or darkish and dull
-    names = np.where(warm & dark, index["brown"], names)
+    deep_red = (names == index["red"]) & (saturation > DEEP_RED_SATURATION) & (value >= DEEP_RED)
+    names = np.where(warm & dark & ~deep_red, index["brown"], names)
+    names = np.where((names == index["pink"]) & (value < DARK_MAGENTA), index["purple"], names)
     light_red = (names == index["red"]) & (saturation < 0.55) & (value > 0.7)
     names = np.where(light_red, index["pink"], names)
     grey = np.where(value > 0.85, index["white"], np.where(value < 0.3, index["black"], index["grey"]))

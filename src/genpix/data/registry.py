@@ -12,7 +12,7 @@ import torch
 from .dataset import SPLITS, DataError, ImageDataset, Split
 from .digits import load_digits
 from .emoji import load_emoji
-from .emoji_captions import load_emoji_captions, load_emoji_colour_names, load_emoji_colours
+from .emoji_captions import load_emoji_captions, load_emoji_colour_names, load_emoji_colour_phrases, load_emoji_colours
 from .folder import FOLDER_NATIVE_SIZE, load_folder
 from .mnist import FASHION_MNIST, MNIST, IdxSource, load_idx_dataset
 from .scenes import load_shape_scenes
@@ -36,6 +36,8 @@ DATASETS: dict[str, str] = {
                      "so colour words mean colours, not objects (offline)",
     "emoji-colour-names": "emoji-colours and 32 copies of every emoji tinted to colours of the XKCD survey's 949 "
                           "names and captioned with them (\"a dusty rose frog\"; one name in ten held out; offline)",
+    "emoji-colour-phrases": "emoji-colour-names with the tinted copies also worded in 16 more sentences (\"a frog "
+                            "dyed dusty rose\", \"the colour teal on a kite\"; offline)",
 }
 
 
@@ -46,7 +48,8 @@ _MADE: dict[str, Callable[..., ImageDataset]] = {"digits": load_digits, "shapes"
                                                  "shape-scenes": load_shape_scenes, "emoji": load_emoji,
                                                  "emoji-captions": load_emoji_captions,
                                                  "emoji-colours": load_emoji_colours,
-                                                 "emoji-colour-names": load_emoji_colour_names}
+                                                 "emoji-colour-names": load_emoji_colour_names,
+                                                 "emoji-colour-phrases": load_emoji_colour_phrases}
 
 
 def list_datasets() -> list[tuple[str, str]]:

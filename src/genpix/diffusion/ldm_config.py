@@ -41,6 +41,7 @@ class LDMConfig:
     colour_loss_weight: float = 0.1  # weight of the colour head's cross-entropy in the training loss
     colour_dropout: float = 0.1  # dropout in the colour head's classifier
     colour_word_dropout: float = 0.0  # share of captions whose colour words the U-Net does not see
+    colour_head_only: bool = False  # train the colour head's reading alone (the rest of the model frozen)
     # the U-Net eps_theta(z_t, t, tau_theta(y)) over latents
     block_out_channels: tuple[int, ...] = (64, 128)
     layers_per_block: int = 1
@@ -77,6 +78,7 @@ class LDMConfig:
         check(0 <= self.colour_word_dropout < 1,
               f"colour_word_dropout must be in [0, 1), got {self.colour_word_dropout}")
         check(self.colour_token or not self.colour_word_dropout, "colour_word_dropout needs --colour-token")
+        check(self.colour_token or not self.colour_head_only, "colour_head_only needs --colour-token")
         check(0 <= self.ema_decay < 1, f"ema_decay must be in [0, 1), got {self.ema_decay}")
         check(self.grad_clip >= 0 and self.weight_decay >= 0, "grad_clip and weight_decay must be >= 0")
         check(self.min_snr_gamma is None or self.min_snr_gamma > 0,

@@ -89,11 +89,12 @@ class DiffusionPipeline:
         return self._upscalers
 
     def encode_prompt(self, prompt: str, clip_skip: int = 1) -> torch.Tensor:
-        """The context (1, L, D) the U-Net attends to for ``prompt`` (text-conditioned models)."""
+        """The context (1, L, D) the U-Net attends to for ``prompt`` (text-conditioned models), as
+        generation encodes it (with the colour hint where the model has a colour head)."""
         if self.capabilities.conditioning != "text":
             raise GenpixError(f"{self.model_name} ({self.family}) is not text-conditioned")
         with torch.no_grad():
-            return self.parts.conditioner.encode(prompt, clip_skip)["context"]
+            return self.parts.conditioner.encode_pair(prompt, "", clip_skip)[0]["context"]
 
     def encode_prompts(self, prompt: str, negative_prompt: str, clip_skip: int = 1):
         """(cond, uncond, padded) contexts of equal length (pipelines/conditioning.py)."""

@@ -77,10 +77,13 @@ class LDMTask:
         if initial is not None:
             load_module_weights(self.model, _with_new_colour_head(self.model, initial),
                                 "--init-from (its U-Net and text encoder must match this run's model section)")
+        if config.colour_head_only:
+            _train_only_the_colour_reading(self.model)
         frozen = {id(m): m for m in self.model.conditioner.frozen}  # shared, not copied, by the EMA
         self.ema = copy.deepcopy(self.model, frozen).requires_grad_(False)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=config.weight_decay)
-        self.first_param = next(self.model.parameters())
+        trained = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(trained, lr=lr, weight_decay=config.weight_decay)
+        self.first_param = trained[0]
         self.network = self.model  # what train_step calls; under torchrun, through DDP (distribute)
         f = config.first_stage.downsampling_factor
         self.preview_noise = torch.randn(preview, config.first_stage.latent_channels, config.image_size // f,
@@ -104,6 +107,8 @@ class LDMTask:
 
     def distribute(self, wrap) -> None:
         # the U-Net and tau_theta through DDP; the frozen autoencoder and the EMA copy stay plain
+        if self.config.colour_head_only:
+            raise GenpixError("colour_head_only trains in one process: run it without torchrun")
         self.network = wrap(self.model)
 
     @torch.no_grad()
@@ -142,7 +147,12 @@ class LDMTask:
     def loss_terms(self, network, batch: Batch, model: torch.nn.Module | None = None) -> dict[str, torch.Tensor]:
         """LDM eq. 2 with tau_theta, || target - eps_theta(z_t, t, tau_theta(y)) ||^2 on z0 = latents
         ("diffusion"); with the colour token, the cross-entropy of the colour head (of ``model``, the live
-        model unless given) against the colour the reader finds in each picture ("colour")."""
+        model unless given) against the colour the reader finds in each picture ("colour"); with
+        colour_head_only, that term alone."""
+        if self.config.colour_head_only:
+            y = self.conditions(batch, batch.rand() < self.config.cond_drop_prob)
+            logits = (model or self.model).conditioner.colour_logits(y)
+            return {"colour": F.cross_entropy(logits, self._picture_colours(batch))}
         z0 = self.latents(batch)
         noised = forward_process(self.config, z0, batch)  # t, then eps: per image from the batch
         drop = batch.rand() < self.config.cond_drop_prob
@@ -160,7 +170,10 @@ class LDMTask:
         return self.total_loss(self.loss_terms(network, batch, model))
 
     def total_loss(self, terms: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """The training loss: the diffusion term plus colour_loss_weight times the colour term."""
+        """The training loss: the diffusion term plus colour_loss_weight times the colour term (the
+        colour term alone with colour_head_only)."""
+        if "diffusion" not in terms:
+            return terms["colour"]
         return terms["diffusion"] + self.config.colour_loss_weight * terms.get("colour", 0.0)
 
     def _picture_colours(self, batch: Batch) -> torch.Tensor:
@@ -226,6 +239,15 @@ class LDMTask:
         return figures
 
 
+def _train_only_the_colour_reading(model: torch.nn.Module) -> None:
+    """Freeze all of ``model`` but its colour head's reading (LayerNorm, attention scorer and
+    classifier): the token embedding E stays as the U-Net learned it."""
+    head = model.conditioner.colour
+    model.requires_grad_(False)
+    for part in (head.norm, head.score, head.classifier):
+        part.requires_grad_(True)
+
+
 def _with_new_colour_head(model: torch.nn.Module, initial: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """--init-from weights for ``model``; a model without a colour head gets this run's fresh one."""
     state = dict(initial)
@@ -257,11 +279,13 @@ def _ldm_task_options(options: Mapping[str, Any], train_config: Any) -> dict[str
 
 def _ldm_base_model(options: Mapping[str, Any]) -> dict[str, Any]:
     """A fine-tuning run (--init-from) starts from that model's model section (its U-Net, text encoder,
-    schedule and loss); --config and the flags change it, the data sets the size."""
+    schedule and loss); --config and the flags change it, the data sets the size. colour_head_only is
+    how that model's last stage was trained, not part of the model: a run trains all of it unless told."""
     if options.get("init_from") is None:
         return {}
     section = read_trained_config(options["init_from"], "--init-from", "ldm").get("model", {})
-    return {k: v for k, v in section.items() if k not in ("first_stage", "image_size", "channels", "num_classes")}
+    elsewhere = ("first_stage", "image_size", "channels", "num_classes", "colour_head_only")
+    return {k: v for k, v in section.items() if k not in elsewhere}
 
 
 def _ldm_check_data(model_config: LDMConfig, data: ImageDataset) -> None:
@@ -301,6 +325,9 @@ FAMILY = Family(
           "colour_dropout": "dropout in the colour head's classifier",
           "colour_word_dropout": "share of captions whose colour words (the tokens the colour head attends to) "
                                  "the U-Net does not see, so it learns the colour from the colour token",
+          "colour_head_only": "train only the colour head's reading of the caption (its token embedding, the "
+                              "U-Net and the text encoder frozen; the loss is its cross-entropy), e.g. on "
+                              "--init-from a model with the head and more varied captions",
           "block_out_channels": "U-Net channels per level", "layers_per_block": "U-Net resnets per level",
           "head_channels": "channels per attention head", "norm_num_groups": "U-Net GroupNorm groups",
           "context_dim": "class embedding width", "schedule": "noise schedule (scaled_linear: LDM's)",
