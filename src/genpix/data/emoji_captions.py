@@ -19,9 +19,9 @@ survey's names and captioned with them ("a dusty rose frog", data/colour_lexicon
 
 ``phrased`` words the tinted copies in PHRASE_TEMPLATES as well ("a frog dyed dusty rose", "the
 colour teal on a kite"): the dataset `emoji-colour-phrases`, same pictures as `emoji-colour-names`.
-A reader of the caption that was only shown the colour before or at the end of a short caption puts
-its weight on any word about colour; these sentences put the name after other words about colour
-(paint, dye, tint, hue, "colour") that name none.
+A colour head (models/colour_head.py) that was only shown a colour name before its object or at
+the end of a short caption puts its weight on any word about colour; these sentences put the name
+after other words about colour (paint, dye, tint, hue, "colour") that name none.
 """
 
 from __future__ import annotations
