@@ -143,6 +143,15 @@ def test_bad_colour_options_are_one_line(shapes_runs, tmp_path, run_cli, args, m
     assert not (tmp_path / "run").exists()
 
 
+def test_colour_head_only_needs_a_trained_model(shapes_runs, tmp_path, run_cli):
+    status, _, err = run_cli("train", "ldm", *SHAPES, *LDM[len(DATA):], "--autoencoder", shapes_runs / "ae",
+                             "--colour-token", "--colour-head-only", "--steps", "1", "--out", tmp_path / "run")
+    errors = [line for line in err.strip().splitlines() if "error" in line]
+    assert status == 1 and len(errors) == 1 and "colour_head_only trains the colour head of a trained model: give " \
+        "--init-from" in errors[0], err
+    assert not (tmp_path / "run").exists()
+
+
 def test_colour_word_dropout_trains_and_changes_the_steps(shapes_runs, tmp_path, run_cli):
     weights = {}
     for share in ("0", "0.5"):

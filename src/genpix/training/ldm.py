@@ -71,6 +71,9 @@ class LDMTask:
             config = replace(config, first_stage=autoencoder.config)
         if config.first_stage is None:
             raise GenpixError("--autoencoder is required: a trained autoencoder run (genpix train autoencoder)")
+        if config.colour_head_only and autoencoder is not None and initial is None:  # a new run, not --init-from
+            raise GenpixError("colour_head_only trains the colour head of a trained model: give --init-from MODEL "
+                              "(a latent diffusion model with --colour-token), not --autoencoder")
         self.config, self.device = config, device
         self.autoencoder = (autoencoder or AutoencoderKL(config.first_stage)).to(device).eval().requires_grad_(False)
         self.model = config.network().to(device)
