@@ -154,8 +154,7 @@ class LDMTask:
         colour_head_only, that term alone."""
         if self.config.colour_head_only:
             y = self.conditions(batch, batch.rand() < self.config.cond_drop_prob)
-            logits = (model or self.model).conditioner.colour_logits(y)
-            return {"colour": F.cross_entropy(logits, self._picture_colours(batch))}
+            return {"colour": self._colour_term(model or self.model, batch, y)}
         z0 = self.latents(batch)
         noised = forward_process(self.config, z0, batch)  # t, then eps: per image from the batch
         drop = batch.rand() < self.config.cond_drop_prob
@@ -165,8 +164,7 @@ class LDMTask:
             hide = batch.rand() < self.config.colour_word_dropout
         terms = {"diffusion": noised.loss(network(noised.x_t, noised.t, y, hide), self.config.loss)}
         if self.config.colour_token:
-            logits = (model or self.model).conditioner.colour_logits(y)
-            terms["colour"] = F.cross_entropy(logits, self._picture_colours(batch))
+            terms["colour"] = self._colour_term(model or self.model, batch, y)
         return terms
 
     def loss(self, network, batch: Batch, model: torch.nn.Module | None = None) -> torch.Tensor:
@@ -178,6 +176,10 @@ class LDMTask:
         if "diffusion" not in terms:
             return terms["colour"]
         return terms["diffusion"] + self.config.colour_loss_weight * terms.get("colour", 0.0)
+
+    def _colour_term(self, model: torch.nn.Module, batch: Batch, y: torch.Tensor) -> torch.Tensor:
+        """The cross-entropy of ``model``'s colour head on inputs y against the batch pictures' colours."""
+        return F.cross_entropy(model.conditioner.colour_logits(y), self._picture_colours(batch))
 
     def _picture_colours(self, batch: Batch) -> torch.Tensor:
         """(B,) int64: the basic colour (data/colour_names.py) of each batch picture (grey ones as RGB),
